@@ -1,0 +1,25 @@
+# The two quickstart commands: `make demo` and `make test`. Both set up .venv from the lock file first.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test validate clean
+
+$(BIN)/popbase: pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check uv
+	$(BIN)/uv pip install -q --python $(BIN)/python -r requirements.lock
+	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
+	touch $(BIN)/popbase
+
+setup: $(BIN)/popbase
+
+demo: setup
+	GX_ANALYTICS_ENABLED=False $(BIN)/popbase demo
+
+test: setup
+	GX_ANALYTICS_ENABLED=False $(BIN)/dagster definitions validate -w workspace.yaml
+	GX_ANALYTICS_ENABLED=False $(BIN)/python -m pytest -n 2 --durations=10
+
+clean:
+	rm -rf popbase_home .pytest_cache

@@ -1,0 +1,252 @@
+"""Outputs of a business date (spec section 6), written from the database after the date has committed.
+
+Everything here can be rewritten at any time from the database, so a run that died after its
+commit but before its outputs is mended by running the date again.
+"""
+from __future__ import annotations
+
+import html
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import sqlalchemy as sa
+
+from exchange.tables import DEPARTMENT_NAMES, DEPARTMENTS
+from store import db
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+RECON_FIELDS = ["manifest_rows", "received_rows", "loaded_rows", "rejected_rows", "inserted", "updated",
+                "deleted", "unchanged", "ignored_stale", "checksum_ok", "deviation"]
+
+EXPORT_PERSON_COLUMNS = ["RKID", "GMSFHM", "XM", "XB", "CSRQ", "MZ", "JZXZ", "HJDZ_XZQH", "SJJZD_XZQH", "RHZT",
+                         "SWBZ", "LYBM"]
+
+
+def neutralise(value: str) -> str:
+    """Stop a spreadsheet from executing a value (OWASP CSV injection): prefix a quote."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_START) else value
+
+
+def _atomic_path(target: Path):
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=target.suffix)
+    os.close(fd)
+    return Path(tmp)
+
+
+def write_exports(home: Path, conn: sa.Connection, date: str) -> dict[str, Path]:
+    out = Path(home) / "out" / "exports" / date
+    persons = db.read_frame(conn, db.persons, db.persons.c.status == "live")
+    persons = persons.reindex(columns=EXPORT_PERSON_COLUMNS, fill_value="")
+    links = db.read_frame(conn, db.links).reindex(columns=["BM", "BH", "YWZJ", "JS", "RKID", "PPFS", "PPDF"], fill_value="")
+    links["PPDF"] = pd.to_numeric(links["PPDF"], errors="coerce").astype(float)
+    paths = {}
+    for name, frame in (("persons", persons), ("links", links)):
+        target = out / f"{name}.parquet"
+        tmp = _atomic_path(target)
+        frame.sort_values(frame.columns[0] if name == "persons" else ["BM", "BH", "YWZJ", "JS"]).to_parquet(tmp, index=False)
+        os.replace(tmp, target)
+        paths[name] = target
+    return paths
+
+
+def write_task_outputs(home: Path, conn: sa.Connection, date: str) -> dict[str, tuple[Path, Path]]:
+    """One xlsx + csv per department holding every task of that department open on the date."""
+    from exchange.taskfile import write_task_files
+    from linkage.states import STATE_NAMES
+
+    tasks = db.read_frame(conn, db.tasks, db.tasks.c.status == "open")
+    if tasks.empty:
+        tasks = pd.DataFrame(columns=db.TASK_COLUMNS)
+    tasks["HCZTMC"] = tasks["HCZT"].map(STATE_NAMES).fillna("")
+    tasks["XZBZ"] = (tasks["XFRQ"] == date).map({True: "1", False: "0"})
+    out = {}
+    for dept in DEPARTMENTS:
+        mine = tasks[tasks["route"] == dept].sort_values(["HCZT", "BH", "YWZJ", "JS"])
+        out[dept] = write_task_files(mine, dept, date, Path(home) / "out")
+    return out
+
+
+def write_reports(home: Path, summary: dict, date: str, history: list[dict]) -> dict[str, Path]:
+    """reconciliation_<dept>.json/.xlsx per department and the city-wide summary.html."""
+    out = Path(home) / "out" / "reports" / date
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for dept, rep in summary["departments"].items():
+        target = out / f"reconciliation_{dept}.json"
+        tmp = _atomic_path(target)
+        tmp.write_text(json.dumps(rep, ensure_ascii=False, indent=2), encoding="utf-8")
+        os.replace(tmp, target)
+        paths[f"{dept}.json"] = target
+        paths[f"{dept}.xlsx"] = _write_reconciliation_xlsx(out / f"reconciliation_{dept}.xlsx", rep)
+    target = out / "summary.html"
+    tmp = _atomic_path(target)
+    tmp.write_text(render_summary_html(summary, history), encoding="utf-8")
+    os.replace(tmp, target)
+    paths["summary"] = target
+    return paths
+
+
+TABLE_HEADERS = {
+    "manifest_rows": "清单行数", "received_rows": "接收行数", "loaded_rows": "入库行数", "rejected_rows": "拒收行数",
+    "inserted": "新增", "updated": "修改", "deleted": "删除", "unchanged": "未变", "ignored_stale": "过期忽略",
+    "checksum_ok": "校验和正确", "deviation": "行数偏差",
+}
+
+
+def _write_reconciliation_xlsx(target: Path, rep: dict) -> Path:
+    import xlsxwriter
+
+    tmp = _atomic_path(target)
+    wb = xlsxwriter.Workbook(str(tmp))
+    bold = wb.add_format({"bold": True, "bg_color": "#DDEBF7", "border": 1})
+    ws = wb.add_worksheet("桥接核对")
+    ws.write_string(0, 0, f"{DEPARTMENT_NAMES.get(rep['department'], rep['department'])} 数据桥接核对 {rep['business_date']}", bold)
+    headers = ["表(BH)"] + [f"{TABLE_HEADERS[f]}({f})" for f in RECON_FIELDS]
+    for c, h in enumerate(headers):
+        ws.write_string(2, c, h, bold)
+        ws.set_column(c, c, max(12, len(h) + 4))
+    for r, (table, figs) in enumerate(sorted(rep["tables"].items()), start=3):
+        ws.write_string(r, 0, table)
+        for c, f in enumerate(RECON_FIELDS, start=1):
+            v = figs.get(f, "")
+            ws.write_string(r, c, ("是" if v else "否") if isinstance(v, bool) else str(v))
+    row = 4 + len(rep["tables"])
+    ws.write_string(row, 0, "核查任务", bold)
+    for c, (k, label) in enumerate((("new", "新增"), ("open", "在办"), ("closed", "销号"), ("overdue", "逾期")), start=1):
+        ws.write_string(row, c, f"{label}({k})", bold)
+        ws.write_string(row + 1, c, str(rep["tasks"].get(k, 0)))
+    row += 3
+    ws.write_string(row, 0, "质量指标", bold)
+    for i, (k, v) in enumerate(sorted((rep.get("quality") or {}).items())):
+        if isinstance(v, (int, float)):
+            ws.write_string(row + 1 + i, 0, k)
+            ws.write_string(row + 1 + i, 1, f"{v:.4f}" if isinstance(v, float) else str(v))
+    ws.freeze_panes(3, 1)
+    wb.close()
+    os.replace(tmp, target)
+    return target
+
+
+STATE_COLORS = "#4472C4 #ED7D31 #A5A5A5 #FFC000 #5B9BD5 #70AD47 #264478 #9E480E #636363 #997300 #255E91 #43682B #698ED0 #F1975A #B7B7B7 #FFCD33 #7CAFDD".split()
+
+
+def _bar_chart(title: str, data: dict[str, float], fmt="{:,.0f}", width=640) -> str:
+    """A horizontal bar chart as inline SVG (no JavaScript, no network: it opens anywhere)."""
+    if not data:
+        return f"<h3>{html.escape(title)}</h3><p class='empty'>无数据</p>"
+    top = max(data.values()) or 1
+    rows = []
+    for i, (label, value) in enumerate(data.items()):
+        w = int((width - 260) * value / top)
+        y = i * 24
+        rows.append(
+            f"<text x='0' y='{y + 16}' class='lbl'>{html.escape(str(label))}</text>"
+            f"<rect x='200' y='{y + 4}' width='{max(w, 1)}' height='16' fill='{STATE_COLORS[i % len(STATE_COLORS)]}'/>"
+            f"<text x='{206 + w}' y='{y + 16}' class='val'>{fmt.format(value)}</text>")
+    return (f"<h3>{html.escape(title)}</h3><svg width='{width}' height='{24 * len(data) + 8}' role='img'>"
+            + "".join(rows) + "</svg>")
+
+
+def _line_chart(title: str, series: dict[str, list[tuple[str, float]]], width=640, height=200, pct=False) -> str:
+    points = [v for s in series.values() for _, v in s]
+    if not points:
+        return f"<h3>{html.escape(title)}</h3><p class='empty'>无数据</p>"
+    dates = sorted({d for s in series.values() for d, _ in s})
+    lo, hi = (0.0, 1.0) if pct else (0.0, max(points) or 1.0)
+    x = {d: 40 + (width - 180) * (i / max(len(dates) - 1, 1)) for i, d in enumerate(dates)}
+    out = [f"<h3>{html.escape(title)}</h3><svg width='{width}' height='{height + 40}' role='img'>",
+           f"<line x1='40' y1='{height}' x2='{width - 140}' y2='{height}' stroke='#999'/>"]
+    for d in (dates[0], dates[-1]):
+        out.append(f"<text x='{x[d] - 28}' y='{height + 16}' class='val'>{d}</text>")
+    for i, (name, pts) in enumerate(series.items()):
+        color = STATE_COLORS[i % len(STATE_COLORS)]
+        coords = " ".join(f"{x[d]:.0f},{height - (height - 10) * (v - lo) / ((hi - lo) or 1):.0f}" for d, v in pts)
+        out.append(f"<polyline fill='none' stroke='{color}' stroke-width='2' points='{coords}'/>")
+        for d, v in pts:
+            cy = height - (height - 10) * (v - lo) / ((hi - lo) or 1)
+            out.append(f"<circle cx='{x[d]:.0f}' cy='{cy:.0f}' r='3' fill='{color}'/>")
+        out.append(f"<text x='{width - 130}' y='{14 + 16 * i}' class='lbl' fill='{color}'>{html.escape(name)}</text>")
+    out.append("</svg>")
+    return "".join(out)
+
+
+def render_summary_html(summary: dict, history: list[dict]) -> str:
+    """The city-wide picture of one date: figures, tasks by state and department, trends, link methods."""
+    from linkage.states import STATE_NAMES
+
+    date = summary["business_date"]
+    deps = summary["departments"]
+    q = summary.get("quality", {})
+    cards = [
+        ("在册人口 persons", f"{summary['totals'].get('persons', 0):,}"),
+        ("记录角色 record roles", f"{summary['totals'].get('roles', 0):,}"),
+        ("今日入库行 loaded", f"{summary['totals'].get('loaded_rows', 0):,}"),
+        ("今日拒收行 rejected", f"{summary['totals'].get('rejected_rows', 0):,}"),
+        ("待核查任务 open tasks", f"{summary['totals'].get('open_tasks', 0):,}"),
+        ("关联率 link rate", f"{q.get('link_rate', 0):.2%}"),
+        ("身份证有效率 valid ID rate", f"{q.get('valid_id_rate', 0):.2%}"),
+    ]
+    by_state = {f"{STATE_NAMES.get(k, k)} {k}": v for k, v in sorted(summary.get("open_tasks_by_state", {}).items(), key=lambda kv: -kv[1])}
+    by_dept = {f"{DEPARTMENT_NAMES[d]} {d}": deps[d]["tasks"].get("open", 0) for d in DEPARTMENTS}
+    backlog = {DEPARTMENT_NAMES[d]: [(h["business_date"], h["departments"][d]["tasks"].get("open", 0)) for h in history] for d in DEPARTMENTS}
+    rates = {name: [(h["business_date"], float(h.get("quality", {}).get(key, 0) or 0)) for h in history]
+             for name, key in (("关联率", "link_rate"), ("身份证有效率", "valid_id_rate"), ("关键字段完整率", "key_field_completeness"))}
+    rows = []
+    for d in DEPARTMENTS:
+        for table, f in sorted(deps[d]["tables"].items()):
+            flag = "" if f["checksum_ok"] and not f["deviation"] else " class='warn'"
+            rows.append(f"<tr{flag}><td>{DEPARTMENT_NAMES[d]}</td><td>{table}</td>" + "".join(
+                f"<td>{'是' if f[k] is True else '否' if f[k] is False else f[k]}</td>" for k in RECON_FIELDS) + "</tr>")
+        for b in deps[d]["batches"]:
+            if b["status"] == "replay":
+                rows.append(f"<tr class='warn'><td>{DEPARTMENT_NAMES[d]}</td><td colspan='{len(RECON_FIELDS) + 1}'>重复批次已跳过 replay: {html.escape(b['batch_id'])}</td></tr>")
+    head = "".join(f"<th>{TABLE_HEADERS[k]}</th>" for k in RECON_FIELDS)
+    errors = "".join(f"<li>{html.escape(e)}</li>" for e in summary.get("errors", []))
+    return f"""<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">
+<title>实有人口基础库 运行概况 {date}</title>
+<style>
+body{{font-family:"Noto Sans CJK SC","Microsoft YaHei",sans-serif;margin:24px;color:#222;max-width:1400px}}
+h1{{font-size:22px}} h2{{font-size:18px;border-bottom:2px solid #4472C4;padding-bottom:4px;margin-top:28px}} h3{{font-size:15px;margin:12px 0 4px}}
+.cards{{display:flex;flex-wrap:wrap;gap:12px}} .card{{background:#F3F6FB;border:1px solid #D0DAEA;border-radius:6px;padding:10px 16px;min-width:150px}}
+.card b{{display:block;font-size:22px;color:#1F3864}} .card span{{font-size:12px;color:#555}}
+.grid{{display:grid;grid-template-columns:1fr 1fr;gap:16px}}
+table{{border-collapse:collapse;font-size:13px}} td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}} td:first-child,td:nth-child(2){{text-align:left}}
+th{{background:#DDEBF7}} tr.warn td{{background:#FDE9D9}} .lbl{{font-size:12px}} .val{{font-size:11px;fill:#333}} .empty{{color:#888}}
+</style></head><body>
+<h1>实有人口基础库 运行概况 · 业务日期 {date}</h1>
+<div class="cards">{''.join(f"<div class='card'><b>{v}</b><span>{html.escape(k)}</span></div>" for k, v in cards)}</div>
+{f"<h2>交换异常</h2><ul>{errors}</ul>" if errors else ""}
+<h2>待核查任务</h2>
+<div class="grid"><div>{_bar_chart("按核查状态 (open tasks by state)", by_state)}</div>
+<div>{_bar_chart("按部门 (open tasks by department)", by_dept)}</div></div>
+<h2>趋势</h2>
+<div class="grid"><div>{_line_chart("待办积压 backlog over time", backlog)}</div>
+<div>{_line_chart("质量指标 quality rates over time", rates, pct=True)}</div></div>
+<h2>关联方式 link methods</h2>
+{_bar_chart("记录角色按关联方式 (PPFS)", summary.get("link_methods", {}))}
+<h2>数据桥接核对 reconciliation</h2>
+<table><tr><th>部门</th><th>表</th>{head}</tr>{''.join(rows)}</table>
+</body></html>"""
+
+
+def run_history(conn: sa.Connection, up_to: str) -> list[dict]:
+    rows = conn.execute(sa.select(db.runs.c.summary).where(db.runs.c.business_date <= up_to).order_by(db.runs.c.business_date))
+    return [json.loads(r.summary) for r in rows]
+
+
+def write_all(home: Path, engine: sa.Engine, date: str) -> dict:
+    """Every output of a committed business date."""
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(db.runs.c.summary).where(db.runs.c.business_date == date)).first()
+        if row is None:
+            raise RuntimeError(f"business date {date} has not been processed: nothing to write")
+        summary = json.loads(row.summary)
+        exports = write_exports(home, conn, date)
+        tasks = write_task_outputs(home, conn, date)
+        reports = write_reports(home, summary, date, run_history(conn, date))
+    return {"exports": exports, "tasks": tasks, "reports": reports, "summary": summary}

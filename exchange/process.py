@@ -1,0 +1,415 @@
+"""The pure heart of a business date: frames in, frames out, no database and no Dagster.
+
+`process_date` takes the base as it was (a `BaseState`), the staged deliveries of the date, and
+returns the base as it must become, the audit rows, the batch reports and the run summary.
+Order (spec sections 2–5): extracts (per department, batch, file) → verification returns → roles
+(with the departments' answers laid over them) → linking → person attributes → states → tasks.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pandas as pd
+
+from exchange.apply import apply_delivery
+from exchange.tables import DEPARTMENTS, RETURN_TABLE, TABLES
+from linkage.roles import build_roles
+from store import db
+
+RETURN_RESULT_NAMES = {"1": "属实已更正", "2": "原数据无误", "3": "查无此人/应注销", "4": "确认为同一人", "5": "确认非同一人", "9": "其他"}
+
+
+@dataclass
+class ProcessResult:
+    state: object  # BaseState
+    audit: pd.DataFrame
+    batches: list[dict]
+    summary: dict
+    rejects: list[tuple[str, str, pd.DataFrame]] = field(default_factory=list)  # (dept, table, rejects)
+    roles: pd.DataFrame | None = None
+
+    def summary_line(self) -> str:
+        t = self.summary.get("totals", {})
+        return ", ".join(f"{k}={v}" for k, v in t.items())
+
+
+def _audit(entity, key, rkid="", fld="", old="", new="", cause="", actor="popbase", date=""):
+    return {"business_date": date, "entity": entity, "entity_key": key, "RKID": rkid, "field": fld,
+            "old": old, "new": new, "cause": cause, "actor": actor}
+
+
+def _file_report(sf) -> dict:
+    return {
+        "table": sf.table, "path": sf.path, "extract_type": sf.extract_type, "status": sf.status,
+        "message": sf.message, "manifest_rows": sf.manifest_rows,
+        "received_rows": sf.received_rows if sf.status not in ("quarantined", "missing", "replay") else 0,
+        "loaded_rows": 0, "rejected_rows": sf.rejected_rows if sf.status == "staged" else 0,
+        **{c: 0 for c in ("inserted", "updated", "deleted", "unchanged", "ignored_stale")},
+        "checksum_ok": bool(sf.checksum_ok),
+    }
+
+
+def apply_extracts(state, stage_result, staged: dict[str, pd.DataFrame], date: str):
+    """Apply every staged extract; returns new sources, per-batch reports, extra rejects, changed keys."""
+    sources = dict(state.sources)
+    reports: dict[str, dict] = {}
+    rejects = []
+    changed: list[pd.DataFrame] = []
+    order = {d: i for i, d in enumerate(DEPARTMENTS)}
+    files = sorted(stage_result.files, key=lambda f: (order.get(f.department, 9), f.batch_id, f.line_in_manifest))
+    for sf in files:
+        if sf.status in ("replay", "processed"):
+            continue
+        rep = reports.setdefault(sf.batch_id, {"batch_id": sf.batch_id, "department": sf.department, "files": []})
+        fr = _file_report(sf)
+        rep["files"].append(fr)
+        if sf.status != "staged" or sf.table == RETURN_TABLE:
+            continue
+        frame = staged[f"{sf.batch_id}__{sf.line_in_manifest}"]
+        applied = apply_delivery(sources[sf.table], frame, sf.table, sf.extract_type, date, sf.batch_id)
+        sources[sf.table] = applied.current
+        for k, v in applied.counts.items():
+            fr[k] = int(v)
+        extra = len(applied.rejects)
+        fr["rejected_rows"] += extra
+        fr["loaded_rows"] = fr["received_rows"] - fr["rejected_rows"]
+        if extra:
+            rejects.append((sf.department, sf.table, applied.rejects))
+        if len(applied.changes):
+            ch = applied.changes[["_key", "op"]].copy()
+            ch["BH"] = sf.table
+            changed.append(ch)
+    return sources, reports, rejects, changed
+
+
+# ----------------------------------------------------------------------------------------------------
+# Verification returns and the overlays they leave
+
+
+def apply_returns(state, stage_result, staged, date, reports, sources):
+    """Validate and apply every return of the date; returns (tasks, overlays, decisions, audit rows, rejects)."""
+    from exchange.returns import return_effects, validate_returns
+
+    tasks = state.tasks.copy()
+    overlays = state.overlays.copy()
+    decisions = state.decisions.copy()
+    audit_rows: list[dict] = []
+    rejects = []
+    for sf in stage_result.files:
+        if sf.table != RETURN_TABLE or sf.status != "staged":
+            continue
+        ret = staged[f"{sf.batch_id}__{sf.line_in_manifest}"]
+        accepted, rejected = validate_returns(ret, tasks, sf.department, date)
+        fr = next(f for f in reports[sf.batch_id]["files"] if f["path"] == sf.path)
+        fr["rejected_rows"] += len(rejected)
+        fr["loaded_rows"] = fr["received_rows"] - fr["rejected_rows"]
+        fr["accepted_returns"] = len(accepted)
+        if len(rejected):
+            rj = rejected.copy()
+            rj["line"] = rj.get("_line", "")
+            rj["raw"] = rj.drop(columns=[c for c in ("reason", "_line", "line") if c in rj.columns]).astype(str).agg("|".join, axis=1) if len(rj) else ""
+            rejects.append((sf.department, RETURN_TABLE, rj[["line", "reason", "raw"]]))
+        if not len(accepted):
+            continue
+        effects = return_effects(accepted, tasks)
+        cause = f"return {sf.batch_id}/{sf.path}"
+        new_ov = []
+        for kind, frame in (("CORRECT", effects["corrections"]), ("SUPPRESS", effects["suppressions"]),
+                            ("CANCEL", effects["cancellations"])):
+            if frame is None or frame.empty:
+                continue
+            f = frame.copy()
+            for c in db.OVERLAY_COLUMNS:
+                if c not in f.columns:
+                    f[c] = ""
+            f["kind"] = kind
+            f["decided"] = date
+            f["record_ts"] = _record_ts(sources, f)
+            f["overlay_key"] = kind + "|" + f["BM"] + "|" + f["BH"] + "|" + f["YWZJ"] + "|" + f["JS"] + "|" + f["HCZT"] + "|" + f["field"]
+            new_ov.append(f[db.OVERLAY_COLUMNS])
+            for r in f.itertuples(index=False):  # one audit row per accepted answer: a handful a day
+                audit_rows.append(_audit("record", f"{r.BM}|{r.BH}|{r.YWZJ}", fld=r.field or r.HCZT, new=r.value or kind,
+                                         cause=f"{cause} {r.RWBH}", actor=sf.department, date=date))
+        if new_ov:
+            ov = pd.concat(new_ov, ignore_index=True).drop_duplicates("overlay_key", keep="last")
+            overlays = pd.concat([overlays[~overlays["overlay_key"].isin(ov["overlay_key"])], ov], ignore_index=True)
+        dec = effects["decisions"]
+        if dec is not None and len(dec):
+            dec = dec.copy()
+            dec["decided"] = date
+            dec["decision_key"] = db.role_key(dec) + "|" + dec["RKID"]
+            decisions = pd.concat([decisions[~decisions["decision_key"].isin(dec["decision_key"])],
+                                   dec[db.DECISION_COLUMNS]], ignore_index=True)
+            for r in dec.itertuples(index=False):
+                audit_rows.append(_audit("link", f"{r.BM}|{r.BH}|{r.YWZJ}|{r.JS}", rkid=r.RKID, fld="decision",
+                                         new=r.decision, cause=f"{cause} {r.RWBH}", actor=sf.department, date=date))
+        answered = accepted.drop_duplicates("RWBH", keep="last").set_index("RWBH")
+        idx = tasks["RWBH"].isin(answered.index)
+        for col in ("HCJG", "GZZD", "GZZ", "HCR", "HCRQ", "BZ"):
+            if col in answered.columns:
+                tasks.loc[idx, col] = tasks.loc[idx, "RWBH"].map(answered[col]).fillna("").astype(str)
+        was_open = idx & tasks["status"].eq("open")
+        for r in tasks[was_open].itertuples(index=False):
+            audit_rows.append(_audit("task", r.RWBH, rkid=r.RKID, fld="status", old="open", new="closed",
+                                     cause=f"{cause}: HCJG={tasks.loc[tasks['RWBH'] == r.RWBH, 'HCJG'].iloc[0]}",
+                                     actor=sf.department, date=date))
+        tasks.loc[idx, "status"] = "closed"
+        tasks.loc[idx, "closed_date"] = date
+        tasks.loc[idx, "close_reason"] = "RETURN"
+    return tasks, overlays, decisions, audit_rows, rejects
+
+
+def _record_ts(sources: dict[str, pd.DataFrame], frame: pd.DataFrame) -> pd.Series:
+    """The current `_ts` of the record each overlay row is about ('' if the record is gone)."""
+    out = pd.Series("", index=frame.index, dtype=object)
+    for bh, part in frame.groupby("BH"):
+        src = sources.get(bh)
+        if src is None or src.empty:
+            continue
+        ts = src.set_index("_key")["_ts"]
+        out.loc[part.index] = part["YWZJ"].map(ts).fillna("").astype(str)
+    return out
+
+
+def live_overlays(overlays: pd.DataFrame, sources) -> pd.DataFrame:
+    """Overlays still in force: the record has not changed since the answer (same `_ts`)."""
+    if overlays.empty:
+        return overlays
+    current = _record_ts(sources, overlays)
+    return overlays[(current != "") & (current == overlays["record_ts"])]
+
+
+def overlay_sources(sources: dict[str, pd.DataFrame], overlays: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Live records as the base sees them: answers 3 (cancelled) removed, answers 1 (corrections) applied.
+
+    The stored department records are never modified; this is a view for linking and states.
+    """
+    out = {}
+    for name, src in sources.items():
+        live = src[src["_deleted"] != "1"] if "_deleted" in src.columns else src
+        ov = overlays[overlays["BH"] == name] if len(overlays) else overlays
+        if len(ov):
+            cancel = ov.loc[ov["kind"] == "CANCEL", "YWZJ"]
+            live = live[~live["_key"].isin(cancel)]
+            corr = ov[(ov["kind"] == "CORRECT") & ov["field"].isin(TABLES[name].fields)]
+            if len(corr):
+                live = live.copy()
+                for fld, part in corr.groupby("field"):
+                    mapping = part.set_index("YWZJ")["value"]
+                    hit = live["_key"].isin(mapping.index)
+                    live.loc[hit, fld] = live.loc[hit, "_key"].map(mapping).astype(str)
+        out[name] = live
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# Person attributes that depend on table statuses (spec section 6)
+
+
+def person_attributes(persons: pd.DataFrame, roles: pd.DataFrame, links: pd.DataFrame) -> pd.DataFrame:
+    """JZXZ, HJDZ_XZQH, SJJZD_XZQH, RHZT, SWBZ, LYBM of every live person, from its linked roles."""
+    p = persons.copy()
+    r = roles.merge(links[["BM", "BH", "YWZJ", "JS", "RKID"]], on=["BM", "BH", "YWZJ", "JS"], how="inner")
+    g = r.groupby("RKID")
+
+    def any_of(mask: pd.Series) -> pd.Series:
+        return mask.groupby(r["RKID"]).any()
+
+    hukou_active = any_of((r["BH"] == "hukou") & r["active"])
+    temp_active = any_of((r["BH"] == "temp") & r["active"])
+    temp_foreign = any_of((r["BH"] == "temp") & r["active"] & ~r["ZJLX"].isin(["111", ""]))
+    dead = any_of((r["BH"] == "hukou") & (r["ZT"] == "3"))
+    res_in = any_of((r["BH"] == "resident") & (r["ZT"] == "1"))
+    res_out = any_of((r["BH"] == "resident") & (r["ZT"] == "2"))
+    depts = g["BM"].agg(lambda s: ",".join(sorted(set(s)))) if len(r) else pd.Series(dtype=object)
+
+    def first_region(mask: pd.Series) -> pd.Series:
+        sub = r[mask & (r["region"] != "")]
+        return sub.drop_duplicates("RKID").set_index("RKID")["region"]
+
+    hj = first_region((r["BH"] == "hukou") & r["active"])
+    actual = pd.concat([first_region((r["BH"] == "resident") & (r["ZT"] == "1")),
+                        first_region((r["BH"] == "temp") & r["active"]),
+                        first_region((r["BH"] == "hukou") & r["active"]),
+                        first_region(r["BH"] != "")])
+    actual = actual[~actual.index.duplicated(keep="first")]
+    k = p["RKID"]
+
+    def m(series: pd.Series, default=False):
+        return k.map(series).fillna(default)
+
+    h, t, tf = m(hukou_active).astype(bool), m(temp_active).astype(bool), m(temp_foreign).astype(bool)
+    p["JZXZ"] = np.select([h, tf, t], ["1", "4", "2"], "3")
+    p["HJDZ_XZQH"] = m(hj, "").astype(str)
+    p["SJJZD_XZQH"] = m(actual, "").astype(str)
+    rin, rout = m(res_in).astype(bool), m(res_out).astype(bool)
+    p["RHZT"] = np.select([h & rin, ~h & rin, h & rout & ~rin], ["1", "2", "3"], "9")
+    p["SWBZ"] = np.where(m(dead).astype(bool), "1", "0")
+    p["LYBM"] = m(depts, "").astype(str)
+    return p
+
+
+# ----------------------------------------------------------------------------------------------------
+# Tasks
+
+
+def update_tasks(tasks: pd.DataFrame, states: pd.DataFrame, roles: pd.DataFrame, date: str,
+                 suppressed: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
+    """Open tasks for today's states, close those whose condition is gone (自动销号), keep RWBH stable."""
+    from exchange.returns import task_number
+    from linkage.workdays import add_working_days
+
+    keys = ["BM", "BH", "YWZJ", "JS"]
+    st = states.copy()
+    if len(suppressed):
+        sup = suppressed[["BM", "BH", "YWZJ", "JS", "HCZT"]].drop_duplicates()
+        st = st.merge(sup, on=keys + ["HCZT"], how="left", indicator=True)
+        st = st[st["_merge"] == "left_only"].drop(columns="_merge")
+    st["RWBH"] = task_number(st) if len(st) else pd.Series(dtype=object)
+    st = st.drop_duplicates("RWBH")
+    raw = roles[keys + ["XM", "GMSFHM", "XB", "CSRQ"]].drop_duplicates(keys)
+    st = st.merge(raw, on=keys, how="left").fillna("")
+    audit_rows: list[dict] = []
+    t = tasks.copy().set_index("RWBH", drop=False) if len(tasks) else pd.DataFrame(columns=db.TASK_COLUMNS).set_index("RWBH", drop=False)
+    st = st.set_index("RWBH", drop=False)
+    raised = st.index
+    is_open = t["status"] == "open"
+    # close: open tasks not raised today (answered tasks were closed already by returns)
+    gone = t.index[is_open & ~t.index.isin(raised)]
+    t.loc[gone, "status"] = "closed"
+    t.loc[gone, "closed_date"] = date
+    t.loc[gone, "close_reason"] = "AUTO"
+    for r in t.loc[gone].itertuples(index=False):
+        audit_rows.append(_audit("task", r.RWBH, rkid=r.RKID, fld="status", old="open", new="closed",
+                                 cause="condition no longer holds (自动销号)", date=date))
+    # new or reopened: raised today and not open now (closed by a return today stays closed today)
+    closed_today = t.index[(t["status"] == "closed") & (t["closed_date"] == date) & (t["close_reason"] == "RETURN")]
+    fresh = raised[~raised.isin(t.index[t["status"] == "open"]) & ~raised.isin(closed_today)]
+    deadline = add_working_days(date, 10)
+    new_rows = st.loc[fresh].copy()
+    new_rows["status"] = "open"
+    new_rows["XFRQ"] = date
+    new_rows["HCQX"] = deadline
+    for c in ("closed_date", "close_reason", "HCJG", "GZZD", "GZZ", "HCR", "HCRQ", "BZ"):
+        new_rows[c] = ""
+    for r in new_rows.itertuples(index=False):
+        audit_rows.append(_audit("task", r.RWBH, rkid=r.RKID, fld="status",
+                                 old="closed" if r.RWBH in t.index else "", new="open", cause=f"state {r.HCZT} raised", date=date))
+    # refresh descriptive columns of tasks still open
+    still = raised[raised.isin(t.index[t["status"] == "open"])]
+    for c in ("RKID", "WTMS", "DBXX", "XM", "GMSFHM", "XB", "CSRQ", "route"):
+        t.loc[still, c] = st.loc[still, c].astype(str)
+    t.loc[raised[raised.isin(t.index)], "last_raised"] = date
+    new_rows["last_raised"] = date
+    t = t[~t.index.isin(new_rows.index)]
+    out = pd.concat([t, new_rows.reindex(columns=db.TASK_COLUMNS, fill_value="")], ignore_index=True)
+    return out[db.TASK_COLUMNS].fillna("").astype(str), audit_rows
+
+
+# ----------------------------------------------------------------------------------------------------
+
+
+def _links_from_db(links: pd.DataFrame) -> pd.DataFrame:
+    out = links.copy()
+    out["PPDF"] = pd.to_numeric(out["PPDF"], errors="coerce").fillna(0.0) if len(out) else pd.Series(dtype=float)
+    return out.drop(columns=[c for c in ("role_key",) if c in out.columns])
+
+
+def process_date(state, stage_result, staged: dict[str, pd.DataFrame], date: str, link_config=None,
+                 prior_reports: dict | None = None) -> ProcessResult:
+    from linkage.link import link_roles
+    from linkage.states import evaluate_states
+    from quality.rates import quality_rates
+
+    sources, reports, rejects, _changed = apply_extracts(state, stage_result, staged, date)
+    tasks, overlays, decisions, audit_rows, ret_rejects = apply_returns(state, stage_result, staged, date, reports, sources)
+    rejects += ret_rejects
+    overlays = live_overlays(overlays, sources)
+    view = overlay_sources(sources, overlays)
+    roles = build_roles(view, date)
+
+    prev_links = _links_from_db(state.links)
+    dec = decisions.drop(columns=["decision_key"], errors="ignore")
+    res = link_roles(roles, state.persons.drop(columns=[], errors="ignore"), prev_links, dec, date, config=link_config)
+    links = res.links.copy()
+    persons = person_attributes(res.persons, roles, links)
+    ev = res.events
+    if len(ev):
+        ev = ev.fillna("").astype(str)
+        key = np.where(ev.get("BM", "") != "", ev.get("BM", "") + "|" + ev.get("BH", "") + "|" + ev.get("YWZJ", "") + "|" + ev.get("JS", ""), ev["RKID"])
+        audit_rows.extend(pd.DataFrame({
+            "business_date": date, "entity": np.where(ev["kind"].isin(["RELINKED"]), "link", "person"),
+            "entity_key": key, "RKID": ev["RKID"], "field": ev.get("field", ev["kind"]), "old": ev.get("old", ""),
+            "new": ev.get("new", ""), "cause": "linking " + ev["kind"], "actor": "popbase",
+        }).to_dict("records"))
+
+    live_src = {k: v for k, v in view.items()}
+    states = evaluate_states(roles, links, live_src, date)
+    suppressed = overlays[overlays["kind"] == "SUPPRESS"] if len(overlays) else overlays
+    tasks, task_audit = update_tasks(tasks, states, roles, date, suppressed)
+    audit_rows += task_audit
+
+    links_db = links.copy()
+    links_db["role_key"] = db.role_key(links_db)
+    links_db["PPDF"] = links_db["PPDF"].map(lambda x: f"{float(x):.4f}")  # noqa: E731 - formatting a float column
+    persons_db = persons.reindex(columns=db.PERSON_COLUMNS, fill_value="").fillna("").astype(str)
+
+    new_state = replace(state, sources=sources, persons=persons_db, links=links_db[db.LINK_COLUMNS],
+                        decisions=decisions.reindex(columns=db.DECISION_COLUMNS, fill_value=""),
+                        tasks=tasks, overlays=overlays.reindex(columns=db.OVERLAY_COLUMNS, fill_value=""))
+    batches = [{"batch_id": b, "department": r["department"], "folder_date": date, "run_date": date,
+                "report": json.dumps(r, ensure_ascii=False)} for b, r in reports.items()]
+    rates = quality_rates(roles, links)
+    summary = build_summary(stage_result, reports, tasks, links, rates, date, prior_reports)
+    summary["totals"]["persons"] = int((persons_db["status"] == "live").sum())
+    audit = pd.DataFrame(audit_rows, columns=[c for c in db.AUDIT_COLUMNS if c != "at"])
+    return ProcessResult(new_state, audit, batches, summary, rejects, roles)
+
+
+def build_summary(stage_result, reports: dict, tasks: pd.DataFrame, links: pd.DataFrame, rates: dict, date: str,
+                  prior_reports: dict | None = None) -> dict:
+    """The run's figures per department (spec section 6: reconciliation) and city-wide."""
+    all_reports = dict(prior_reports or {})
+    all_reports.update(reports)
+    by_dept: dict[str, dict] = {}
+    for d in DEPARTMENTS:
+        by_dept[d] = {"department": d, "business_date": date, "batches": [], "tables": {}, "tasks": {}}
+    for sf in stage_result.files:
+        if sf.status == "replay":
+            by_dept[sf.department]["batches"].append({"batch_id": sf.batch_id, "status": "replay", "message": sf.message})
+    for b, rep in all_reports.items():
+        dept = by_dept[rep["department"]]
+        dept["batches"].append({"batch_id": b, "status": "processed", "files": rep["files"]})
+        for fr in rep["files"]:
+            tab = dept["tables"].setdefault(fr["table"], {k: 0 for k in (
+                "manifest_rows", "received_rows", "loaded_rows", "rejected_rows", "inserted", "updated", "deleted",
+                "unchanged", "ignored_stale")} | {"checksum_ok": True, "deviation": 0})
+            for k in ("manifest_rows", "received_rows", "loaded_rows", "rejected_rows", "inserted", "updated",
+                      "deleted", "unchanged", "ignored_stale"):
+                tab[k] += int(fr.get(k, 0))
+            tab["checksum_ok"] = tab["checksum_ok"] and bool(fr["checksum_ok"])
+            if fr["status"] == "staged":
+                tab["deviation"] += int(fr["received_rows"]) - int(fr["manifest_rows"])
+    for d in DEPARTMENTS:
+        mine = tasks[tasks["route"] == d] if len(tasks) else tasks
+        by_dept[d]["tasks"] = {
+            "new": int(((mine["XFRQ"] == date) & (mine["last_raised"] == date)).sum()) if len(mine) else 0,
+            "open": int((mine["status"] == "open").sum()) if len(mine) else 0,
+            "closed": int(((mine["status"] == "closed") & (mine["closed_date"] == date)).sum()) if len(mine) else 0,
+            "overdue": int(((mine["status"] == "open") & (mine["HCQX"] < date)).sum()) if len(mine) else 0,
+        }
+        by_dept[d]["quality"] = rates.get("by_department", {}).get(d, {})
+    methods = links["PPFS"].value_counts().to_dict() if len(links) else {}
+    states = tasks[tasks["status"] == "open"]["HCZT"].value_counts().to_dict() if len(tasks) else {}
+    totals = {
+        "roles": int(len(links)),
+        "persons": 0,
+        "loaded_rows": sum(t["loaded_rows"] for d in by_dept.values() for t in d["tables"].values()),
+        "rejected_rows": sum(t["rejected_rows"] for d in by_dept.values() for t in d["tables"].values()),
+        "open_tasks": int(sum(d["tasks"]["open"] for d in by_dept.values())),
+    }
+    return {"business_date": date, "departments": by_dept, "link_methods": {k: int(v) for k, v in methods.items()},
+            "open_tasks_by_state": {k: int(v) for k, v in states.items()}, "quality": rates, "totals": totals,
+            "errors": stage_result.errors, "waiting": stage_result.waiting}

@@ -1,0 +1,410 @@
+"""Verification task files (核查任务文件, spec section 5): writing them for a department and reading
+them back when the department returns them filled in.
+
+Layout: one row per open task, the columns of `TASK_COLUMNS` in that order, header cells
+`中文名(CODE)`. Two twins per department and business date, under
+`<out_root>/tasks/<dept>/<D>/verification_tasks_<dept>_<D>.{xlsx,csv}`:
+
+- the xlsx is for a clerk: frozen, bold header row; every cell a text cell (an ID can never become
+  `3.20102E+17`; the fill-in columns are text-formatted too, so an ID typed into `GZZ` stays
+  intact); a dropdown on `HCJG` (核查结果) with the six result codes and an input message giving
+  their meanings; a dropdown on `GZZD` with the department's correctable field codes; autofilter;
+  fill-in columns shaded; print setup (landscape A3, fit to width, header row repeated); a second
+  sheet `说明` explaining columns, result codes and state codes.
+- the csv (UTF-8 with BOM, CRLF, RFC 4180 quoting) is for systems.
+
+Formula injection (OWASP "CSV injection"): a value that starts with `=`, `+`, `-`, `@`, tab or CR
+gets a leading `'` in BOTH files (in the xlsx it is also a plain string cell, never a formula).
+The prefix is literal, so a file re-saved as CSV by a spreadsheet stays neutral. To keep the escape
+reversible, a value that already starts with one or more `'` followed by such a character gets one
+more `'`; `read_return` removes exactly one leading `'` from such values, so every value
+round-trips.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import io
+import os
+import re
+import tempfile
+import unicodedata
+from pathlib import Path
+
+import pandas as pd
+
+from exchange.tables import DEPARTMENT_NAMES, DEPT_TABLES, TABLES
+
+# (code, Chinese name), in file order (spec section 5).
+TASK_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("RWBH", "任务编号"),
+    ("HCZT", "核查状态代码"),
+    ("HCZTMC", "核查状态名称"),
+    ("BM", "部门"),
+    ("BH", "表"),
+    ("YWZJ", "业务主键"),
+    ("JS", "角色"),
+    ("XM", "姓名"),
+    ("GMSFHM", "公民身份号码"),
+    ("XB", "性别"),
+    ("CSRQ", "出生日期"),
+    ("WTMS", "问题描述"),
+    ("DBXX", "比对信息"),
+    ("RKID", "人口编号"),
+    ("XFRQ", "下发日期"),
+    ("HCQX", "核查期限"),
+    ("XZBZ", "新增标志"),
+    ("HCJG", "核查结果"),
+    ("GZZD", "更正字段"),
+    ("GZZ", "更正值"),
+    ("HCR", "核查人"),
+    ("HCRQ", "核查日期"),
+    ("BZ", "备注"),
+)
+TASK_CODES: tuple[str, ...] = tuple(c for c, _ in TASK_COLUMNS)
+TASK_HEADERS: tuple[str, ...] = tuple(f"{n}({c})" for c, n in TASK_COLUMNS)
+# Columns the department fills in.
+FILL_CODES: tuple[str, ...] = ("HCJG", "GZZD", "GZZ", "HCR", "HCRQ", "BZ")
+
+# HCJG 核查结果 (spec section 5).
+RESULT_CODES: dict[str, str] = {
+    "1": "属实已更正",
+    "2": "原数据无误",
+    "3": "查无此人/应注销",
+    "4": "确认为同一人",
+    "5": "确认非同一人",
+    "9": "其他",
+}
+
+ROLE_NAMES = {"SELF": "本人", "NF": "男方", "NV": "女方", "ZF": "丈夫"}
+
+TASK_FILE_STEM = "verification_tasks_{dept}_{date}"
+
+# A leading character that makes a spreadsheet read a cell as a formula, possibly behind quotes we added.
+_FORMULA_START = re.compile(r"^'*[=+\-@\t\r]")
+_ESCAPED = re.compile(r"^'('*[=+\-@\t\r])")
+_HEADER_CODE = re.compile(r"\(\s*([A-Za-z][A-Za-z0-9_]*)\s*\)\s*$")
+_BARE_CODE = re.compile(r"^\s*([A-Za-z][A-Za-z0-9_]*)\s*$")
+
+# Column widths in the xlsx, in characters (a CJK character counts about 2).
+_WIDTHS = {
+    "RWBH": 20, "HCZT": 17, "HCZTMC": 18, "BM": 10, "BH": 9, "YWZJ": 18, "JS": 8, "XM": 11,
+    "GMSFHM": 21, "XB": 7, "CSRQ": 10, "WTMS": 36, "DBXX": 48, "RKID": 20, "XFRQ": 10,
+    "HCQX": 10, "XZBZ": 8, "HCJG": 10, "GZZD": 10, "GZZ": 20, "HCR": 10, "HCRQ": 10, "BZ": 24,
+}
+_WRAP = {"WTMS", "DBXX", "BZ"}
+
+
+def task_number(bm, bh, ywzj, js, hczt):
+    """Stable task number RWBH: `HC` + the first 16 upper-case hex digits of sha256("BM|BH|YWZJ|JS|HCZT").
+
+    The same state on the same record role always gets the same number, across runs and re-runs.
+    Takes scalars (returns a str) or Series / array-likes of equal length (returns a Series).
+    """
+    parts = [bm, bh, ywzj, js, hczt]
+    if all(isinstance(p, str) for p in parts):
+        return "HC" + hashlib.sha256("|".join(parts).encode("utf-8")).hexdigest()[:16].upper()
+    index = next((p.index for p in parts if isinstance(p, pd.Series)), None)
+    n = next(len(p) for p in parts if not isinstance(p, str))
+    cols = [
+        (p.astype(str).tolist() if isinstance(p, pd.Series) else [str(x) for x in p])
+        if not isinstance(p, str) else [p] * n
+        for p in parts
+    ]
+    keys = ["|".join(t) for t in zip(*cols)]
+    return pd.Series(
+        ["HC" + hashlib.sha256(k.encode("utf-8")).hexdigest()[:16].upper() for k in keys],
+        index=index, dtype=object,
+    )
+
+
+def escape_formulas(values: pd.Series) -> pd.Series:
+    """Prefix `'` to values a spreadsheet would take for a formula (reversible, see module doc)."""
+    return values.str.replace(_FORMULA_START, lambda m: "'" + m.group(0), regex=True)
+
+
+def unescape_formulas(values: pd.Series) -> pd.Series:
+    """Undo `escape_formulas`."""
+    return values.str.replace(_ESCAPED, r"\1", regex=True)
+
+
+def correctable_fields(table_name: str) -> tuple[str, ...]:
+    """Fields a department may name in GZZD for a record of this table: all but the key and GXSJ."""
+    t = TABLES[table_name]
+    return tuple(f for f in t.fields if f not in (t.key, "GXSJ"))
+
+
+def task_file_paths(out_root, dept: str, business_date: str) -> tuple[Path, Path]:
+    folder = Path(out_root) / "tasks" / dept / business_date
+    stem = TASK_FILE_STEM.format(dept=dept, date=business_date)
+    return folder / f"{stem}.xlsx", folder / f"{stem}.csv"
+
+
+def _task_frame(tasks: pd.DataFrame) -> pd.DataFrame:
+    """The tasks in file column order, every value a string, formulas neutralised."""
+    out = pd.DataFrame(index=range(len(tasks)))
+    tasks = tasks.reset_index(drop=True)
+    for code in TASK_CODES:
+        col = tasks[code] if code in tasks.columns else pd.Series("", index=tasks.index)
+        out[code] = col.fillna("").astype(str)
+    if "HCZTMC" not in tasks.columns or out["HCZTMC"].eq("").any():
+        from linkage.states import STATE_NAMES
+
+        missing = out["HCZTMC"].eq("")
+        out.loc[missing, "HCZTMC"] = out.loc[missing, "HCZT"].map(STATE_NAMES).fillna("")
+    return out.apply(escape_formulas)
+
+
+def _atomic_target(path: Path) -> tuple[int, str]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix + ".tmp")
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> None:
+    fd, tmp = _atomic_target(path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8-sig", newline="") as fh:
+            w = csv.writer(fh, lineterminator="\r\n")
+            w.writerow(TASK_HEADERS)
+            w.writerows(frame.itertuples(index=False, name=None))
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _write_explanation(wb, ws, dept: str, business_date: str, fmt: dict) -> None:
+    from linkage.states import STATE_NAMES, STATE_WHEN
+    from linkage.workdays import HCQX_WORKING_DAYS
+
+    ws.set_column(0, 0, 22)
+    ws.set_column(1, 1, 26)
+    ws.set_column(2, 2, 80)
+    r = 0
+    ws.write_string(r, 0, f"{DEPARTMENT_NAMES.get(dept, dept)} 核查任务 {business_date} 填写说明", fmt["title"])
+    r += 2
+    lines = [
+        "1. 每行是一条待核查任务。请按“问题描述”“比对信息”核对原始档案，在黄色列填写核查结果后整表回传（xlsx 或 csv 均可）。",
+        "2. 前面各列为下发信息，请勿修改，也不要删除或调换列；不需回复的行保持“核查结果”为空即可。",
+        f"3. 核查期限为下发日期后第 {HCQX_WORKING_DAYS} 个工作日（法定节假日顺延、调休上班日计入）。",
+        "4. 核查结果为 1（属实已更正）时，须填写更正字段（字段代码，如 XM、GMSFHM、CSRQ）和更正值；一行只填一个字段，"
+        "同一任务需更正多个字段时请在备注中说明。",
+        "5. 结果 4、5 仅用于“疑似同一人(FUZZY_CANDIDATE)”任务：4 表示本记录与人口编号所指人员为同一人，5 表示不是同一人。",
+        "6. 以 ' 开头的内容是为防止被表格软件当作公式而加的前缀，系统读取时会自动去掉。",
+    ]
+    for line in lines:
+        ws.write_string(r, 0, line, fmt["text"])
+        r += 1
+    r += 1
+
+    def section(title, header, rows):
+        nonlocal r
+        ws.write_string(r, 0, title, fmt["title"])
+        r += 1
+        for c, h in enumerate(header):
+            ws.write_string(r, c, h, fmt["head"])
+        r += 1
+        for row in rows:
+            for c, v in enumerate(row):
+                ws.write_string(r, c, v, fmt["cell"])
+            r += 1
+        r += 1
+
+    section("核查结果代码(HCJG)", ("代码", "含义", "效果"), [
+        ("1", RESULT_CODES["1"], "按更正字段/更正值更正人口库；本问题在该记录下次变动前不再下发"),
+        ("2", RESULT_CODES["2"], "维持原数据；本问题在该记录下次变动前不再下发"),
+        ("3", RESULT_CODES["3"], "该记录标记为核查注销，直到该记录下次变动"),
+        ("4", RESULT_CODES["4"], "本记录永久关联到人口编号所指人员（仅疑似同一人任务）"),
+        ("5", RESULT_CODES["5"], "本记录永不再自动关联到该人员（仅疑似同一人任务）"),
+        ("9", RESULT_CODES["9"], "其他情况，请在备注中说明；本问题在该记录下次变动前不再下发"),
+    ])
+    section("核查状态(HCZT)", ("代码", "名称", "含义"),
+            [(code, name, STATE_WHEN[code]) for code, name in STATE_NAMES.items()])
+    section("列说明", ("表头", "代码", "说明"), [
+        (h, c, "由核查部门填写" if c in FILL_CODES else "下发信息，请勿修改")
+        for h, c in zip(TASK_HEADERS, TASK_CODES)
+    ])
+    section("本部门各表及可更正字段(GZZD)", ("表(BH)", "表名", "可更正字段代码"), [
+        (t, TABLES[t].title, "、".join(correctable_fields(t))) for t in DEPT_TABLES.get(dept, ())
+    ])
+    section("角色(JS)", ("代码", "含义", ""), [(k, v, "") for k, v in ROLE_NAMES.items()])
+
+
+def _write_xlsx(frame: pd.DataFrame, path: Path, dept: str, business_date: str) -> None:
+    import xlsxwriter
+
+    fd, tmp = _atomic_target(path)
+    os.close(fd)
+    try:
+        wb = xlsxwriter.Workbook(tmp, {"constant_memory": True, "strings_to_formulas": False,
+                                       "strings_to_numbers": False, "strings_to_urls": False})
+        base = {"num_format": "@", "valign": "top", "font_size": 10, "border": 1, "border_color": "#BFBFBF"}
+        f_head = wb.add_format({**base, "bold": True, "bg_color": "#DDEBF7", "text_wrap": True,
+                                "valign": "vcenter", "align": "center"})
+        f_head_fill = wb.add_format({**base, "bold": True, "bg_color": "#FFE699", "text_wrap": True,
+                                     "valign": "vcenter", "align": "center"})
+        f_cell = wb.add_format(base)
+        f_wrap = wb.add_format({**base, "text_wrap": True})
+        f_fill = wb.add_format({**base, "bg_color": "#FFF9E0"})
+        f_fill_wrap = wb.add_format({**base, "bg_color": "#FFF9E0", "text_wrap": True})
+        explain_fmt = {
+            "title": wb.add_format({"bold": True, "font_size": 12}),
+            "text": wb.add_format({"num_format": "@", "font_size": 10}),
+            "head": f_head,
+            "cell": wb.add_format({**base, "text_wrap": True}),
+        }
+
+        ws = wb.add_worksheet("核查任务")
+        formats = []
+        for c, code in enumerate(TASK_CODES):
+            fill = code in FILL_CODES
+            wrap = code in _WRAP
+            f = (f_fill_wrap if wrap else f_fill) if fill else (f_wrap if wrap else f_cell)
+            formats.append(f)
+            ws.set_column(c, c, _WIDTHS[code], f)
+        ws.set_row(0, 30)
+        for c, (code, header) in enumerate(zip(TASK_CODES, TASK_HEADERS)):
+            ws.write_string(0, c, header, f_head_fill if code in FILL_CODES else f_head)
+        for r, row in enumerate(frame.itertuples(index=False, name=None), start=1):
+            for c, value in enumerate(row):
+                ws.write_string(r, c, value, formats[c])
+
+        last = max(len(frame), 1)
+        ncols = len(TASK_CODES)
+        col = TASK_CODES.index("HCJG")
+        ws.data_validation(1, col, last, col, {
+            "validate": "list",
+            "source": list(RESULT_CODES),
+            "input_title": "核查结果(HCJG)",
+            "input_message": "\n".join(f"{k} {v}" for k, v in RESULT_CODES.items())
+            + "\n(4、5 仅用于疑似同一人)",
+            "error_title": "核查结果代码无效",
+            "error_message": "请从下拉列表中选择 1、2、3、4、5 或 9。",
+        })
+        fields = sorted({f for t in DEPT_TABLES.get(dept, ()) for f in correctable_fields(t)})
+        if fields and len(",".join(fields)) <= 255:
+            col = TASK_CODES.index("GZZD")
+            ws.data_validation(1, col, last, col, {
+                "validate": "list",
+                "source": fields,
+                "input_title": "更正字段(GZZD)",
+                "input_message": "核查结果为1时填写要更正的字段代码，如 XM、GMSFHM、CSRQ；一行一个字段。",
+                "error_type": "warning",
+                "error_title": "字段代码不在本部门表中",
+                "error_message": "请选择本部门表的字段代码（见“说明”页）。",
+            })
+        ws.freeze_panes(1, 0)
+        ws.autofilter(0, 0, last, ncols - 1)
+        ws.set_landscape()
+        ws.set_paper(8)  # A3
+        ws.fit_to_pages(1, 0)
+        ws.repeat_rows(0)
+        ws.set_margins(left=0.3, right=0.3, top=0.5, bottom=0.5)
+        ws.set_header(f"&L{DEPARTMENT_NAMES.get(dept, dept)} 核查任务 {business_date}&R第 &P 页 / 共 &N 页")
+
+        _write_explanation(wb, wb.add_worksheet("说明"), dept, business_date, explain_fmt)
+        wb.close()
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_task_files(tasks: pd.DataFrame, dept: str, business_date: str, out_root) -> tuple[Path, Path]:
+    """Write the department's task file twins for the date; returns (xlsx_path, csv_path).
+
+    `tasks` carries task columns by code (missing columns are written empty; an empty `HCZTMC` is
+    filled from the state code). Rows are written in the order given. An empty frame writes the
+    header row only. Each file is written to a temporary name in its folder and renamed into place.
+    """
+    xlsx_path, csv_path = task_file_paths(out_root, dept, business_date)
+    frame = _task_frame(tasks)
+    _write_csv(frame, csv_path)
+    _write_xlsx(frame, xlsx_path, dept, business_date)
+    return xlsx_path, csv_path
+
+
+def header_code(header) -> str:
+    """The field code of a header cell: the code in the last (...) / （...）, or a bare code; else ""."""
+    text = unicodedata.normalize("NFKC", "" if header is None else str(header))
+    m = _HEADER_CODE.search(text) or _BARE_CODE.match(text)
+    return m.group(1).upper() if m else ""
+
+
+def _cell_text(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.strftime("%Y%m%d")
+    return str(value)
+
+
+def _read_xlsx_rows(path) -> list[tuple[int, list[str]]]:
+    import openpyxl
+
+    wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    try:
+        ws = wb.worksheets[0]
+        return [(i, [_cell_text(v) for v in row]) for i, row in enumerate(ws.iter_rows(values_only=True), start=1)]
+    finally:
+        wb.close()
+
+
+def _read_csv_rows(path, encoding: str | None) -> list[tuple[int, list[str]]]:
+    data = Path(path).read_bytes()
+    if encoding:
+        text = data.decode("utf-8-sig" if encoding.upper().replace("_", "-") in ("UTF-8", "UTF8") else encoding)
+    else:
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            text = data.decode("gb18030")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    rows, start = [], 1
+    for row in reader:
+        rows.append((start, row))
+        start = reader.line_num + 1
+    return rows
+
+
+def read_return(path, fmt: str, encoding: str | None = None) -> pd.DataFrame:
+    """A returned task file as a frame of field codes (every value a string) plus `_line`.
+
+    `fmt` is `xlsx` (first sheet) or `csv` (UTF-8 with or without BOM, else GB18030, unless
+    `encoding` is given). Columns are found by the code inside `(...)` / `（...）` of each header
+    cell, or a bare code; columns without a code are ignored, a repeated code keeps its first column.
+    Every task column is present (empty when the file lacks it). Wholly empty rows are dropped.
+    Number cells read as their digits (`1.0` → `"1"`), date cells as CCYYMMDD. The formula escape
+    added on writing is removed. `_line` is the row's line number in the file (header = 1).
+    """
+    fmt = fmt.lower().lstrip(".")
+    if fmt == "xlsx":
+        rows = _read_xlsx_rows(path)
+    elif fmt == "csv":
+        rows = _read_csv_rows(path, encoding)
+    else:
+        raise ValueError(f"unknown return format {fmt!r} (xlsx or csv)")
+    if not rows:
+        return pd.DataFrame({**{c: pd.Series(dtype=object) for c in TASK_CODES}, "_line": pd.Series(dtype=int)})
+    header = [header_code(h) for h in rows[0][1]]
+    positions: dict[str, int] = {}
+    for i, code in enumerate(header):
+        if code and code not in positions:
+            positions[code] = i
+    data = {code: [r[i] if i < len(r) else "" for _, r in rows[1:]] for code, i in positions.items()}
+    frame = pd.DataFrame(data, index=range(len(rows) - 1), dtype=object)
+    for code in TASK_CODES:
+        if code not in frame.columns:
+            frame[code] = ""
+    frame = frame.fillna("").astype(str).apply(unescape_formulas) if len(frame) else frame
+    frame["_line"] = [line for line, _ in rows[1:]]
+    values = frame.drop(columns="_line")
+    keep = values.apply(lambda s: s.str.strip().ne("")).any(axis=1) if len(frame) else pd.Series(dtype=bool)
+    return frame[keep].reset_index(drop=True)

@@ -1,0 +1,160 @@
+"""Quality rates (spec section 6: valid ID rate, link rate, key field completeness). Pure pandas.
+
+Every rate `r` comes with `r_base`, the number of roles it was measured on; a rate whose base is 0
+is `None` (nothing to measure), never 0 or 1.
+
+Rates over record roles (`quality_rates`, on the roles frame of docs/architecture.md):
+
+- `valid_id_rate`: share of roles with `id_status` `VALID18`/`VALID15` among the roles whose table
+  requires an ID (every table but `resident`, `Table.id_required`). Roles holding another document
+  (`OTHER_DOC`: passports, permits) are left out: a passport is not a bad citizen ID. An empty ID
+  counts as not valid.
+- `valid_id_rate_filled`: the same among roles with a filled citizen ID, in every table (this is
+  the rate that says something about `resident`, where the ID may be empty).
+- `link_rate`: share of roles whose link has `PPFS` other than `UNMATCHED`/`POSSIBLE`; a role with
+  no link row counts as not linked. `None` when no links frame is given.
+- `completeness_XM` / `completeness_ID` / `completeness_CSRQ`: share of roles whose delivered name /
+  ID field / birth date is non-empty (after trimming). Birth counts only for roles whose table has a
+  birth field for them (a family-planning husband `ZF` has none).
+- `key_field_completeness`: share of roles with all three (those that apply) non-empty.
+
+`by_table` holds the same rates per table (`BH`).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from exchange.tables import TABLES
+from quality.codes import CITIZEN_ID_DOC
+from quality.values import column, ids_valid
+
+VALID_ID_STATUSES = ("VALID18", "VALID15")
+NOT_LINKED = ("UNMATCHED", "POSSIBLE")
+LINK_KEYS = ["BM", "BH", "YWZJ", "JS"]
+RATE_NAMES = (
+    "valid_id_rate",
+    "valid_id_rate_filled",
+    "link_rate",
+    "key_field_completeness",
+    "completeness_XM",
+    "completeness_ID",
+    "completeness_CSRQ",
+)
+
+# Tables whose ID field may be empty, and "table|role" pairs the catalogue gives no birth field.
+_ID_OPTIONAL = [t.name for t in TABLES.values() if not t.id_required]
+_NO_BIRTH = [f"{t.name}|{r.code}" for t in TABLES.values() for r in t.roles if not r.birth]
+
+
+def _rate(hit: pd.Series, base: pd.Series) -> tuple[float | None, int]:
+    n = int(base.sum())
+    return (round(float((hit & base).sum()) / n, 6) if n else None), n
+
+
+def _rates_of(m: pd.DataFrame, with_links: bool) -> dict[str, Any]:
+    """The rates of one set of measured roles (columns built by the callers below)."""
+    out: dict[str, Any] = {"roles": int(len(m))}
+    everyone = pd.Series(True, index=m.index)
+    measures = {
+        "valid_id_rate": (m["id_ok"], m["citizen"] & m["id_required"]),
+        "valid_id_rate_filled": (m["id_ok"], m["citizen"] & m["has_id"]),
+        "link_rate": (m["linked"], everyone) if with_links else None,
+        "key_field_completeness": (m["has_name"] & m["has_id"] & (m["has_birth"] | ~m["birth_applies"]), everyone),
+        "completeness_XM": (m["has_name"], everyone),
+        "completeness_ID": (m["has_id"], everyone),
+        "completeness_CSRQ": (m["has_birth"], m["birth_applies"]),
+    }
+    for name, measure in measures.items():
+        if measure is None:
+            out[name], out[f"{name}_base"] = None, 0
+        else:
+            out[name], out[f"{name}_base"] = _rate(*measure)
+    return out
+
+
+def _with_breakdown(m: pd.DataFrame, with_links: bool) -> dict[str, Any]:
+    out = _rates_of(m, with_links)
+    order = [t for t in TABLES if t in set(m["table"])] + sorted(set(m["table"]) - set(TABLES))
+    out["by_table"] = {t: _rates_of(m[m["table"] == t], with_links) for t in order}
+    return out
+
+
+def quality_rates(roles: pd.DataFrame, links: pd.DataFrame | None = None) -> dict[str, Any]:
+    """City-wide rates over the roles frame, with a per-table breakdown (`by_table`)."""
+    tables = column(roles, "BH").str.strip()
+    jobs = column(roles, "JS").str.strip()
+    status = column(roles, "id_status").str.strip()
+    m = pd.DataFrame(index=roles.index)
+    m["table"] = tables
+    m["id_required"] = ~tables.isin(_ID_OPTIONAL)
+    m["citizen"] = status.ne("OTHER_DOC")
+    m["id_ok"] = status.isin(VALID_ID_STATUSES)
+    m["has_name"] = column(roles, "XM").str.strip().ne("")
+    m["has_id"] = column(roles, "GMSFHM").str.strip().ne("")
+    m["has_birth"] = column(roles, "CSRQ").str.strip().ne("")
+    m["birth_applies"] = ~(tables + "|" + jobs).isin(_NO_BIRTH)
+    with_links = links is not None
+    if with_links:
+        m["linked"] = _linked(roles, links)
+    return _with_breakdown(m, with_links)
+
+
+def _linked(roles: pd.DataFrame, links: pd.DataFrame) -> pd.Series:
+    """Per role: does it have a link whose PPFS counts as linked?"""
+    if roles.empty:
+        return pd.Series(False, index=roles.index, dtype=bool)
+    keys = pd.MultiIndex.from_frame(pd.DataFrame({k: column(roles, k) for k in LINK_KEYS}))
+    ppfs = column(links, "PPFS").str.strip()
+    good = pd.DataFrame({k: column(links, k) for k in LINK_KEYS})[ppfs.ne("") & ~ppfs.isin(NOT_LINKED)]
+    if good.empty:
+        return pd.Series(False, index=roles.index, dtype=bool)
+    return pd.Series(keys.isin(pd.MultiIndex.from_frame(good)), index=roles.index, dtype=bool)
+
+
+def delivery_rates(df: pd.DataFrame, table: str, business_date: str = "") -> dict[str, Any]:
+    """Valid ID rate and completeness of name / ID / birth of one parsed delivery.
+
+    Measured per record role as the catalogue defines roles (a marriage row gives `NF` and `NV`; a
+    family-planning husband counts only when his name or ID is filled), on `I`/`U` rows of an
+    incremental file (a `D` row carries only the key). An ID counts as a citizen ID when the role
+    has no document type field or its type is `111` or empty; it is valid when well formed per
+    spec section 4 (check digit, real embedded birth date from 19000101, not after `business_date`
+    when given). Same rate names as `quality_rates` (no `link_rate`), plus `rows`.
+    Raises `KeyError` for a table the catalogue does not know.
+    """
+    from exchange.tables import table as catalogue_table
+
+    tbl = catalogue_table(table)
+    rows = df
+    if "CZLX" in df.columns:
+        rows = df[column(df, "CZLX").str.strip().str.upper().ne("D")]
+    parts = []
+    for role in tbl.roles:
+        name = column(rows, role.name).str.strip()
+        ident = column(rows, role.id)
+        doc = column(rows, role.doc_type).str.strip() if role.doc_type else pd.Series(CITIZEN_ID_DOC, index=rows.index)
+        part = pd.DataFrame(
+            {
+                "table": tbl.name,
+                "id_required": tbl.id_required,
+                "citizen": doc.isin([CITIZEN_ID_DOC, ""]),
+                "id_ok": ids_valid(ident, business_date),
+                "has_name": name.ne(""),
+                "has_id": ident.str.strip().ne(""),
+                "has_birth": column(rows, role.birth).str.strip().ne("") if role.birth else False,
+                "birth_applies": bool(role.birth),
+            },
+            index=rows.index,
+        )
+        if role.code == "ZF":
+            part = part[part["has_name"] | part["has_id"]]
+        parts.append(part)
+    m = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    for c in ("id_required", "citizen", "id_ok", "has_name", "has_id", "has_birth", "birth_applies"):
+        m[c] = m[c].astype(bool) if c in m else pd.Series(dtype=bool)
+    out = {"rows": int(len(rows))}
+    out.update(_rates_of(m, with_links=False))
+    del out["link_rate"], out["link_rate_base"]
+    return out

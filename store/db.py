@@ -1,0 +1,188 @@
+"""The population base in a relational database (SQLAlchemy 2: SQLite embedded, PostgreSQL in production).
+
+Every table has one text primary key, so that a business date's changes can be written as
+"delete the changed keys, insert their new rows" inside one transaction (`sync_frame`). The working
+copy of the base lives in pandas during a run; the database is the system of record between runs.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+import sqlalchemy as sa
+
+from exchange.tables import TABLES
+
+metadata = sa.MetaData()
+
+SOURCE_META = ("_key", "_ts", "_deleted", "_batch", "_bdate")
+
+
+def _text_table(name: str, key: str, columns, extra=()) -> sa.Table:
+    cols = [sa.Column(key, sa.Text, primary_key=True)]
+    cols += [sa.Column(c, sa.Text, nullable=False, server_default="") for c in columns if c != key]
+    return sa.Table(name, metadata, *cols, *extra)
+
+
+SOURCE_TABLES: dict[str, sa.Table] = {
+    name: _text_table(f"src_{name}", "_key", [c for c in SOURCE_META[1:]] + list(t.fields))
+    for name, t in TABLES.items()
+}
+
+PERSON_COLUMNS = [
+    "RKID", "GMSFHM", "XM", "XB", "CSRQ", "MZ", "JZXZ", "HJDZ_XZQH", "SJJZD_XZQH", "RHZT", "SWBZ", "LYBM",
+    "status", "merged_into", "issued",
+]
+persons = _text_table("persons", "RKID", PERSON_COLUMNS)
+
+LINK_COLUMNS = ["role_key", "BM", "BH", "YWZJ", "JS", "RKID", "PPFS", "PPDF"]
+links = _text_table("links", "role_key", LINK_COLUMNS, (sa.Index("ix_links_rkid", "RKID"),))
+
+DECISION_COLUMNS = ["decision_key", "BM", "BH", "YWZJ", "JS", "RKID", "decision", "RWBH", "decided"]
+decisions = _text_table("decisions", "decision_key", DECISION_COLUMNS)
+
+TASK_COLUMNS = [
+    "RWBH", "HCZT", "BM", "BH", "YWZJ", "JS", "route", "RKID", "XM", "GMSFHM", "XB", "CSRQ", "WTMS", "DBXX",
+    "XFRQ", "HCQX", "status", "last_raised", "closed_date", "close_reason", "HCJG", "GZZD", "GZZ", "HCR", "HCRQ", "BZ",
+]
+tasks = _text_table("tasks", "RWBH", TASK_COLUMNS, (sa.Index("ix_tasks_route", "route", "status"),))
+
+# A department's answer that holds "until the record next changes": stored with the record's _ts.
+OVERLAY_COLUMNS = ["overlay_key", "kind", "BM", "BH", "YWZJ", "JS", "HCZT", "field", "value", "record_ts", "RWBH", "decided"]
+overlays = _text_table("overlays", "overlay_key", OVERLAY_COLUMNS)
+
+batches = sa.Table(
+    "batches", metadata,
+    sa.Column("batch_id", sa.Text, primary_key=True),
+    sa.Column("department", sa.Text, nullable=False),
+    sa.Column("folder_date", sa.Text, nullable=False),
+    sa.Column("run_date", sa.Text, nullable=False),
+    sa.Column("report", sa.Text, nullable=False),  # JSON: per file/table figures
+)
+
+runs = sa.Table(
+    "runs", metadata,
+    sa.Column("business_date", sa.Text, primary_key=True),
+    sa.Column("finished_at", sa.Text, nullable=False),
+    sa.Column("summary", sa.Text, nullable=False),  # JSON: reconciliation per department, rates
+)
+
+audit = sa.Table(
+    "audit", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("business_date", sa.Text, nullable=False),
+    sa.Column("entity", sa.Text, nullable=False),  # person / link / task / record
+    sa.Column("entity_key", sa.Text, nullable=False),
+    sa.Column("RKID", sa.Text, nullable=False, server_default=""),
+    sa.Column("field", sa.Text, nullable=False, server_default=""),
+    sa.Column("old", sa.Text, nullable=False, server_default=""),
+    sa.Column("new", sa.Text, nullable=False, server_default=""),
+    sa.Column("cause", sa.Text, nullable=False, server_default=""),
+    sa.Column("actor", sa.Text, nullable=False, server_default=""),
+    sa.Column("at", sa.Text, nullable=False, server_default=""),
+    sa.Index("ix_audit_rkid", "RKID"),
+)
+
+AUDIT_COLUMNS = [c.name for c in audit.columns if c.name != "id"]
+
+
+def default_db_url(home: Path) -> str:
+    return os.environ.get("POPBASE_DB_URL") or f"sqlite:///{Path(home).resolve() / 'popbase.db'}"
+
+
+def make_engine(url: str) -> sa.Engine:
+    """An engine with the schema created; SQLite gets WAL and a busy timeout."""
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"timeout": 60})
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _record):  # pragma: no cover - trivial
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+    else:
+        engine = sa.create_engine(url)
+    metadata.create_all(engine)
+    return engine
+
+
+def read_frame(conn: sa.Connection, table: sa.Table, where=None) -> pd.DataFrame:
+    """A whole table (or a filtered part) as a frame of strings."""
+    stmt = sa.select(table)
+    if where is not None:
+        stmt = stmt.where(where)
+    result = conn.execute(stmt)
+    frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()), dtype=object)
+    return frame.fillna("").astype(str) if not frame.empty else frame.astype(object)
+
+
+def _write_rows(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> None:
+    if frame.empty:
+        return
+    cols = [c.name for c in table.columns if c.name in frame.columns]
+    frame = frame[cols]
+    if conn.dialect.name == "postgresql":
+        buf = io.StringIO()
+        frame.to_csv(buf, index=False, header=False)
+        buf.seek(0)
+        raw = conn.connection.driver_connection
+        with raw.cursor() as cur:
+            quoted = ", ".join(f'"{c}"' for c in cols)
+            cur.copy_expert(f'COPY "{table.name}" ({quoted}) FROM STDIN WITH (FORMAT csv)', buf)
+        return
+    records = frame.to_dict("records")
+    for start in range(0, len(records), 50_000):
+        conn.execute(table.insert(), records[start : start + 50_000])
+
+
+def _delete_keys(conn: sa.Connection, table: sa.Table, keys: list[str]) -> None:
+    key_col = list(table.primary_key.columns)[0]
+    for start in range(0, len(keys), 900):
+        conn.execute(table.delete().where(key_col.in_(keys[start : start + 900])))
+
+
+def diff_frames(old: pd.DataFrame, new: pd.DataFrame, key: str) -> tuple[list[str], pd.DataFrame]:
+    """Keys to delete and rows to (re)insert so that `old` becomes `new` (values compared as text)."""
+    cols = list(new.columns)
+    new = new.astype(str)
+    if old.empty:
+        return [], new
+    old = old.reindex(columns=cols, fill_value="").astype(str)
+    merged = new.merge(old, on=key, how="outer", suffixes=("", "__old"), indicator=True)
+    gone = merged.loc[merged["_merge"] == "right_only", key].tolist()
+    both = merged["_merge"] == "both"
+    changed = pd.Series(False, index=merged.index)
+    for c in cols:
+        if c != key:
+            changed |= merged[c].ne(merged[f"{c}__old"])
+    upd = merged.loc[both & changed, key].tolist()
+    to_insert = merged.loc[(merged["_merge"] == "left_only") | (both & changed), cols]
+    return gone + upd, to_insert
+
+
+def sync_frame(conn: sa.Connection, table: sa.Table, old: pd.DataFrame, new: pd.DataFrame) -> int:
+    """Make `table` hold `new` where it held `old`; returns the number of rows written."""
+    key = list(table.primary_key.columns)[0].name
+    to_delete, to_insert = diff_frames(old, new, key)
+    _delete_keys(conn, table, to_delete)
+    _write_rows(conn, table, to_insert)
+    return len(to_insert)
+
+
+def append_frame(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> None:
+    _write_rows(conn, table, frame.astype(str))
+
+
+def role_key(frame: pd.DataFrame) -> pd.Series:
+    return frame["BM"] + "|" + frame["BH"] + "|" + frame["YWZJ"] + "|" + frame["JS"]
+
+
+def loads(text: str):
+    return json.loads(text) if text else {}
