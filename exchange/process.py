@@ -237,17 +237,20 @@ def person_attributes(persons: pd.DataFrame, roles: pd.DataFrame, links: pd.Data
     actual = actual[~actual.index.duplicated(keep="first")]
     k = p["RKID"]
 
-    def m(series: pd.Series, default=False):
-        return k.map(series).fillna(default)
+    def flag(series: pd.Series) -> pd.Series:
+        return k.isin(series.index[series])
 
-    h, t, tf = m(hukou_active).astype(bool), m(temp_active).astype(bool), m(temp_foreign).astype(bool)
+    def text(series: pd.Series) -> pd.Series:
+        return k.map(series).fillna("").astype(str)
+
+    h, t, tf = flag(hukou_active), flag(temp_active), flag(temp_foreign)
     p["JZXZ"] = np.select([h, tf, t], ["1", "4", "2"], "3")
-    p["HJDZ_XZQH"] = m(hj, "").astype(str)
-    p["SJJZD_XZQH"] = m(actual, "").astype(str)
-    rin, rout = m(res_in).astype(bool), m(res_out).astype(bool)
+    p["HJDZ_XZQH"] = text(hj)
+    p["SJJZD_XZQH"] = text(actual)
+    rin, rout = flag(res_in), flag(res_out)
     p["RHZT"] = np.select([h & rin, ~h & rin, h & rout & ~rin], ["1", "2", "3"], "9")
-    p["SWBZ"] = np.where(m(dead).astype(bool), "1", "0")
-    p["LYBM"] = m(depts, "").astype(str)
+    p["SWBZ"] = np.where(flag(dead), "1", "0")
+    p["LYBM"] = text(depts)
     return p
 
 

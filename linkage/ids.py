@@ -75,16 +75,33 @@ _DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], d
 # --------------------------------------------------------------------------------------------- helpers
 def _as_str(raw: pd.Series) -> pd.Series:
     """Object Series of Python str, `""` for missing (None/NaN/NA)."""
-    s = raw.astype(object)
+    arr = raw.to_numpy(dtype=object) if raw.dtype != object else raw.to_numpy()
+    if pd.api.types.infer_dtype(arr, skipna=False) == "string":  # C-level scan: already clean
+        return pd.Series(arr, index=raw.index, dtype=object, copy=True)
+    s = pd.Series(arr, index=raw.index, dtype=object, copy=True)
     s = s.where(s.notna(), "")
-    return s.astype(str)
+    return s.astype(str).astype(object)
 
 
 def _char_matrix(values: np.ndarray, width: int) -> np.ndarray:
     """(n, width) uint32 code points of strings that all have exactly `width` characters."""
     if len(values) == 0:
         return np.zeros((0, width), dtype=np.uint32)
-    return np.asarray(values, dtype=f"U{width}").view(np.uint32).reshape(-1, width).copy()
+    return np.asarray(values, dtype=f"U{width}").view(np.uint32).reshape(-1, width)
+
+
+def _ascii_matrix(values: np.ndarray, width: int) -> np.ndarray:
+    """(n, width) uint8 matrix of the first `width` characters; non-ASCII characters become 0xFF
+    (never a digit, `X` or padding), missing tail characters 0. A quarter of the memory of code points."""
+    if len(values) == 0:
+        return np.zeros((0, width), dtype=np.uint8)
+    out = np.empty((len(values), width), dtype=np.uint8)
+    step = 262_144  # chunked so the uint32 intermediate stays small
+    for start in range(0, len(values), step):
+        u = _char_matrix(values[start:start + step], width)
+        np.minimum(u, 0xFF, out=u)
+        out[start:start + step] = u
+    return out
 
 
 def _matrix_to_str(m: np.ndarray) -> np.ndarray:
@@ -130,8 +147,10 @@ def _possible_birth(ccyymmdd: np.ndarray, business_date: int | None) -> np.ndarr
 
 def _check_codes(body: np.ndarray) -> np.ndarray:
     """(n, 17) digit code points → (n,) code point of the GB 11643 check character."""
-    digits = body.astype(np.int64) - _ZERO
-    return _CHECK_CODES[(digits @ WEIGHTS) % 11]
+    total = np.zeros(body.shape[0], dtype=np.int32)
+    for j in range(17):  # 17 column operations, vectorised over rows (integer matmul is not BLAS)
+        total += (body[:, j].astype(np.int32) - _ZERO) * int(WEIGHTS[j])
+    return _CHECK_CODES[total % 11]
 
 
 def _business_int(business_date: str | int | None) -> int | None:
@@ -149,15 +168,17 @@ def normalise_id_text(raw: pd.Series) -> pd.Series:
     s = _as_str(raw)
     if len(s) == 0:
         return s
-    s = s.str.normalize("NFKC")
+    index = s.index
+    s = s.reset_index(drop=True).str.normalize("NFKC")  # positional while we patch subsets
     # only strings that are not purely alphanumeric can contain whitespace: regex on those only
-    odd = ~s.str.isalnum().astype(bool)
-    if odd.any():
-        s[odd] = s[odd].str.replace(_WS_RE, "", regex=True)
+    odd = np.flatnonzero(~s.str.isalnum().astype(bool).to_numpy())
+    if len(odd):
+        s.iloc[odd] = s.iloc[odd].str.replace(_WS_RE, "", regex=True).to_numpy(dtype=object)
     # upper-case only where something other than digits is present
-    lower = ~s.str.isdigit().astype(bool)
-    if lower.any():
-        s[lower] = s[lower].str.upper()
+    lower = np.flatnonzero(~s.str.isdigit().astype(bool).to_numpy())
+    if len(lower):
+        s.iloc[lower] = s.iloc[lower].str.upper().to_numpy(dtype=object)
+    s.index = index
     return s
 
 
@@ -225,8 +246,13 @@ def analyse_ids(raw: pd.Series, business_date: str, doc_type: pd.Series | None =
     birth = np.full(n, "", dtype=object)
     sex = np.full(n, "", dtype=object)
 
-    lengths = norm.str.len().to_numpy() if n else np.zeros(0, dtype=np.int64)
-    empty = lengths == 0
+    # one (n, 19) code-point matrix: truncation at 19 is harmless, only lengths 15 and 18 matter
+    m19 = _ascii_matrix(vals, 19)
+    nz = m19 != 0
+    lengths = np.where(nz[:, 18], 19, 19 - np.argmax(nz[:, ::-1], axis=1))
+    lengths[~nz.any(axis=1)] = 0
+    del nz
+    empty = (vals == "") if n else np.zeros(0, dtype=bool)
     other = np.zeros(n, dtype=bool)
     if doc_type is not None:
         if len(doc_type) != n:
@@ -238,7 +264,7 @@ def analyse_ids(raw: pd.Series, business_date: str, doc_type: pd.Series | None =
     c18 = (lengths == 18) & ~other
     if c18.any():
         rows = np.flatnonzero(c18)
-        m = _char_matrix(vals[rows], 18)
+        m = m19[rows, :18]
         kind_ok = _is_digit(m[:, :17]).all(axis=1) & (_is_digit(m[:, 17]) | (m[:, 17] == _X))
         date_ok = _possible_birth(m[:, 6:14], bdate)
         check_ok = _check_codes(m[:, :17]) == m[:, 17]
@@ -259,7 +285,7 @@ def analyse_ids(raw: pd.Series, business_date: str, doc_type: pd.Series | None =
     c15 = (lengths == 15) & ~other
     if c15.any():
         rows = np.flatnonzero(c15)
-        m = _char_matrix(vals[rows], 15)
+        m = m19[rows, :15]
         kind_ok = _is_digit(m).all(axis=1)
         rows, m = rows[kind_ok], m[kind_ok]
         up = _upgrade_matrix(m)
@@ -283,10 +309,11 @@ def analyse_ids(raw: pd.Series, business_date: str, doc_type: pd.Series | None =
             sci = sub.str.extract(_SCI_RE)
             sci = sci[sci[0].notna()]
             if len(sci):
-                lead = sci[0].str.lstrip("0")
-                mant = lead + sci[1].fillna("")
-                int_digits = lead.str.len() + sci[2].astype(int)
-                ok = (int_digits.isin([15, 18]) & (lead.str.len() > 0)).to_numpy()
+                frac = sci[1].fillna("")
+                mant = (sci[0] + frac).str.lstrip("0")  # significant digits as written
+                # value = mant × 10^(exp − len(frac)): digits of its integer part
+                int_digits = mant.str.len() + sci[2].astype(int) - frac.str.len()
+                ok = (int_digits.isin([15, 18]) & (mant.str.len() > 0)).to_numpy()
                 mant, int_digits = mant[ok], int_digits[ok]
                 if len(mant):
                     pre = _prefix18(mant.str[:15], int_digits == 15)
@@ -427,7 +454,7 @@ def id_variants(id_norm: pd.Series, business_date: str | None = None) -> pd.Data
     labels = s.index.to_numpy()[rows[which]]
     return pd.DataFrame(
         {
-            "src": pd.Series(labels, dtype=labels.dtype if labels.dtype != object else object),
+            "src": pd.Series(labels),
             "variant": pd.Series(_matrix_to_str(variants), dtype=object),
             "kind": pd.Series(np.where(kind_code == 1, "TRANSPOSE", "DIGIT").astype(object), dtype=object),
         }

@@ -135,7 +135,8 @@ def _write_rows(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> No
         raw = conn.connection.driver_connection
         with raw.cursor() as cur:
             quoted = ", ".join(f'"{c}"' for c in cols)
-            cur.copy_expert(f'COPY "{table.name}" ({quoted}) FROM STDIN WITH (FORMAT csv)', buf)
+            # FORCE_NOT_NULL: an empty field is the empty string (our "missing"), never NULL
+            cur.copy_expert(f'COPY "{table.name}" ({quoted}) FROM STDIN WITH (FORMAT csv, FORCE_NOT_NULL ({quoted}))', buf)
         return
     records = frame.to_dict("records")
     for start in range(0, len(records), 50_000):

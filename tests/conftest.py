@@ -5,6 +5,7 @@ failure, not a skip.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
@@ -53,11 +54,11 @@ def copy_city(city: Path, home: Path) -> Path:
     return home
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path):
-    """A fresh, empty database of each backend."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'popbase.db'}"
+@contextlib.contextmanager
+def database(backend: str, folder: Path):
+    """A fresh, empty database of the backend: SQLite in `folder`, or a new PostgreSQL database."""
+    if backend == "sqlite":
+        yield f"sqlite:///{folder / 'popbase.db'}"
         return
     reason = _pg_available()
     if reason:
@@ -81,3 +82,10 @@ def db_url(request, tmp_path):
                 f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"))
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
         admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    """A fresh, empty database of each backend."""
+    with database(request.param, tmp_path) as url:
+        yield url

@@ -57,8 +57,11 @@ def test_materialize_in_process_equals_runner(city_factory, tmp_path):
     b = copy_city(city, tmp_path / "b")
     dates = runner.landed_dates(a)
     res = PopbaseResource(home=str(a), db_url=f"sqlite:///{a / 'popbase.db'}")
-    assets = [defs.resolve_assets_def(k) for k in
-              ("staged_deliveries", "population_base", "exports", "verification_task_files", "reconciliation_reports")]
+    from pipelines.assets.base import population_base
+    from pipelines.assets.ingest import staged_deliveries
+    from pipelines.assets.outputs import exports, reconciliation_reports, verification_task_files
+
+    assets = [staged_deliveries, population_base, exports, verification_task_files, reconciliation_reports]
     instance = dg.DagsterInstance.ephemeral()
     for d in dates:
         result = dg.materialize(assets, partition_key=d, resources={"popbase": res}, instance=instance)

@@ -1,7 +1,8 @@
 """The population base: apply, link, verify, in one database transaction per business date."""
-from __future__ import annotations
+
 
 import dagster as dg
+from dagster import AssetExecutionContext
 
 from exchange import daily, runner
 from pipelines.partitions import business_dates
@@ -18,7 +19,7 @@ from store.lock import run_lock
                                    description="Share of record roles linked to a person without waiting for a clerk.")],
     description="Source tables, persons (RKID), links and verification tasks after the business date, committed atomically.",
 )
-def population_base(context: dg.AssetExecutionContext, popbase: PopbaseResource):
+def population_base(context: AssetExecutionContext, popbase: PopbaseResource):
     home, engine = popbase.home_path, popbase.engine()
     dates = sorted(context.partition_keys)
     summaries = {}

@@ -1,9 +1,10 @@
 """Staging: verify and parse each business date's deliveries, with the GX quality gates as asset checks."""
-from __future__ import annotations
+
 
 from pathlib import Path
 
 import dagster as dg
+from dagster import AssetExecutionContext
 import pandas as pd
 
 from exchange import daily
@@ -48,7 +49,7 @@ def _validate(home: Path, result: daily.StageResult) -> tuple[list[str], list[st
     ],
     description="Verified (sha256) and parsed deliveries of the business date, staged as Parquet; unreadable rows go to rejects.",
 )
-def staged_deliveries(context: dg.AssetExecutionContext, popbase: PopbaseResource):
+def staged_deliveries(context: AssetExecutionContext, popbase: PopbaseResource):
     home = popbase.home_path
     all_errors, all_warnings, files = [], [], []
     for date in sorted(context.partition_keys):

@@ -1,7 +1,8 @@
 """Outputs of spec section 6, written from the database once the date has committed."""
-from __future__ import annotations
+
 
 import dagster as dg
+from dagster import AssetExecutionContext
 
 from exchange import outputs, runner
 from pipelines.partitions import business_dates
@@ -23,7 +24,7 @@ _COMMON = dict(partitions_def=business_dates, backfill_policy=dg.BackfillPolicy.
 
 
 @dg.asset(description="exports/<D>/persons.parquet and links.parquet", **_COMMON)
-def exports(context: dg.AssetExecutionContext, popbase: PopbaseResource):
+def exports(context: AssetExecutionContext, popbase: PopbaseResource):
     engine, written = popbase.engine(), {}
     for d in _dates_to_write(context, popbase):
         with engine.connect() as conn:
@@ -32,7 +33,7 @@ def exports(context: dg.AssetExecutionContext, popbase: PopbaseResource):
 
 
 @dg.asset(description="tasks/<dept>/<D>/verification_tasks_<dept>_<D>.xlsx and .csv for every department", **_COMMON)
-def verification_task_files(context: dg.AssetExecutionContext, popbase: PopbaseResource):
+def verification_task_files(context: AssetExecutionContext, popbase: PopbaseResource):
     engine, written = popbase.engine(), {}
     for d in _dates_to_write(context, popbase):
         with engine.connect() as conn:
@@ -41,7 +42,7 @@ def verification_task_files(context: dg.AssetExecutionContext, popbase: PopbaseR
 
 
 @dg.asset(description="reports/<D>/reconciliation_<dept>.json/.xlsx and summary.html", **_COMMON)
-def reconciliation_reports(context: dg.AssetExecutionContext, popbase: PopbaseResource):
+def reconciliation_reports(context: AssetExecutionContext, popbase: PopbaseResource):
     import json
 
     import sqlalchemy as sa
