@@ -109,8 +109,10 @@ def apply_returns(state, stage_result, staged, date, reports, sources):
         if len(rejected):
             rj = rejected.copy()
             rj["line"] = rj.get("_line", "")
-            rj["raw"] = rj.drop(columns=[c for c in ("reason", "_line", "line") if c in rj.columns]).astype(str).agg("|".join, axis=1) if len(rj) else ""
+            rj["raw"] = rj.drop(columns=[c for c in ("reason", "reason_text", "_line", "line") if c in rj.columns]).astype(str).agg("|".join, axis=1)
             rejects.append((sf.department, RETURN_TABLE, rj[["line", "reason", "raw"]]))
+        if "repeat" in accepted.columns:  # the same answer again: accepted, but it changes nothing
+            accepted = accepted[accepted["repeat"] != "1"]
         if not len(accepted):
             continue
         effects = return_effects(accepted, tasks)

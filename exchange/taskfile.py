@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import hashlib
 import io
 import os
 import re
@@ -32,6 +31,7 @@ import tempfile
 import unicodedata
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from exchange.tables import DEPARTMENT_NAMES, DEPT_TABLES, TABLES
@@ -85,38 +85,18 @@ TASK_FILE_STEM = "verification_tasks_{dept}_{date}"
 _FORMULA_START = re.compile(r"^'*[=+\-@\t\r]")
 _ESCAPED = re.compile(r"^'('*[=+\-@\t\r])")
 _HEADER_CODE = re.compile(r"\(\s*([A-Za-z][A-Za-z0-9_]*)\s*\)\s*$")
+_OOXML_ESCAPE = re.compile(r"_x([0-9A-Fa-f]{4})_")
 _BARE_CODE = re.compile(r"^\s*([A-Za-z][A-Za-z0-9_]*)\s*$")
 
 # Column widths in the xlsx, in characters (a CJK character counts about 2).
 _WIDTHS = {
-    "RWBH": 20, "HCZT": 17, "HCZTMC": 18, "BM": 10, "BH": 9, "YWZJ": 18, "JS": 8, "XM": 11,
-    "GMSFHM": 21, "XB": 7, "CSRQ": 10, "WTMS": 36, "DBXX": 48, "RKID": 20, "XFRQ": 10,
-    "HCQX": 10, "XZBZ": 8, "HCJG": 10, "GZZD": 10, "GZZ": 20, "HCR": 10, "HCRQ": 10, "BZ": 24,
+    "RWBH": 19, "HCZT": 22, "HCZTMC": 14, "BM": 14, "BH": 9, "YWZJ": 21, "JS": 6, "XM": 10,
+    "GMSFHM": 20, "XB": 5, "CSRQ": 10, "WTMS": 34, "DBXX": 46, "RKID": 19, "XFRQ": 10,
+    "HCQX": 10, "XZBZ": 7, "HCJG": 9, "GZZD": 9, "GZZ": 18, "HCR": 9, "HCRQ": 10, "BZ": 18,
 }
-_WRAP = {"WTMS", "DBXX", "BZ"}
-
-
-def task_number(bm, bh, ywzj, js, hczt):
-    """Stable task number RWBH: `HC` + the first 16 upper-case hex digits of sha256("BM|BH|YWZJ|JS|HCZT").
-
-    The same state on the same record role always gets the same number, across runs and re-runs.
-    Takes scalars (returns a str) or Series / array-likes of equal length (returns a Series).
-    """
-    parts = [bm, bh, ywzj, js, hczt]
-    if all(isinstance(p, str) for p in parts):
-        return "HC" + hashlib.sha256("|".join(parts).encode("utf-8")).hexdigest()[:16].upper()
-    index = next((p.index for p in parts if isinstance(p, pd.Series)), None)
-    n = next(len(p) for p in parts if not isinstance(p, str))
-    cols = [
-        (p.astype(str).tolist() if isinstance(p, pd.Series) else [str(x) for x in p])
-        if not isinstance(p, str) else [p] * n
-        for p in parts
-    ]
-    keys = ["|".join(t) for t in zip(*cols)]
-    return pd.Series(
-        ["HC" + hashlib.sha256(k.encode("utf-8")).hexdigest()[:16].upper() for k in keys],
-        index=index, dtype=object,
-    )
+_WRAP = ("HCZTMC", "WTMS", "DBXX", "BZ")
+_LINE_HEIGHT = 13.5  # points per line at font size 10
+_MAX_LINES = 15
 
 
 def escape_formulas(values: pd.Series) -> pd.Series:
@@ -156,6 +136,17 @@ def _task_frame(tasks: pd.DataFrame) -> pd.DataFrame:
     return out.apply(escape_formulas)
 
 
+def _row_heights(frame: pd.DataFrame) -> pd.Series:
+    """Row height in points that shows every wrapped cell whole (spreadsheets do not re-measure
+    rows of a generated file reliably: LibreOffice keeps one line)."""
+    lines = pd.Series(1, index=frame.index)
+    for code in _WRAP:
+        text = frame[code]
+        width = text.str.len() + text.str.count(r"[^\x00-\x7f]")  # CJK characters are about twice as wide
+        lines = np.maximum(lines, np.ceil(width / (_WIDTHS[code] - 1)).astype(int))
+    return lines.clip(1, _MAX_LINES) * _LINE_HEIGHT + 3
+
+
 def _atomic_target(path: Path) -> tuple[int, str]:
     path.parent.mkdir(parents=True, exist_ok=True)
     return tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix + ".tmp")
@@ -179,9 +170,13 @@ def _write_explanation(wb, ws, dept: str, business_date: str, fmt: dict) -> None
     from linkage.states import STATE_NAMES, STATE_WHEN
     from linkage.workdays import HCQX_WORKING_DAYS
 
-    ws.set_column(0, 0, 22)
-    ws.set_column(1, 1, 26)
-    ws.set_column(2, 2, 80)
+    ws.set_column(0, 0, 24)
+    ws.set_column(1, 1, 28)
+    ws.set_column(2, 2, 90)
+    ws.set_landscape()
+    ws.set_paper(9)  # A4
+    ws.fit_to_pages(1, 0)
+    ws.set_margins(left=0.5, right=0.5, top=0.6, bottom=0.6)
     r = 0
     ws.write_string(r, 0, f"{DEPARTMENT_NAMES.get(dept, dept)} 核查任务 {business_date} 填写说明", fmt["title"])
     r += 2
@@ -195,7 +190,8 @@ def _write_explanation(wb, ws, dept: str, business_date: str, fmt: dict) -> None
         "6. 以 ' 开头的内容是为防止被表格软件当作公式而加的前缀，系统读取时会自动去掉。",
     ]
     for line in lines:
-        ws.write_string(r, 0, line, fmt["text"])
+        ws.set_row(r, 2 * _LINE_HEIGHT + 3 if len(line) > 75 else None)
+        ws.merge_range(r, 0, r, 2, line, fmt["text"])
         r += 1
     r += 1
 
@@ -251,7 +247,7 @@ def _write_xlsx(frame: pd.DataFrame, path: Path, dept: str, business_date: str) 
         f_fill_wrap = wb.add_format({**base, "bg_color": "#FFF9E0", "text_wrap": True})
         explain_fmt = {
             "title": wb.add_format({"bold": True, "font_size": 12}),
-            "text": wb.add_format({"num_format": "@", "font_size": 10}),
+            "text": wb.add_format({"num_format": "@", "font_size": 10, "text_wrap": True, "valign": "top"}),
             "head": f_head,
             "cell": wb.add_format({**base, "text_wrap": True}),
         }
@@ -267,7 +263,9 @@ def _write_xlsx(frame: pd.DataFrame, path: Path, dept: str, business_date: str) 
         ws.set_row(0, 30)
         for c, (code, header) in enumerate(zip(TASK_CODES, TASK_HEADERS)):
             ws.write_string(0, c, header, f_head_fill if code in FILL_CODES else f_head)
+        heights = _row_heights(frame).tolist()
         for r, row in enumerate(frame.itertuples(index=False, name=None), start=1):
+            ws.set_row(r, heights[r - 1])
             for c, value in enumerate(row):
                 ws.write_string(r, c, value, formats[c])
 
@@ -346,13 +344,20 @@ def _cell_text(value) -> str:
     return str(value)
 
 
+def _xlsx_unescape(text: str) -> str:
+    """Decode OOXML `_xHHHH_` escapes (a CR is stored as `_x000D_`, a literal `_x` as `_x005F_x`);
+    openpyxl leaves them in the text, Excel does not."""
+    return _OOXML_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text) if "_x" in text else text
+
+
 def _read_xlsx_rows(path) -> list[tuple[int, list[str]]]:
     import openpyxl
 
     wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
     try:
         ws = wb.worksheets[0]
-        return [(i, [_cell_text(v) for v in row]) for i, row in enumerate(ws.iter_rows(values_only=True), start=1)]
+        return [(i, [_xlsx_unescape(_cell_text(v)) for v in row])
+                for i, row in enumerate(ws.iter_rows(values_only=True), start=1)]
     finally:
         wb.close()
 
