@@ -188,8 +188,8 @@ def render_summary_html(summary: dict, history: list[dict]) -> str:
         ("今日入库行 loaded", f"{summary['totals'].get('loaded_rows', 0):,}"),
         ("今日拒收行 rejected", f"{summary['totals'].get('rejected_rows', 0):,}"),
         ("待核查任务 open tasks", f"{summary['totals'].get('open_tasks', 0):,}"),
-        ("关联率 link rate", f"{q.get('link_rate', 0):.2%}"),
-        ("身份证有效率 valid ID rate", f"{q.get('valid_id_rate', 0):.2%}"),
+        ("关联率 link rate", f"{q.get('link_rate') or 0:.2%}"),
+        ("身份证有效率 valid ID rate", f"{q.get('valid_id_rate') or 0:.2%}"),
     ]
     by_state = {f"{STATE_NAMES.get(k, k)} {k}": v for k, v in sorted(summary.get("open_tasks_by_state", {}).items(), key=lambda kv: -kv[1])}
     by_dept = {f"{DEPARTMENT_NAMES[d]} {d}": deps[d]["tasks"].get("open", 0) for d in DEPARTMENTS}

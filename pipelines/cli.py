@@ -123,7 +123,7 @@ def demo(persons, days, seed):
     click.echo("\nDemo finished.")
     click.echo(f"  business dates: {', '.join(dates)}")
     click.echo(f"  persons: {last['totals']['persons']:,}   record roles: {last['totals']['roles']:,}   "
-               f"link rate: {last['quality'].get('link_rate', 0):.2%}   open tasks: {last['totals']['open_tasks']:,}")
+               f"link rate: {last['quality'].get('link_rate') or 0:.2%}   open tasks: {last['totals']['open_tasks']:,}")
     click.echo(f"  summary:  {out / 'reports' / dates[-1] / 'summary.html'}")
     click.echo(f"  exports:  {out / 'exports' / dates[-1]}")
     click.echo(f"  tasks:    {out / 'tasks'}/<dept>/{dates[-1]}/")

@@ -18,7 +18,9 @@ Rates over record roles (`quality_rates`, on the roles frame of docs/architectur
   birth field for them (a family-planning husband `ZF` has none).
 - `key_field_completeness`: share of roles with all three (those that apply) non-empty.
 
-`by_table` holds the same rates per table (`BH`).
+`by_table` holds the same rates per table (`BH`), `by_department` per department (`BM`), for the
+reconciliation reports. `load_thresholds` and `rate_warnings` (quality/thresholds.py) are
+re-exported here.
 """
 from __future__ import annotations
 
@@ -26,8 +28,9 @@ from typing import Any
 
 import pandas as pd
 
-from exchange.tables import TABLES
+from exchange.tables import DEPARTMENTS, TABLES
 from quality.codes import CITIZEN_ID_DOC
+from quality.thresholds import load_thresholds, rate_warnings  # noqa: F401 - re-exported (callers import them from here)
 from quality.values import column, ids_valid
 
 VALID_ID_STATUSES = ("VALID18", "VALID15")
@@ -76,8 +79,12 @@ def _rates_of(m: pd.DataFrame, with_links: bool) -> dict[str, Any]:
 
 def _with_breakdown(m: pd.DataFrame, with_links: bool) -> dict[str, Any]:
     out = _rates_of(m, with_links)
-    order = [t for t in TABLES if t in set(m["table"])] + sorted(set(m["table"]) - set(TABLES))
+    present = set(m["table"])
+    order = [t for t in TABLES if t in present] + sorted(present - set(TABLES))
     out["by_table"] = {t: _rates_of(m[m["table"] == t], with_links) for t in order}
+    present = set(m["dept"])
+    order = [d for d in DEPARTMENTS if d in present] + sorted(present - set(DEPARTMENTS))
+    out["by_department"] = {d: _rates_of(m[m["dept"] == d], with_links) for d in order}
     return out
 
 
@@ -88,6 +95,8 @@ def quality_rates(roles: pd.DataFrame, links: pd.DataFrame | None = None) -> dic
     status = column(roles, "id_status").str.strip()
     m = pd.DataFrame(index=roles.index)
     m["table"] = tables
+    dept = column(roles, "BM").str.strip()
+    m["dept"] = dept.where(dept.ne(""), tables.map({t.name: t.dept for t in TABLES.values()}).fillna(""))
     m["id_required"] = ~tables.isin(_ID_OPTIONAL)
     m["citizen"] = status.ne("OTHER_DOC")
     m["id_ok"] = status.isin(VALID_ID_STATUSES)

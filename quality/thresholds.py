@@ -1,6 +1,6 @@
 """Quality thresholds (`config/quality.json`, versioned) and the warnings they raise.
 
-The file has a `version`, `rates` (per table, over a `default`, plus `city` for city-wide totals:
+The file has a `version`, `min_base` (rates measured on fewer roles never warn), `rates` (per table, over a `default`, plus `city` for city-wide totals:
 `{rate: {"warn_below": x}}`) and `expectations.mostly` (per table over a `default`: the `mostly`
 of each kind of GX content expectation). `POPBASE_QUALITY_CONFIG` points to another file.
 """
@@ -59,11 +59,16 @@ def rate_thresholds(table: str, cfg: dict[str, Any] | None = None) -> dict[str, 
     return merged
 
 
+# Used when the config file does not say (it normally does).
+DEFAULT_MOSTLY = {"id_format": 0.95, "sex_code": 0.99, "date": 0.98, "code": 0.99, "timestamp": 0.99}
+
+
 def mostly_for(table: str, cfg: dict[str, Any] | None = None) -> dict[str, float]:
     """`{expectation kind: mostly}` for a table, the table's entries over the defaults."""
     cfg = cfg if cfg is not None else load_thresholds()
     mostly = cfg.get("expectations", {}).get("mostly", {})
-    return {k: float(v) for section in (mostly.get("default", {}), mostly.get(table, {})) for k, v in section.items()}
+    sections = (DEFAULT_MOSTLY, mostly.get("default", {}), mostly.get(table, {}))
+    return {k: float(v) for section in sections for k, v in section.items()}
 
 
 def rate_warnings(rates: dict[str, Any], table: str | None = None, cfg: dict[str, Any] | None = None) -> list[str]:
@@ -72,15 +77,20 @@ def rate_warnings(rates: dict[str, Any], table: str | None = None, cfg: dict[str
     `rates` is a flat dict of rates (`delivery_rates`, one entry of `quality_rates()["by_table"]`) or
     the whole `quality_rates` result. With `table=None` the top-level rates are judged against the
     `city` thresholds and, when present, each table of `by_table` against its own.
-    Rates that are `None` (nothing to measure) never warn.
+    Rates that are `None` (nothing to measure) never warn, nor do rates whose `<rate>_base` is
+    below the config's `min_base`.
     """
     cfg = cfg if cfg is not None else load_thresholds()
     label = table or CITY
     out: list[str] = []
+    min_base = int(cfg.get("min_base", 0) or 0)
     for rate, warn_below in rate_thresholds(label, cfg).items():
         value = rates.get(rate)
         if value is None or isinstance(value, (dict, list, str)):
             continue
+        base = rates.get(f"{rate}_base")
+        if isinstance(base, (int, float)) and base < min_base:
+            continue  # too few roles to judge
         if float(value) < warn_below:
             base = _base_count(rates, rate)
             out.append(

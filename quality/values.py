@@ -21,6 +21,18 @@ ID_PATTERN = r"^[0-9]{17}[0-9Xx]$|^[0-9]{15}$"
 _WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _CHECK = "10X98765432"
 
+# A real calendar date written CCYYMMDD (years 1000-9999, Gregorian leap years), as one regex so a
+# GX regex expectation can judge it vectorised; `TIMESTAMP_REGEX` is the same followed by hhmmss.
+_COMMON_DAY = (
+    r"(?:(?:0[13578]|1[02])(?:0[1-9]|[12][0-9]|3[01])"
+    r"|(?:0[469]|11)(?:0[1-9]|[12][0-9]|30)"
+    r"|02(?:0[1-9]|1[0-9]|2[0-8]))"
+)
+_LEAP_YEAR = r"(?:[1-9][0-9](?:0[48]|[2468][048]|[13579][26])|(?:[13579][26]|[2468][048])00)"
+_DATE_BODY = rf"(?:[1-9][0-9]{{3}}{_COMMON_DAY}|{_LEAP_YEAR}0229)"
+DATE_REGEX = rf"^{_DATE_BODY}$"
+TIMESTAMP_REGEX = rf"^{_DATE_BODY}(?:[01][0-9]|2[0-3])[0-5][0-9][0-5][0-9]$"
+
 _WS = re.compile(r"\s+")
 _TIME_TAIL = re.compile(r"[ T]+\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?$")
 _D8 = re.compile(r"^(\d{4})(\d{2})(\d{2})$")
@@ -43,6 +55,11 @@ def column(df: pd.DataFrame, name: str) -> pd.Series:
 def _map_unique(s: pd.Series, fn) -> pd.Series:
     uniq = pd.unique(s)
     return s.map(dict(zip(uniq, (fn(v) for v in uniq))))
+
+
+def stripped(s: pd.Series) -> pd.Series:
+    """`s.str.strip()` computed once per distinct value (delivered columns repeat a lot)."""
+    return _map_unique(as_str(s), str.strip)
 
 
 def _real_date(y: str, m: str, d: str) -> str:

@@ -33,7 +33,7 @@ def population_base(context: AssetExecutionContext, popbase: PopbaseResource):
             summaries[date] = daily.commit(home, engine, date)
             context.log.info(f"{date}: committed")
     last = summaries[dates[-1]]
-    rate = float(last.get("quality", {}).get("link_rate", 0.0))
+    rate = float(last.get("quality", {}).get("link_rate") or 0.0)
     yield dg.MaterializeResult(metadata={
         "persons": last["totals"].get("persons", 0), "record_roles": last["totals"].get("roles", 0),
         "open_tasks": last["totals"].get("open_tasks", 0), "link_rate": rate,

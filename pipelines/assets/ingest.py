@@ -31,7 +31,8 @@ def _validate(home: Path, result: daily.StageResult) -> tuple[list[str], list[st
         frame = pd.read_parquet(out / f.parquet)
         q = validate_delivery(frame, f.table, incremental=f.extract_type == "incremental")
         if not q.structural_ok:
-            errors += [f"{f.department}/{f.path}: {m}" for m in q.messages]
+            errors += [f"{f.department}/{f.path}: {m}" for m in q.structural_messages]
+        warnings += [f"{f.department}/{f.path}: {m}" for m in q.content_messages]
         rates[f"{f.department}/{f.path}"] = q.rates
         warnings += [f"{f.department}/{f.path}: {w}" for w in rate_warnings(q.rates, f.table)]
     return errors, warnings, rates
