@@ -143,7 +143,8 @@ def _parse_one(sf: StagedFile, path: Path, mf, out: Path) -> None:
     frame.to_parquet(out / name, index=False)
     sf.parquet = name
     if len(rejects):  # written to out/rejects only once the date's transaction has committed
-        rejects[["line", "reason", "raw"]].astype(str).to_parquet(out / (name + ".rejects"), index=False)
+        cols = [c for c in ("line", "reason", "raw", "key") if c in rejects.columns]
+        rejects[cols].astype(str).to_parquet(out / (name + ".rejects"), index=False)
 
 
 def write_rejects(rejects_dir: Path, dept: str, table: str, rejects: pd.DataFrame) -> None:
@@ -223,6 +224,10 @@ def commit(home: Path, engine: sa.Engine, date: str, stage_result: StageResult |
     with engine.begin() as conn:
         state = load_state(conn)
         staged = {f"{f.batch_id}__{f.line_in_manifest}": pd.read_parquet(out / f.parquet) for f in new_files}
+        for f in new_files:  # keys of rejected rows: a full file must not delete what it failed to deliver
+            rj = out / (f.parquet + ".rejects")
+            if rj.exists():
+                staged[f"{f.batch_id}__{f.line_in_manifest}#rejects"] = pd.read_parquet(rj)
         prior = {r.batch_id: json.loads(r.report) for r in conn.execute(
             sa.select(db.batches.c.batch_id, db.batches.c.report).where(db.batches.c.run_date == date))}
         res = process_date(state, stage_result, staged, date, prior_reports=prior)

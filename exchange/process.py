@@ -68,7 +68,10 @@ def apply_extracts(state, stage_result, staged: dict[str, pd.DataFrame], date: s
         if sf.status != "staged" or sf.table == RETURN_TABLE:
             continue
         frame = staged[f"{sf.batch_id}__{sf.line_in_manifest}"]
-        applied = apply_delivery(sources[sf.table], frame, sf.table, sf.extract_type, date, sf.batch_id)
+        rejected = staged.get(f"{sf.batch_id}__{sf.line_in_manifest}#rejects")
+        protected = rejected["key"] if rejected is not None and "key" in rejected.columns else None
+        applied = apply_delivery(sources[sf.table], frame, sf.table, sf.extract_type, date, sf.batch_id,
+                                 protected_keys=protected)
         sources[sf.table] = applied.current
         for k, v in applied.counts.items():
             fr[k] = int(v)
@@ -128,7 +131,7 @@ def apply_returns(state, stage_result, staged, date, reports, sources):
                     f[c] = ""
             f["kind"] = kind
             f["decided"] = date
-            f["record_ts"] = _record_ts(sources, f)
+            f["record_fp"] = _record_fp(sources, f)
             f["overlay_key"] = kind + "|" + f["BM"] + "|" + f["BH"] + "|" + f["YWZJ"] + "|" + f["JS"] + "|" + f["HCZT"] + "|" + f["field"]
             new_ov.append(f[db.OVERLAY_COLUMNS])
             for r in f.itertuples(index=False):  # one audit row per accepted answer: a handful a day
@@ -163,24 +166,34 @@ def apply_returns(state, stage_result, staged, date, reports, sources):
     return tasks, overlays, decisions, audit_rows, rejects
 
 
-def _record_ts(sources: dict[str, pd.DataFrame], frame: pd.DataFrame) -> pd.Series:
-    """The current `_ts` of the record each overlay row is about ('' if the record is gone)."""
+def record_fingerprints(sources: dict[str, pd.DataFrame], bh: str) -> pd.Series:
+    """A hash of each live record's catalogue fields, by key: it changes exactly when the content changes.
+
+    `_ts` is not enough: an applied operation that changes nothing still moves it forward.
+    """
+    src = sources.get(bh)
+    if src is None or src.empty:
+        return pd.Series(dtype=object)
+    live = src[src["_deleted"] != "1"] if "_deleted" in src.columns else src
+    fields = [f for f in TABLES[bh].fields if f in live.columns]
+    fp = pd.util.hash_pandas_object(live[fields].astype(str), index=False).astype(str)
+    return pd.Series(fp.to_numpy(), index=live["_key"].to_numpy())
+
+
+def _record_fp(sources: dict[str, pd.DataFrame], frame: pd.DataFrame) -> pd.Series:
+    """The current content fingerprint of the record each overlay row is about ('' if the record is gone)."""
     out = pd.Series("", index=frame.index, dtype=object)
     for bh, part in frame.groupby("BH"):
-        src = sources.get(bh)
-        if src is None or src.empty:
-            continue
-        ts = src.set_index("_key")["_ts"]
-        out.loc[part.index] = part["YWZJ"].map(ts).fillna("").astype(str)
+        out.loc[part.index] = part["YWZJ"].map(record_fingerprints(sources, bh)).fillna("").astype(str)
     return out
 
 
 def live_overlays(overlays: pd.DataFrame, sources) -> pd.DataFrame:
-    """Overlays still in force: the record has not changed since the answer (same `_ts`)."""
+    """Overlays still in force: the record's content has not changed since the answer."""
     if overlays.empty:
         return overlays
-    current = _record_ts(sources, overlays)
-    return overlays[(current != "") & (current == overlays["record_ts"])]
+    current = _record_fp(sources, overlays)
+    return overlays[(current != "") & (current == overlays["record_fp"])]
 
 
 def overlay_sources(sources: dict[str, pd.DataFrame], overlays: pd.DataFrame) -> dict[str, pd.DataFrame]:

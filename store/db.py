@@ -51,7 +51,7 @@ TASK_COLUMNS = [
 tasks = _text_table("tasks", "RWBH", TASK_COLUMNS, (sa.Index("ix_tasks_route", "route", "status"),))
 
 # A department's answer that holds "until the record next changes": stored with the record's _ts.
-OVERLAY_COLUMNS = ["overlay_key", "kind", "BM", "BH", "YWZJ", "JS", "HCZT", "field", "value", "record_ts", "RWBH", "decided"]
+OVERLAY_COLUMNS = ["overlay_key", "kind", "BM", "BH", "YWZJ", "JS", "HCZT", "field", "value", "record_fp", "RWBH", "decided"]
 overlays = _text_table("overlays", "overlay_key", OVERLAY_COLUMNS)
 
 batches = sa.Table(

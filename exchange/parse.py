@@ -1,0 +1,656 @@
+"""Reading delivered files (spec section 2): CSV (RFC 4180, UTF-8 / GB18030) and XLSX, into string
+frames plus a rejects frame.
+
+Public API:
+
+* :func:`read_delivery` → :class:`Parsed` (``frame``, ``rejects``, ``received_rows``, ``header``).
+* :class:`StructuralError`: the file as a whole cannot be used (no header, duplicate header codes,
+  a required column missing, unsupported encoding/format, unreadable xlsx). Nothing of it is loaded.
+* :data:`REJECT_REASONS`: reject code → readable text. :data:`REJECT_COLUMNS`: layout of rejects frames.
+* :func:`normalise_d14` / :func:`d14_to_int`: timestamps (``CZSJ``/``GXSJ``) to ``CCYYMMDDhhmmss``.
+
+Decisions:
+
+* Values are kept exactly as delivered (no stripping): the department's bytes are the record.
+  Only header cells are cleaned: whitespace and BOM stripped; a cell ``中文名(CODE)`` (the task file
+  layout of section 5, ASCII or full-width brackets) becomes ``CODE``; ASCII codes are upper-cased;
+  an empty header cell becomes ``_col<N>`` (1-based). Duplicate codes are a :class:`StructuralError`.
+* ``_line`` is the 1-based physical line of the row's first line (header = line 1 when it is the
+  first line). Line breaks are ``\\r\\n``, ``\\n`` or a lone ``\\r`` (Python's universal newlines, as
+  the ``csv`` module reads them). XLSX: the sheet row number.
+* Blank lines (empty or whitespace only) anywhere are not rows: not loaded, not rejected, not counted.
+  The header is the first non-blank line/row.
+* The field count of a row must equal the header's (empty header cells included); otherwise
+  ``FIELD_COUNT``. XLSX: a row may be shorter (missing cells are ``""``); a non-empty cell beyond the
+  header is ``FIELD_COUNT``.
+* Reject priority: ``UNDECODABLE`` > ``FIELD_COUNT`` > ``EMPTY_KEY`` (key empty or whitespace) >
+  ``BAD_OPERATION`` (incremental: ``CZLX`` not I/U/D after trim and upper-casing, or a non-empty
+  ``CZSJ`` that is not a readable timestamp; an empty ``CZSJ`` is allowed, apply then falls back to
+  ``GXSJ``, else the business date).
+* ``raw`` of a reject is the record's physical text (all its lines, joined, without the final line
+  break), undecodable bytes written as ``\\xNN``; XLSX: the row's cells as one CSV line.
+  ``key`` is the best guess of the record key of a rejected row (the cell at the key column when the
+  row has one, else ``""``): a full-file caller passes these to ``apply_delivery(protected_keys=...)``
+  so an unreadable row does not delete its record.
+* Speed: a clean CSV is parsed with pyarrow (multi-threaded) and the result is checked to be exactly
+  what the ``csv`` module would give (one record per physical line, no blank lines, no bad rows, valid
+  encoding); anything else goes through ``csv.reader`` (C) with the rows classified by numpy/pandas.
+"""
+from __future__ import annotations
+
+import codecs
+import csv
+import gc
+import io
+import operator
+import re
+import sys
+from dataclasses import dataclass, field
+from itertools import repeat
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from exchange.tables import INCREMENTAL_FIELDS, TABLES
+
+REJECT_REASONS: dict[str, str] = {
+    "FIELD_COUNT": "字段个数与表头不符 (wrong number of fields)",
+    "UNDECODABLE": "含有按声明编码无法解码的字节 (bytes not valid in the declared encoding)",
+    "EMPTY_KEY": "记录主键为空 (record key is empty)",
+    "BAD_OPERATION": "操作类型或操作时间无效 (CZLX not I/U/D, or CZSJ unreadable)",
+    "DUPLICATE_KEY": "全量文件中记录主键重复 (duplicate record key in a full extract)",
+}
+# line (int), reason (code of REJECT_REASONS), detail (readable sentence), raw (the line), key (best guess)
+REJECT_COLUMNS = ("line", "reason", "detail", "raw", "key")
+
+CZLX, CZSJ = INCREMENTAL_FIELDS
+OPERATIONS = ("I", "U", "D")
+
+csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # a stray quote must not raise "field larger than limit"
+
+
+class StructuralError(Exception):
+    """The delivered file as a whole is unusable; ``path`` and ``problem`` say why."""
+
+    def __init__(self, path: Path | str, problem: str):
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+@dataclass
+class Parsed:
+    frame: pd.DataFrame  # header codes (str columns) + "_line" (int64)
+    rejects: pd.DataFrame  # REJECT_COLUMNS
+    received_rows: int  # data rows found = len(frame) + len(rejects)
+    header: list[str]  # cleaned header codes, file order
+    missing_fields: tuple[str, ...] = ()  # expected fields absent from the header (filled by apply)
+    extra_fields: tuple[str, ...] = ()  # header codes that are neither expected nor CZLX/CZSJ
+    raw_header: list[str] = field(default_factory=list)
+
+
+def empty_rejects() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype="int64" if c == "line" else object) for c in REJECT_COLUMNS})
+
+
+def make_rejects(records: list[dict]) -> pd.DataFrame:
+    if not records:
+        return empty_rejects()
+    df = pd.DataFrame.from_records(records, columns=list(REJECT_COLUMNS))
+    df["line"] = df["line"].astype("int64")
+    for c in REJECT_COLUMNS[1:]:
+        df[c] = df[c].fillna("").astype(object)
+    return df.sort_values("line", kind="stable").reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------------
+# timestamps
+_DAYS = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
+_SEP_RE = (
+    r"^(?P<y>\d{4})[-/.](?P<m>\d{1,2})[-/.](?P<d>\d{1,2})"
+    r"(?:\s+(?P<H>\d{1,2}):(?P<M>\d{1,2})(?::(?P<S>\d{1,2})(?:\.\d+)?)?:?)?$"
+)
+_COMPACT_RE = r"^(?P<y>\d{4})(?P<m>\d{2})(?P<d>\d{2})(?:\s*(?P<H>\d{2})(?P<M>\d{2})(?P<S>\d{2})?(?:\.\d+)?)?$"
+
+
+def _valid_d14(v: np.ndarray) -> np.ndarray:
+    y = v // 10**10
+    mo = v // 10**8 % 100
+    d = v // 10**6 % 100
+    hh = v // 10**4 % 100
+    mi = v // 100 % 100
+    ss = v % 100
+    ok = (y >= 1) & (mo >= 1) & (mo <= 12) & (d >= 1) & (hh < 24) & (mi < 60) & (ss < 60)
+    leap = (y % 4 == 0) & ((y % 100 != 0) | (y % 400 == 0))
+    dim = _DAYS[np.clip(mo, 1, 12) - 1] + ((mo == 2) & leap)
+    return ok & (d <= dim)
+
+
+def d14_to_int(values) -> np.ndarray:
+    """Timestamps → int64 ``CCYYMMDDhhmmss``; ``-1`` for empty, ``-2`` for unreadable.
+
+    Accepted (after NFKC and trimming): ``20260302101500``, ``202603021015``, ``20260302``,
+    ``2026-03-02 10:15:00`` (``-`` ``/`` ``.`` separators, 1–2 digit parts, ``T`` or spaces before
+    the time, optional seconds and fractions), ``2026年3月2日 10时15分30秒``. The calendar is checked.
+    """
+    a = np.asarray(values, dtype=object)
+    if a.ndim != 1:
+        a = a.ravel()
+    n = len(a)
+    out = np.full(n, -1, dtype=np.int64)
+    if n == 0:
+        return out
+    try:
+        lens = np.fromiter(map(len, a), dtype=np.int64, count=n)
+    except TypeError:  # None / NaN / numbers: compare as text
+        a = pd.Series(a, dtype=object).fillna("").astype(str).to_numpy(dtype=object)
+        lens = np.fromiter(map(len, a), dtype=np.int64, count=n)
+    # fast path: plain 14-digit values (C-level int conversion, then a numeric calendar check)
+    try:
+        v = a.astype(np.int64)  # succeeds when every value is an integer literal
+        fast = (lens == 14) & (v >= 10**13) & (v < 10**14)
+    except (ValueError, TypeError, OverflowError):
+        fast = (lens == 14) & np.fromiter(map(str.isdigit, a), dtype=bool, count=n) & np.fromiter(
+            map(str.isascii, a), dtype=bool, count=n
+        )
+        v = np.zeros(n, dtype=np.int64)
+        if fast.any():
+            v[fast] = a[fast].astype(np.int64)
+    if fast.any():
+        out[fast] = np.where(_valid_d14(v[fast]), v[fast], -2)
+    if fast.all():
+        return out
+    rest = np.flatnonzero(~fast)
+    s = pd.Series(a[rest], dtype=object).str.strip()
+    nonempty = (s != "").to_numpy(dtype=bool)
+    rest, s = rest[nonempty], s[nonempty]
+    if len(rest):
+        r = s.str.normalize("NFKC").str.strip()
+        r = (
+            r.str.replace(r"[年月]", "-", regex=True)
+            .str.replace("日", " ", regex=False)
+            .str.replace(r"[时分]", ":", regex=True)
+            .str.replace("秒", "", regex=False)
+            .str.replace(r"(?<=\d)T(?=\d)", " ", regex=True)
+            .str.strip()
+        )
+        parts = r.str.extract(_SEP_RE)
+        miss = parts["y"].isna()
+        if miss.any():
+            parts.loc[miss] = r[miss].str.extract(_COMPACT_RE).to_numpy()
+        good = parts["y"].notna().to_numpy()
+        res = np.full(len(r), -2, dtype=np.int64)
+        if good.any():
+            p = parts[good].fillna("0").astype(np.int64).to_numpy()
+            v = (p[:, 0] * 10**10 + p[:, 1] * 10**8 + p[:, 2] * 10**6 + p[:, 3] * 10**4 + p[:, 4] * 100 + p[:, 5])
+            ok = (
+                _valid_d14(v) & (p[:, 1] <= 12) & (p[:, 2] <= 31) & (p[:, 3] < 24) & (p[:, 4] < 60) & (p[:, 5] < 60)
+            )
+            res[good] = np.where(ok, v, -2)
+        out[rest] = res
+    return out
+
+
+def normalise_d14(values) -> pd.Series:
+    """Timestamps → ``CCYYMMDDhhmmss`` strings; ``""`` for empty or unreadable (see :func:`d14_to_int`)."""
+    v = d14_to_int(values)
+    out = v.astype(str).astype(object)
+    out[v < 0] = ""
+    return pd.Series(out, dtype=object)
+
+
+# --------------------------------------------------------------------------------------------
+# header
+_LABELLED = re.compile(r"^.*?[(（]\s*([A-Za-z][A-Za-z0-9_]*)\s*[)）]$")
+
+
+def clean_header(cells: list[str]) -> list[str]:
+    out = []
+    for i, c in enumerate(cells, 1):
+        c = (c or "").replace("\ufeff", "").strip()
+        m = _LABELLED.match(c)
+        if m:
+            c = m.group(1)
+        if c.isascii():
+            c = c.upper()
+        out.append(c if c else f"_col{i}")
+    return out
+
+
+def _surrogate_escape(s: str) -> str:
+    return re.sub("[\udc80-\udcff]", lambda m: "\\x%02x" % (ord(m.group()) - 0xDC00), s)
+
+
+# --------------------------------------------------------------------------------------------
+# the two readers produce this
+@dataclass
+class _Raw:
+    header: list[str]  # raw header cells
+    columns: list[np.ndarray]  # good-shape rows, one object array per header column
+    lines: np.ndarray  # int64 line of each good-shape row
+    pre_rejects: list[tuple[int, str, str, list[str] | None, str]]  # line, reason, detail, cells, raw
+    raw_of: Callable[[np.ndarray], list[str]]  # raw text of good-shape rows given their positions
+
+
+def _codec(path: Path, encoding: str | None) -> str:
+    from exchange.landing import canonical_encoding
+
+    enc = canonical_encoding(encoding)
+    if enc is None:
+        raise StructuralError(path, f"unsupported encoding {encoding!r} (UTF-8 or GB18030)")
+    return {"UTF-8": "utf-8", "GB18030": "gb18030"}[enc]
+
+
+def _count_lines(buf) -> int:
+    """Physical lines of text/bytes (universal newlines); a final terminator does not start a line."""
+    nl, cr, crlf = ("\n", "\r", "\r\n") if isinstance(buf, str) else (b"\n", b"\r", b"\r\n")
+    n = buf.count(nl) + buf.count(cr) - buf.count(crlf)
+    if buf and not (buf.endswith(nl) or buf.endswith(cr)):
+        n += 1
+    return n
+
+
+def _phys_lines_reader(text: str):
+    cache: list = []
+
+    def get() -> list[str]:
+        if not cache:
+            cache.append(io.StringIO(text, newline="").readlines())
+        return cache[0]
+
+    return get
+
+
+def _record_text(lines: list[str], start: int, span: int) -> str:
+    raw = "".join(lines[start - 1 : start - 1 + span])
+    if raw.endswith("\r\n"):
+        raw = raw[:-2]
+    elif raw.endswith(("\n", "\r")):
+        raw = raw[:-1]
+    return _surrogate_escape(raw)
+
+
+def _csv_fast(buf: bytes, begin: int) -> _Raw | None:
+    """pyarrow path. ``buf[begin:]`` is UTF-8 text (BOM skipped). Returns ``None`` unless the result is
+    exactly what the careful path would produce: no invalid UTF-8, every row has the header's field
+    count, and the rows account for every physical line (so no blank line was skipped)."""
+    try:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.csv as pacsv
+    except ImportError:  # pragma: no cover
+        return None
+    end = len(buf)
+    while end > begin and buf[end - 1] in (10, 13):  # trailing line breaks end the last line
+        end -= 1
+    if end == begin:
+        return None
+    n_cr = buf.count(b"\r", begin, end)
+    nlines = buf.count(b"\n", begin, end) + (n_cr - buf.count(b"\r\n", begin, end) if n_cr else 0) + 1
+    body = memoryview(buf)[begin:]  # trailing line breaks included: an unterminated quote swallows them too
+    first = re.split(rb"\r\n|\r|\n", bytes(body[:65536]), maxsplit=1)[0]
+    try:
+        ncols = len(next(csv.reader([first.decode("utf-8")])))
+    except (UnicodeDecodeError, StopIteration, csv.Error):
+        return None
+    if ncols == 0:
+        return None
+    names = [f"c{i}" for i in range(ncols)]
+
+    def bad_row(_row):
+        return "error"
+
+    try:
+        tb = pacsv.read_csv(
+            pa.py_buffer(body),
+            read_options=pacsv.ReadOptions(column_names=names, block_size=1 << 22),
+            parse_options=pacsv.ParseOptions(
+                newlines_in_values=True, ignore_empty_lines=True, invalid_row_handler=bad_row
+            ),
+            convert_options=pacsv.ConvertOptions(
+                column_types={c: pa.string() for c in names},
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+                check_utf8=True,
+            ),
+        )
+    except (pa.lib.ArrowException, ValueError):
+        return None
+    nrows = tb.num_rows
+    if nrows and any(tb.column(i)[nrows - 1].as_py().endswith(("\n", "\r")) for i in range(ncols)):
+        return None  # an unterminated quote swallowed the trailing line breaks: line accounting unsure
+    if nrows == nlines:  # one record per physical line, nothing skipped
+        spans = np.ones(nrows, dtype=np.int64)
+    elif nrows > nlines:  # pragma: no cover - cannot happen
+        return None
+    else:  # records with quoted line breaks span 1 + (line breaks inside their values) lines
+        brk = np.zeros(nrows, dtype=np.int64)
+        for i in range(ncols):
+            col = tb.column(i)
+            brk += pc.count_substring(col, "\n").to_numpy().astype(np.int64)
+            if n_cr:
+                brk += pc.count_substring(col, "\r").to_numpy().astype(np.int64)
+                brk -= pc.count_substring(col, "\r\n").to_numpy().astype(np.int64)
+        spans = 1 + brk
+        if int(spans.sum()) != nlines:  # blank lines were skipped: line numbers unknown
+            return None
+    starts = np.cumsum(spans) - spans + 1
+    cols = [tb.column(i).to_numpy(zero_copy_only=False) for i in range(ncols)]
+    del tb
+    header = [str(c[0]) for c in cols]
+    cols = [c[1:] for c in cols]
+    if ncols == 1 and (header[0].strip() == "" or (pd.Series(cols[0], dtype=object).str.strip() == "").any()):
+        return None  # whitespace-only lines are blank, not rows: leave 1-column files to the careful path
+    lines, spans = starts[1:], spans[1:]
+
+    def raw_of(pos: np.ndarray) -> list[str]:
+        pl = io.StringIO(bytes(body).decode("utf-8"), newline="").readlines()
+        return [_record_text(pl, int(lines[p]), int(spans[p])) for p in pos]
+
+    return _Raw(header, cols, lines, [], raw_of)
+
+
+def _csv_careful(text: str, path: Path) -> _Raw:
+    """csv.reader path for anything the fast path declines; ``text`` decoded with surrogateescape."""
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    try:
+        text.encode("utf-8")
+        has_bad = False
+    except UnicodeEncodeError:
+        has_bad = True
+    was = gc.isenabled()
+    gc.disable()  # millions of small lists: the cyclic GC would rescan them over and over
+    try:
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+        n = len(rows)
+        lens = np.fromiter(map(len, rows), dtype=np.int64, count=n)
+        if n == _count_lines(text):
+            starts = np.arange(1, n + 1, dtype=np.int64)
+            spans = np.ones(n, dtype=np.int64)
+        else:  # quoted line breaks: a record spans 1 + (line breaks inside its fields) lines
+            joined = list(map("\x1f".join, rows))
+            spans = 1 + np.fromiter(map(str.count, joined, repeat("\n")), dtype=np.int64, count=n)
+            if "\r" in text:
+                spans += np.fromiter(map(str.count, joined, repeat("\r")), dtype=np.int64, count=n)
+                spans -= np.fromiter(map(str.count, joined, repeat("\r\n")), dtype=np.int64, count=n)
+            starts = 1 + np.cumsum(spans) - spans
+            del joined
+        arr = np.fromiter(rows, dtype=object, count=n)
+        del rows
+        blank = lens == 0
+        one = np.flatnonzero(lens == 1)
+        if len(one):
+            firsts = pd.Series(list(map(operator.itemgetter(0), arr[one])), dtype=object)
+            blank[one[(firsts.str.strip() == "").to_numpy(dtype=bool)]] = True
+        nonblank = np.flatnonzero(~blank)
+        if len(nonblank) == 0:
+            raise StructuralError(path, "the file is empty: no header row")
+        h = nonblank[0]
+        header = list(arr[h])
+        ncols = len(header)
+        data_idx = nonblank[1:]
+        bad = np.zeros(len(data_idx), dtype=bool)
+        reason = np.full(len(data_idx), "", dtype=object)
+        if has_bad and len(data_idx):
+            bad_char = re.compile("[\udc80-\udcff]").search
+            j = map("\x1f".join, arr[data_idx])
+            und = np.fromiter(map(bool, map(bad_char, j)), dtype=bool, count=len(data_idx))
+            bad |= und
+            reason[und] = "UNDECODABLE"
+        fc = (lens[data_idx] != ncols) & ~bad
+        bad |= fc
+        reason[fc] = "FIELD_COUNT"
+        good_idx = data_idx[~bad]
+        good_rows = arr[good_idx].tolist()
+        if good_rows:
+            columns = [np.array(c, dtype=object) for c in zip(*good_rows)]
+        else:
+            columns = [np.empty(0, dtype=object) for _ in range(ncols)]
+        del good_rows
+    finally:
+        if was:
+            gc.enable()
+    get = _phys_lines_reader(text)
+    pre: list = []
+    bad_idx = data_idx[bad]
+    if len(bad_idx):
+        pl = get()
+        for i, r in zip(bad_idx, reason[bad]):
+            cells = list(arr[i])
+            if r == "FIELD_COUNT":
+                detail = f"表头 {ncols} 个字段, 本行 {len(cells)} 个 (expected {ncols} fields, got {len(cells)})"
+            else:
+                detail = "本行含有按声明编码无法解码的字节 (undecodable bytes, shown as \\xNN)"
+            pre.append((int(starts[i]), r, detail, cells, _record_text(pl, int(starts[i]), int(spans[i]))))
+    g_starts, g_spans = starts[good_idx], spans[good_idx]
+
+    def raw_of(pos: np.ndarray) -> list[str]:
+        pl = get()
+        return [_record_text(pl, int(g_starts[p]), int(g_spans[p])) for p in pos]
+
+    return _Raw(header, columns, g_starts, pre, raw_of)
+
+
+# --------------------------------------------------------------------------------------------
+# xlsx
+def cell_to_str(v) -> str:
+    """An xlsx cell value as the text a clerk typed (see module doc)."""
+    t = type(v)
+    if t is str:
+        return v
+    if v is None:
+        return ""
+    if t is bool:
+        return "TRUE" if v else "FALSE"
+    if t is int:
+        return str(v)
+    if t is float:
+        if v != v or v in (float("inf"), float("-inf")):
+            return str(v)
+        if v.is_integer():
+            return str(int(v))
+        r = repr(v)
+        if "e" in r or "E" in r:
+            from decimal import Decimal
+
+            r = format(Decimal(r), "f")
+        return r
+    import datetime as dt
+
+    if isinstance(v, dt.datetime):
+        if (v.hour, v.minute, v.second, v.microsecond) == (0, 0, 0, 0):
+            return v.strftime("%Y%m%d")
+        return v.strftime("%Y%m%d%H%M%S")
+    if isinstance(v, dt.date):
+        return v.strftime("%Y%m%d")
+    if isinstance(v, dt.time):
+        return v.strftime("%H%M%S")
+    if isinstance(v, dt.timedelta):
+        return str(v)
+    return str(v)
+
+
+def _xlsx_read(path: Path) -> _Raw:
+    import openpyxl
+
+    try:
+        wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except Exception as e:  # zipfile.BadZipFile, KeyError, InvalidFileException …
+        raise StructuralError(path, f"cannot open as xlsx: {type(e).__name__}: {e}") from None
+    try:
+        if not wb.worksheets:
+            raise StructuralError(path, "the workbook has no sheet")
+        ws = wb.worksheets[0]
+        ws.reset_dimensions()  # some writers record wrong dimensions; read what is there
+        rows = [tuple(map(cell_to_str, r)) for r in ws.iter_rows(values_only=True)]
+    finally:
+        wb.close()
+    # trim trailing empty cells; a row with nothing left is blank
+    trimmed = []
+    for r in rows:  # openpyxl already iterates per cell in Python; xlsx holds at most 1,048,576 rows
+        k = len(r)
+        while k and r[k - 1] == "":
+            k -= 1
+        trimmed.append(r[:k])
+    lens = np.fromiter(map(len, trimmed), dtype=np.int64, count=len(trimmed))
+    nonblank = np.flatnonzero(lens > 0)
+    if len(nonblank) == 0:
+        raise StructuralError(path, "the first sheet is empty: no header row")
+    h = nonblank[0]
+    header = list(trimmed[h])
+    ncols = len(header)
+    data_idx = nonblank[1:]
+    fc = lens[data_idx] > ncols
+    pre = []
+    for i in data_idx[fc]:
+        cells = list(trimmed[i])
+        pre.append((int(i) + 1, "FIELD_COUNT",
+                    f"表头 {ncols} 列, 本行 {len(cells)} 列有内容 (expected {ncols} columns, got {len(cells)})",
+                    cells, _csv_line(cells)))
+    good = data_idx[~fc]
+    padded = [trimmed[i] + ("",) * (ncols - len(trimmed[i])) for i in good]
+    if padded:
+        columns = [np.array(c, dtype=object) for c in zip(*padded)]
+    else:
+        columns = [np.empty(0, dtype=object) for _ in range(ncols)]
+
+    def raw_of(pos: np.ndarray) -> list[str]:
+        return [_csv_line([c[p] for c in columns]) for p in pos]
+
+    return _Raw(header, columns, (good + 1).astype(np.int64), pre, raw_of)
+
+
+def _csv_line(cells: list[str]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="").writerow(cells)
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------------------------
+def _key_for(expected_fields, key):
+    if key is not None:
+        return key
+    if expected_fields is None:
+        return None
+    for t in TABLES.values():
+        if tuple(t.fields) == tuple(expected_fields):
+            return t.key
+    return None
+
+
+def read_delivery(
+    path: Path | str,
+    fmt: str,
+    encoding: str | None = "UTF-8",
+    expected_fields: tuple[str, ...] | None = None,
+    incremental: bool = False,
+    key: str | None = None,
+) -> Parsed:
+    """Read one delivered file into a string frame plus rejects.
+
+    ``expected_fields``: the table's catalogue fields (``TABLES[t].fields``) or ``None`` (e.g. a
+    verification return); used to report missing/extra columns and, when ``key`` is not given, to
+    find the table's key. ``key``: the record-key field (its column is required; empty values are
+    ``EMPTY_KEY``); ``None`` and no catalogue match → no key check. ``incremental``: the ``CZLX``
+    column is required and checked (``BAD_OPERATION``), ``CZSJ`` checked when present.
+    Raises :class:`StructuralError` when the file as a whole is unusable.
+    """
+    path = Path(path)
+    fmt_l = (fmt or "").lower()
+    key = _key_for(expected_fields, key)
+    if fmt_l == "csv":
+        codec = _codec(path, encoding)
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise StructuralError(path, f"cannot read file ({e.strerror or e})") from None
+        if codec == "gb18030":  # the fast path reads UTF-8: transcode (strictly) first
+            try:
+                buf = data.decode("gb18030").lstrip("\ufeff").encode("utf-8")
+            except UnicodeDecodeError:
+                buf = None
+            raw = _csv_fast(buf, 0) if buf is not None else None
+            del buf  # (kept alive by raw.raw_of while needed)
+        else:
+            raw = _csv_fast(data, 3 if data.startswith(codecs.BOM_UTF8) else 0)
+        if raw is None:
+            raw = _csv_careful(data.decode(codec, errors="surrogateescape"), path)
+        del data
+    elif fmt_l == "xlsx":
+        raw = _xlsx_read(path)
+    else:
+        raise StructuralError(path, f"unsupported format {fmt!r} (csv or xlsx)")
+
+    codes = clean_header(raw.header)
+    seen: dict[str, int] = {}
+    for i, c in enumerate(codes):
+        if c in seen:
+            raise StructuralError(path, f"header column {c!r} appears twice (columns {seen[c] + 1} and {i + 1})")
+        seen[c] = i
+    required = ([key] if key else []) + ([CZLX] if incremental else [])
+    missing_req = [c for c in required if c not in seen]
+    if missing_req:
+        raise StructuralError(
+            path,
+            f"required column(s) {', '.join(missing_req)} missing from the header "
+            f"({', '.join(codes) or 'empty'})",
+        )
+    expected = tuple(expected_fields or ())
+    missing = tuple(f for f in expected if f not in seen)
+    extra = tuple(c for c in codes if expected and c not in expected and c not in INCREMENTAL_FIELDS)
+
+    kidx = seen.get(key) if key else None
+    reject_records = []
+    for line, reason, detail, cells, rawtext in raw.pre_rejects:
+        kguess = cells[kidx] if (kidx is not None and cells is not None and kidx < len(cells)) else ""
+        reject_records.append(
+            {"line": line, "reason": reason, "detail": detail, "raw": rawtext, "key": _surrogate_escape(kguess)}
+        )
+
+    n = len(raw.lines)
+    rej = np.zeros(n, dtype=bool)
+    why = np.full(n, "", dtype=object)
+    detail = np.full(n, "", dtype=object)
+    if n:
+        if kidx is not None:
+            e = np.fromiter(map(str.strip, raw.columns[kidx]), dtype=object, count=n) == ""
+            why[e], detail[e] = "EMPTY_KEY", f"主键 {key} 为空 (record key {key} is empty)"
+            rej |= e
+        if incremental:
+            op = np.fromiter(map(str.upper, map(str.strip, raw.columns[seen[CZLX]])), dtype=object, count=n)
+            b = ~pd.Series(op, dtype=object).isin(OPERATIONS).to_numpy(dtype=bool) & ~rej
+            why[b], detail[b] = "BAD_OPERATION", "操作类型 CZLX 不是 I/U/D (CZLX is not I, U or D)"
+            rej |= b
+            if CZSJ in seen:
+                ts = d14_to_int(raw.columns[seen[CZSJ]])
+                b = (ts == -2) & ~rej
+                why[b], detail[b] = "BAD_OPERATION", "操作时间 CZSJ 无法识别 (CZSJ is not a readable timestamp)"
+                rej |= b
+    if rej.any():
+        pos = np.flatnonzero(rej)
+        raws = raw.raw_of(pos)
+        keys = raw.columns[kidx][pos] if kidx is not None else np.full(len(pos), "", dtype=object)
+        for p, rt, k in zip(pos, raws, keys):
+            reject_records.append(
+                {"line": int(raw.lines[p]), "reason": why[p], "detail": detail[p], "raw": rt, "key": k}
+            )
+    keep = ~rej
+    if keep.all():
+        frame = pd.DataFrame(dict(zip(codes, raw.columns)), copy=False)
+        frame["_line"] = raw.lines
+    else:
+        frame = pd.DataFrame({c: col[keep] for c, col in zip(codes, raw.columns)})
+        frame["_line"] = raw.lines[keep]
+    rejects = make_rejects(reject_records)
+    return Parsed(
+        frame=frame,
+        rejects=rejects,
+        received_rows=len(frame) + len(rejects),
+        header=codes,
+        missing_fields=missing,
+        extra_fields=extra,
+        raw_header=list(raw.header),
+    )
