@@ -135,42 +135,63 @@ def _write_reconciliation_xlsx(target: Path, rep: dict) -> Path:
 STATE_COLORS = "#4472C4 #ED7D31 #A5A5A5 #FFC000 #5B9BD5 #70AD47 #264478 #9E480E #636363 #997300 #255E91 #43682B #698ED0 #F1975A #B7B7B7 #FFCD33 #7CAFDD".split()
 
 
+def _text_width(text: str, px: int = 12) -> int:
+    """Rough rendered width: a CJK character is about one em, a Latin one about half."""
+    return sum(px if ord(ch) > 0x2E80 else px * 0.6 for ch in text)
+
+
 def _bar_chart(title: str, data: dict[str, float], fmt="{:,.0f}", width=640) -> str:
     """A horizontal bar chart as inline SVG (no JavaScript, no network: it opens anywhere)."""
     if not data:
         return f"<h3>{html.escape(title)}</h3><p class='empty'>无数据</p>"
     top = max(data.values()) or 1
+    label_w = int(max(_text_width(str(k)) for k in data) + 12)
+    bar_w = max(width - label_w - 70, 120)
     rows = []
     for i, (label, value) in enumerate(data.items()):
-        w = int((width - 260) * value / top)
+        w = int(bar_w * value / top)
         y = i * 24
         rows.append(
             f"<text x='0' y='{y + 16}' class='lbl'>{html.escape(str(label))}</text>"
-            f"<rect x='200' y='{y + 4}' width='{max(w, 1)}' height='16' fill='{STATE_COLORS[i % len(STATE_COLORS)]}'/>"
-            f"<text x='{206 + w}' y='{y + 16}' class='val'>{fmt.format(value)}</text>")
-    return (f"<h3>{html.escape(title)}</h3><svg width='{width}' height='{24 * len(data) + 8}' role='img'>"
+            f"<rect x='{label_w}' y='{y + 4}' width='{max(w, 1)}' height='16' fill='{STATE_COLORS[i % len(STATE_COLORS)]}'/>"
+            f"<text x='{label_w + w + 6}' y='{y + 16}' class='val'>{fmt.format(value)}</text>")
+    return (f"<h3>{html.escape(title)}</h3><svg width='{label_w + bar_w + 70}' height='{24 * len(data) + 8}' role='img'>"
             + "".join(rows) + "</svg>")
 
 
 def _line_chart(title: str, series: dict[str, list[tuple[str, float]]], width=640, height=200, pct=False) -> str:
+    """Lines over business dates, as inline SVG; the y axis spans the data (labelled), legend on the right."""
     points = [v for s in series.values() for _, v in s]
     if not points:
         return f"<h3>{html.escape(title)}</h3><p class='empty'>无数据</p>"
     dates = sorted({d for s in series.values() for d, _ in s})
-    lo, hi = (0.0, 1.0) if pct else (0.0, max(points) or 1.0)
-    x = {d: 40 + (width - 180) * (i / max(len(dates) - 1, 1)) for i, d in enumerate(dates)}
-    out = [f"<h3>{html.escape(title)}</h3><svg width='{width}' height='{height + 40}' role='img'>",
-           f"<line x1='40' y1='{height}' x2='{width - 140}' y2='{height}' stroke='#999'/>"]
-    for d in (dates[0], dates[-1]):
+    lo, hi = min(points), max(points)
+    if pct:
+        lo, hi = max(0.0, lo - max((hi - lo) * 0.2, 0.005)), min(1.0, hi + max((hi - lo) * 0.2, 0.005))
+    else:
+        lo, hi = 0.0, (hi * 1.1 or 1.0)
+    left, right, top = 56, width - 150, 10
+    x = {d: left + (right - left) * (i / max(len(dates) - 1, 1)) for i, d in enumerate(dates)}
+
+    def y(v: float) -> float:
+        return height - (height - top) * (v - lo) / ((hi - lo) or 1)
+
+    label = (lambda v: f"{v:.1%}") if pct else (lambda v: f"{v:,.0f}")
+    out = [f"<h3>{html.escape(title)}</h3><svg width='{width}' height='{height + 30}' role='img'>",
+           f"<line x1='{left}' y1='{height}' x2='{right}' y2='{height}' stroke='#999'/>",
+           f"<line x1='{left}' y1='{top}' x2='{left}' y2='{height}' stroke='#999'/>",
+           f"<text x='0' y='{top + 8}' class='val'>{label(hi)}</text>",
+           f"<text x='0' y='{height}' class='val'>{label(lo)}</text>"]
+    for d in sorted({dates[0], dates[-1]}):
         out.append(f"<text x='{x[d] - 28}' y='{height + 16}' class='val'>{d}</text>")
     for i, (name, pts) in enumerate(series.items()):
         color = STATE_COLORS[i % len(STATE_COLORS)]
-        coords = " ".join(f"{x[d]:.0f},{height - (height - 10) * (v - lo) / ((hi - lo) or 1):.0f}" for d, v in pts)
+        coords = " ".join(f"{x[d]:.0f},{y(v):.0f}" for d, v in pts)
         out.append(f"<polyline fill='none' stroke='{color}' stroke-width='2' points='{coords}'/>")
-        for d, v in pts:
-            cy = height - (height - 10) * (v - lo) / ((hi - lo) or 1)
-            out.append(f"<circle cx='{x[d]:.0f}' cy='{cy:.0f}' r='3' fill='{color}'/>")
-        out.append(f"<text x='{width - 130}' y='{14 + 16 * i}' class='lbl' fill='{color}'>{html.escape(name)}</text>")
+        out += [f"<circle cx='{x[d]:.0f}' cy='{y(v):.0f}' r='3' fill='{color}'><title>{d}: {label(v)}</title></circle>"
+                for d, v in pts]
+        last = pts[-1][1] if pts else 0
+        out.append(f"<text x='{right + 10}' y='{14 + 16 * i}' class='lbl' fill='{color}'>{html.escape(name)} {label(last)}</text>")
     out.append("</svg>")
     return "".join(out)
 
