@@ -37,10 +37,10 @@ def assert_same(a: dict, b: dict) -> None:
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def city_run(request, city_factory, tmp_path_factory):
-    """A small city with 3 days of increments (with every delivery anomaly), run date by date, per backend.
+    """A small city with 7 days of increments (with every delivery anomaly), run date by date, per backend.
 
     The tests using it only read, or re-run dates (which must change nothing)."""
-    city = city_factory(persons=3000, days=3, seed=7)
+    city = city_factory(persons=2000, days=7, seed=7)
     folder = tmp_path_factory.mktemp(f"run_{request.param}")
     with database(request.param, folder) as url:
         home = copy_city(city, folder / "home")
@@ -53,7 +53,10 @@ def city_run(request, city_factory, tmp_path_factory):
 
 def test_every_delivered_row_is_loaded_or_rejected_and_reports_match_truth(city_run):
     city, home, engine, dates, results = city_run
-    assert len(dates) == 4
+    assert len(dates) == 8
+    kinds = {a["type"] for a in json.loads((city / "truth" / "deliveries.json").read_text("utf-8"))["anomalies"]}
+    assert {"REPLAY", "STALE_OP", "CHECKSUM_MISMATCH", "ROW_COUNT_DEVIATION", "DELETE_UNKNOWN", "FULL_REBASELINE",
+            "BAD_FIELD_COUNT", "BAD_ENCODING"} <= kinds
     for date in dates:
         truth = json.loads((city / "truth" / f"reconciliation_{date}.json").read_text(encoding="utf-8"))["departments"]
         for dept, rep in results[date]["departments"].items():
