@@ -61,7 +61,8 @@ def _run_dates(dates: list[str]) -> list[dict]:
     for i, d in enumerate(dates, 1):
         t0 = time.monotonic()
         click.echo(f"[{i}/{len(dates)}] business date {d} ...", err=True)
-        result = job.execute_in_process(partition_key=d, instance=instance, raise_on_error=False)
+        result = job.execute_in_process(partition_key=d, instance=instance, raise_on_error=False,
+                                        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}})
         if not result.success:
             failures = [e.message for e in result.all_events if e.is_failure]
             raise click.ClickException(f"run {result.run_id} for {d} failed: {' | '.join(failures)[:2000]}")

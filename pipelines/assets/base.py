@@ -31,7 +31,7 @@ def population_base(context: AssetExecutionContext, popbase: PopbaseResource):
             if not (daily.staging_dir(home, date) / "stage.json").exists():
                 daily.stage(home, date)  # materialised on its own, without staged_deliveries
             summaries[date] = daily.commit(home, engine, date)
-            context.log.info(f"{date}: committed")
+            context.log.info(f"{date}: base up to date")
     last = summaries[dates[-1]]
     rate = float(last.get("quality", {}).get("link_rate") or 0.0)
     yield dg.MaterializeResult(metadata={
