@@ -54,7 +54,7 @@ SURNAME_READINGS = {
     "重": "chong", "长": "zhang", "藏": "zang", "句": "gou", "佴": "nai", "阚": "kan", "冼": "xian",
 }
 
-_LATIN = re.compile(r"^[A-Z][A-Z·.\-']*$")
+_LATIN = re.compile(r"^[A-Z][A-Z ·.\-',]*$")
 _LETTERS = re.compile(r"[^A-Z]")
 
 
@@ -96,11 +96,11 @@ def _common_reading(ch: str) -> str:
 class NameInfo:
     """Everything the comparisons need about one name key, computed once per distinct name."""
 
-    __slots__ = ("key", "chars", "latin", "surname", "given", "pinyin", "has_wild", "readings")
+    __slots__ = ("key", "chars", "latin", "surname", "given", "pinyin", "has_wild", "_readings")
 
     def __init__(self, key: str):
         self.key = key
-        self.latin = bool(_LATIN.match(key)) and not any(_is_cjk(c) for c in key)
+        self.latin = _is_latin(key)
         if self.latin:
             letters = _LETTERS.sub("", key)
             self.chars = tuple(letters)
@@ -108,23 +108,20 @@ class NameInfo:
             self.given = ""
             self.pinyin = letters.lower()
             self.has_wild = False
-            self.readings = ()
+            self._readings = ()
             return
-        chars = tuple(c for c in key if c != DOT)
-        self.chars = chars
-        self.has_wild = WILDCARD in chars
-        if DOT in key:  # minority name: no surname in the Han sense; the first part plays its role
-            head = key.split(DOT, 1)[0]
-            self.surname = head[:1]
-            self.given = "".join(chars[1:])
-        elif len(chars) >= 3 and "".join(chars[:2]) in COMPOUND_SURNAMES:
-            self.surname = "".join(chars[:2])
-            self.given = "".join(chars[2:])
-        else:
-            self.surname = "".join(chars[:1])
-            self.given = "".join(chars[1:])
-        self.pinyin = "".join(_default_reading(c, i == 0) for i, c in enumerate(chars))
-        self.readings = tuple(readings(c) for c in chars)
+        plain = key.replace(DOT, "")
+        self.chars = tuple(plain)
+        self.has_wild = WILDCARD in plain
+        self.surname, self.given = _split(key, plain)
+        self.pinyin = _pinyin_key(plain)
+        self._readings = None
+
+    @property
+    def readings(self) -> tuple:
+        if self._readings is None:
+            self._readings = tuple(readings(c) for c in self.chars)
+        return self._readings
 
     def pinyin_spellings(self, limit: int = 64) -> set[str]:
         """Every Latin spelling of the name (each combination of readings), surname first or last."""
@@ -144,6 +141,37 @@ class NameInfo:
         return {s.replace("V", "U") for s in out} | out
 
 
+def _split(key: str, plain: str) -> tuple[str, str]:
+    """(surname, given name) of a Han name key; a minority name's first letter plays the surname."""
+    if DOT in key:
+        return key[:1], plain[1:]
+    if len(plain) >= 3 and plain[:2] in COMPOUND_SURNAMES:
+        return plain[:2], plain[2:]
+    return plain[:1], plain[1:]
+
+
+_READING1: dict[str, str] = {}
+
+
+def _reading1(ch: str) -> str:
+    r = _READING1.get(ch)
+    if r is None:
+        r = _READING1[ch] = "?" if ch == WILDCARD else _common_reading(ch)
+    return r
+
+
+def _pinyin_key(plain: str) -> str:
+    """Toneless pinyin of a name with the surname's special reading (曾 zeng, 单 shan …)."""
+    if not plain:
+        return ""
+    first = SURNAME_READINGS.get(plain[0]) or _reading1(plain[0])
+    return first + "".join([_reading1(c) for c in plain[1:]])
+
+
+def _is_latin(key: str) -> bool:
+    return key[:1].isascii() and bool(_LATIN.match(key))
+
+
 @lru_cache(maxsize=1_000_000)
 def info(key: str) -> NameInfo:
     return NameInfo(key)
@@ -161,17 +189,6 @@ def pinyin_of(key: str) -> str:
     return info(key).pinyin if key else ""
 
 
-def _compatible(x: str, y: str, rx: frozenset, ry: frozenset) -> int:
-    """2 = same character, 1 = one is □, 0.5 = homophones, 0 = different."""
-    if x == y:
-        return 2
-    if x == WILDCARD or y == WILDCARD:
-        return 1
-    if rx & ry:
-        return 0.5
-    return 0
-
-
 def compare(a: str, b: str) -> int:
     """Agreement level of two name keys (see module docstring)."""
     if not a or not b:
@@ -183,16 +200,25 @@ def compare(a: str, b: str) -> int:
         return _compare_latin(ia, ib)
     ca, cb = ia.chars, ib.chars
     if len(ca) == len(cb) and ca:
-        kinds = [_compatible(x, y, rx, ry) for x, y, rx, ry in zip(ca, cb, ia.readings, ib.readings)]
-        known = sum(1 for k in kinds if k == 2)
-        wild = sum(1 for k in kinds if k == 1)
-        if known == 0 and wild == len(kinds):
-            return MISSING  # nothing known on one side
-        if all(k >= 1 for k in kinds):  # equal but for □ (or a dropped ·)
-            return EQUIVALENT if known >= wild else HOMOPHONE
-        if all(k > 0 for k in kinds):
+        known = wild = homo = 0
+        bad = []
+        ra, rb = ia.readings, ib.readings
+        for i in range(len(ca)):
+            x, y = ca[i], cb[i]
+            if x == y:
+                known += 1
+            elif x == WILDCARD or y == WILDCARD:
+                wild += 1
+            elif ra[i] & rb[i]:
+                homo += 1
+            else:
+                bad.append(i)
+        if not bad:
+            if known == 0 and homo == 0:
+                return MISSING  # nothing known on one side
+            if homo == 0:  # equal but for □ (or a dropped ·)
+                return EQUIVALENT if known >= wild else HOMOPHONE
             return HOMOPHONE
-        bad = [i for i, k in enumerate(kinds) if k == 0]
         if len(bad) == 1 and len(ca) >= 3:
             return SIMILAR
         if len(bad) == 2 and bad[1] == bad[0] + 1 and bad[0] >= 1 and ca[bad[0]] == cb[bad[1]] and ca[bad[1]] == cb[bad[0]]:
@@ -241,6 +267,18 @@ def _compare_latin(ia: NameInfo, ib: NameInfo) -> int:
     return DIFFERENT
 
 
+def pair_codes(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, list]:
+    """Codes of the distinct (a, b) value pairs and the list of those pairs (first-seen order)."""
+    ca, ua = pd.factorize(a)
+    cb, ub = pd.factorize(b)
+    key = ca.astype(np.int64) * (len(ub) + 1) + cb
+    codes, ukeys = pd.factorize(key)
+    ua = np.asarray(ua, dtype=object)
+    ub = np.asarray(ub, dtype=object)
+    pairs = list(zip(ua[ukeys // (len(ub) + 1)], ub[ukeys % (len(ub) + 1)]))
+    return codes, pairs
+
+
 def name_levels(a, b) -> np.ndarray:
     """Agreement levels (int8) of two aligned sequences of name keys."""
     a = np.asarray(a, dtype=object)
@@ -248,18 +286,21 @@ def name_levels(a, b) -> np.ndarray:
     out = np.full(len(a), DIFFERENT, dtype=np.int8)
     if len(a) == 0:
         return out
-    ea = a == ""
-    eb = b == ""
-    missing = ea | eb
+    missing = (a == "") | (b == "")
     same = (a == b) & ~missing
     out[missing] = MISSING
     out[same] = EXACT
-    rest = ~missing & (~same | pd.Series(a).str.contains(WILDCARD, regex=False).to_numpy())
-    idx = np.flatnonzero(rest)
+    if same.any():  # equal names with □ are only EQUIVALENT
+        sa = a[same]
+        codes, uniq = pd.factorize(sa)
+        wild = np.fromiter((WILDCARD in u for u in uniq), dtype=bool, count=len(uniq))
+        if wild.any():
+            idx = np.flatnonzero(same)[wild[codes]]
+            out[idx] = EQUIVALENT
+    idx = np.flatnonzero(~missing & ~same)
     if len(idx):
-        pairs = pd.DataFrame({"a": a[idx], "b": b[idx]})
-        codes, uniques = pd.factorize(pd.MultiIndex.from_frame(pairs))
-        vals = np.fromiter((compare(x, y) for x, y in uniques), dtype=np.int8, count=len(uniques))
+        codes, pairs = pair_codes(a[idx], b[idx])
+        vals = np.fromiter((compare(x, y) for x, y in pairs), dtype=np.int8, count=len(pairs))
         out[idx] = vals[codes]
     return out
 
@@ -267,20 +308,28 @@ def name_levels(a, b) -> np.ndarray:
 def name_blocking_keys(keys: pd.Series) -> pd.DataFrame:
     """Surname, given name and pinyin key of each name (for blocking), computed per unique name.
 
-    Keys containing □ are blanked for the part the □ falls into, since a wildcard cannot block.
+    A part containing □ is blanked, since a wildcard cannot block.
     """
     keys = keys.astype(str)
     codes, uniques = pd.factorize(keys)
-    sur, giv, py = [], [], []
-    for k in uniques:
+    m = len(uniques)
+    sur = np.full(m, "", dtype=object)
+    giv = np.full(m, "", dtype=object)
+    py = np.full(m, "", dtype=object)
+    for i, k in enumerate(uniques):  # once per distinct name
         if not k:
-            sur.append(""); giv.append(""); py.append("")
             continue
-        i = info(k)
-        sur.append(i.surname if WILDCARD not in i.surname else "")
-        giv.append(i.given if i.given and WILDCARD not in i.given else "")
-        py.append(i.pinyin if "?" not in i.pinyin else "")
-    sur, giv, py = np.array(sur, dtype=object), np.array(giv, dtype=object), np.array(py, dtype=object)
-    if len(uniques) == 0:
+        if _is_latin(k):
+            py[i] = _LETTERS.sub("", k).lower()
+            continue
+        plain = k.replace(DOT, "")
+        s_, g_ = _split(k, plain)
+        if WILDCARD not in s_:
+            sur[i] = s_
+        if g_ and WILDCARD not in g_:
+            giv[i] = g_
+        if WILDCARD not in plain:
+            py[i] = _pinyin_key(plain)
+    if m == 0:
         return pd.DataFrame({"surname": [], "given": [], "pinyin": []}, index=keys.index, dtype=object)
     return pd.DataFrame({"surname": sur[codes], "given": giv[codes], "pinyin": py[codes]}, index=keys.index)

@@ -1,0 +1,741 @@
+"""Probabilistic (Fellegi–Sunter) matching of record roles that no ID links (spec section 3, step 4).
+
+Pieces, each usable on its own:
+
+- `prepare(roles, trust_id, id_kind, id_value)` → the comparison frame `P` (one row per role, same
+  order): name key and its blocking parts, birth date, sex, region, address, ID evidence.
+- `compare_pairs(P, left, right)` → agreement levels per feature for row pairs (vectorised; the
+  name and address comparisons run once per distinct value pair).
+- `train_model(P, entity, labelled_pairs, config)` → `FSModel`: m-probabilities from labelled
+  pairs (pairs of roles sharing a valid ID are matches), EM over blocked candidate pairs when there
+  are too few; u-probabilities from random pairs, with the exact-agreement levels of name and birth
+  date computed from value frequencies (and term-frequency adjusted per value).
+- `candidate_pairs(...)` → blocked candidate pairs, pass by pass, block by block, in bounded chunks
+  (blocks larger than `max_pairs_per_block` are skipped: the other passes cover them).
+- `score_queries(P, queries, entity, model, config)` → for each query row, its candidate entities
+  with the Bayes factor (bits) and the posterior match probability, normalised over the candidates
+  (a query with two equally good candidates gets at most 0.5 for each).
+
+Feature levels (-1 = missing on either side, contributes nothing):
+  name    0 different · 1 surname only · 2 similar · 3 homophone · 4 equivalent (□, ·, Latin) · 5 exact
+  birth   0 different · 1 same year · 2 one digit off / adjacent transposition · 3 day↔month · 4 exact
+  sex     0 different · 1 same
+  region  0 different · 1 same prefecture (4 digits) · 2 same county (6 digits)
+  address 0 different · 1 similar · 2 very similar (character-bigram Jaccard, `address_levels`)
+  id      0 different · 1 a short known prefix agrees · 2 region+birth digits agree · 3 ≤ 2 digits off or
+          15+ known digits agree · 4 the same broken ID (fixed weights `id_bits`: ID-labelled pairs cannot teach them)
+  partner 0 different · 1 the role's spouse in its record is the candidate's spouse in another (fixed `partner_bits`)
+"""
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+
+from linkage import names as nm
+
+FEATURES = ("name", "birth", "sex", "region", "address", "id", "partner")
+LEARNED = ("name", "birth", "sex", "region", "address")
+CHEAP = ("birth", "sex", "region", "id", "partner")  # vectorised comparisons
+N_LEVELS = {"name": 6, "birth": 5, "sex": 2, "region": 3, "address": 3, "id": 5, "partner": 2}
+BLOCK_FIELDS = ("name_key", "surname", "given", "pinyin", "birth", "byear", "bmd", "region", "region4", "sex",
+                "idregion", "partner")
+
+
+# ---------------------------------------------------------------------------------------- prepare
+def _fixed_bytes(values: np.ndarray, width: int) -> np.ndarray:
+    """(n, width) uint8 matrix of ASCII strings of exactly `width` characters (others → zeros)."""
+    values = np.asarray(values, dtype=object)
+    n = len(values)
+    if n == 0:
+        return np.zeros((0, width), dtype=np.uint8)
+    codes, uniq = pd.factorize(values)
+    ok = np.fromiter((isinstance(u, str) and len(u) == width and u.isascii() for u in uniq), dtype=bool,
+                     count=len(uniq))
+    u = np.where(ok, uniq, "").astype(f"S{width}")
+    mat = u.view(np.uint8).reshape(len(uniq), width)
+    out = mat[codes]
+    out[codes < 0] = 0
+    return out
+
+
+def _per_unique(values: np.ndarray, fn) -> np.ndarray:
+    """fn applied once per distinct value (object arrays of str)."""
+    codes, uniq = pd.factorize(np.asarray(values, dtype=object))
+    if len(uniq) == 0:
+        return np.full(len(codes), "", dtype=object)
+    out = np.array([fn(u) for u in uniq], dtype=object)
+    return out[codes]
+
+
+def _norm_address(u: str) -> str:
+    return "".join(unicodedata.normalize("NFKC", u).split())
+
+
+def prepare(roles: pd.DataFrame, trust_id: np.ndarray, id_kind: np.ndarray, id_value: np.ndarray,
+            overrides: dict | None = None) -> "Prepared":
+    """Comparison frame, one row per role (positional, same order as `roles`).
+
+    `trust_id`: the role's well-formed ID really is its holder's (so its embedded birth date and
+    sex may stand in for missing fields). `id_kind`/`id_value`: the ID evidence the role brings:
+    `V` a valid 18-digit ID, `B` a broken ID (15/18 characters), `P` a damaged ID's known prefix,
+    `""` none. `overrides`: column name -> values to use instead of the roles' own.
+    """
+    overrides = overrides or {}
+
+    def col(c):
+        if c in overrides:
+            return np.asarray(overrides[c], dtype=object)
+        return roles[c].to_numpy(dtype=object) if c in roles else np.full(len(roles), "", dtype=object)
+
+    trust_id = np.asarray(trust_id, dtype=bool)
+    key = col("name_key")
+    parts = nm.name_blocking_keys(pd.Series(key))
+    birth = _per_unique(col("birth"), lambda u: u if len(u) == 8 and u.isdigit() else "")
+    idb = col("id_birth")
+    fill = (birth == "") & trust_id
+    birth[fill] = idb[fill]
+    sex = col("sex").copy()
+    sex[~np.isin(sex, ["1", "2"])] = ""
+    ids = col("id_sex")
+    fill = (sex == "") & trust_id & np.isin(ids, ["1", "2"])
+    sex[fill] = ids[fill]
+    region = _per_unique(col("region"), lambda u: u.strip() if len(u.strip()) == 6 and u.strip().isdigit() else "")
+    P = pd.DataFrame(
+        {
+            "name_key": key,
+            "surname": parts["surname"].to_numpy(dtype=object),
+            "given": parts["given"].to_numpy(dtype=object),
+            "pinyin": parts["pinyin"].to_numpy(dtype=object),
+            "birth": birth,
+            "sex": sex,
+            "region": region,
+            "address": _per_unique(col("address"), _norm_address),
+            "idk": np.asarray(id_kind, dtype=object),
+            "idv": np.asarray(id_value, dtype=object),
+            "byear": _per_unique(birth, lambda u: u[:4]),
+            "bmd": _per_unique(birth, lambda u: u[4:]),
+            "region4": _per_unique(region, lambda u: u[:4]),
+            "idregion": _per_unique(np.asarray(id_value, dtype=object),
+                                    lambda u: u[:6] if len(u) >= 6 and u[:6].isdigit() else ""),
+        }
+    )
+    return Prepared(P)
+
+
+class Prepared:
+    """The comparison frame `df` plus fixed-width byte matrices of birth date and region, and
+    integer codes of the blocking fields (built on first use)."""
+
+    def __init__(self, df: pd.DataFrame):
+        self.df = df
+        self.birth = _fixed_bytes(df["birth"].to_numpy(), 8)
+        self.region = _fixed_bytes(df["region"].to_numpy(), 6)
+        self.cols = {c: df[c].to_numpy() for c in df.columns}
+        self._codes: dict[str, tuple[np.ndarray, int]] = {}
+        self.set_partner(np.full(len(df), -1, dtype=np.int64))
+
+    def set_partner(self, partner_entity: np.ndarray) -> None:
+        """Entity of each role's spouse in the same record (women SELF/ZF, marriage NF/NV), -1 none."""
+        self.partner = np.asarray(partner_entity, dtype=np.int64)
+        self._codes.pop("partner", None)
+
+    def codes(self, field_: str) -> tuple[np.ndarray, int]:
+        """(int64 code per row, -1 where empty; number of distinct values) of a blocking field."""
+        got = self._codes.get(field_)
+        if got is None:
+            if field_ == "partner":
+                c = np.where(self.partner >= 0, self.partner, -1).astype(np.int64)
+                got = (c, int(c.max()) + 1 if len(c) else 0)
+            else:
+                v = self.cols[field_]
+                c, uniq = pd.factorize(v)
+                c = c.astype(np.int64)
+                c[v == ""] = -1
+                got = (c, len(uniq))
+            self._codes[field_] = got
+        return got
+
+    def __len__(self) -> int:
+        return len(self.df)
+
+
+# ------------------------------------------------------------------------------------- comparisons
+def birth_levels(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Levels of two (k, 8) uint8 CCYYMMDD matrices (rows of zeros = missing)."""
+    out = np.zeros(len(a), dtype=np.int8)
+    if len(a) == 0:
+        return out
+    missing = (a[:, 0] == 0) | (b[:, 0] == 0)
+    diff = a != b
+    nd = diff.sum(axis=1)
+    same_year = ~diff[:, :4].any(axis=1)
+    swap = same_year & (a[:, 4:6] == b[:, 6:8]).all(axis=1) & (a[:, 6:8] == b[:, 4:6]).all(axis=1) & (nd > 0)
+    # adjacent transposition: exactly two adjacent positions differ and are swapped
+    adj = np.zeros(len(a), dtype=bool)
+    two = nd == 2
+    if two.any():
+        for i in range(7):
+            adj |= two & diff[:, i] & diff[:, i + 1] & (a[:, i] == b[:, i + 1]) & (a[:, i + 1] == b[:, i])
+    out[same_year] = 1
+    out[(nd == 1) | adj] = 2
+    out[swap] = 3
+    out[nd == 0] = 4
+    out[missing] = -1
+    return out
+
+
+def region_levels(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    out = np.zeros(len(a), dtype=np.int8)
+    if len(a) == 0:
+        return out
+    missing = (a[:, 0] == 0) | (b[:, 0] == 0)
+    out[(a[:, :4] == b[:, :4]).all(axis=1)] = 1
+    out[(a == b).all(axis=1)] = 2
+    out[missing] = -1
+    return out
+
+
+_DIGITS = re.compile(r"[0-9]+")
+
+
+@lru_cache(maxsize=500_000)
+def _address_parts(s: str) -> tuple[frozenset, tuple]:
+    """(character bigrams of the text without numbers, the numbers in order) of an address."""
+    nums = tuple(_DIGITS.findall(s))
+    t = _DIGITS.sub("#", s)
+    grams = frozenset(t[i:i + 2] for i in range(len(t) - 1)) if len(t) >= 2 else frozenset({t})
+    return grams, nums
+
+
+def _address_level(x: str, y: str, cut_same: float, cut_near: float) -> int:
+    """2 same address (same street text and same numbers), 1 same street or similar text, 0 different."""
+    if x == y:
+        return 2
+    gx, nx = _address_parts(x)
+    gy, ny = _address_parts(y)
+    inter = len(gx & gy)
+    jac = inter / (len(gx) + len(gy) - inter) if (gx or gy) else 0.0
+    if jac >= cut_same and nx == ny:
+        return 2
+    if jac >= cut_near:
+        return 1
+    return 0
+
+
+def address_levels(a: np.ndarray, b: np.ndarray, cuts=(0.7, 0.4)) -> np.ndarray:
+    out = np.full(len(a), -1, dtype=np.int8)
+    if len(a) == 0:
+        return out
+    ok = (a != "") & (b != "")
+    same = ok & (a == b)
+    out[same] = 2
+    idx = np.flatnonzero(ok & ~same)
+    if len(idx):
+        codes, uniq = nm.pair_codes(a[idx], b[idx])
+        c0, c1 = float(cuts[0]), float(cuts[1])
+        vals = np.fromiter((_address_level(x, y, c0, c1) for x, y in uniq), dtype=np.int8, count=len(uniq))
+        out[idx] = vals[codes]
+    return out
+
+
+def _hamming(x: str, y: str) -> int:
+    return sum(1 for p, q in zip(x, y) if p != q)
+
+
+def _to15(id18: str) -> str:
+    return id18[:6] + id18[8:17]
+
+
+def _prefix_level(full: str, prefix: str) -> int:
+    """A damaged ID's known digits against a full ID: 3 (15+ digits agree), 2 (region and birth,
+    14 digits), 1 (a shorter prefix), 0 (they disagree)."""
+    if not full.startswith(prefix):
+        return 0
+    return 3 if len(prefix) >= 15 else 2 if len(prefix) >= 14 else 1
+
+
+def _id_level(ka: str, va: str, kb: str, vb: str) -> int:
+    """ID evidence of a pair (kinds V valid, B broken 15/18 characters, P damaged prefix):
+    4 the same broken ID, 3 at most two digits off / 15+ known digits agree, 2 region and birth
+    digits agree, 1 a shorter known prefix agrees, 0 different, -1 nothing to compare."""
+    if not ka or not kb or not va or not vb:
+        return -1
+    if ka > kb:  # order the pair: B < P < V
+        ka, va, kb, vb = kb, vb, ka, va
+    if ka == "V" and kb == "V":
+        return 4 if va == vb else 0
+    if ka == "B" and kb == "B":
+        if va == vb:
+            return 4
+        if len(va) != len(vb):
+            return -1
+        if _hamming(va, vb) <= 2:
+            return 3
+        cut = 14 if len(va) == 18 else 12
+        return 2 if va[:cut] == vb[:cut] else 0
+    if ka == "B" and kb == "V":
+        if len(va) == 18:
+            if _hamming(va, vb) <= 2:
+                return 3
+            return 2 if va[:14] == vb[:14] else 0
+        if len(va) == 15:
+            v15 = _to15(vb)
+            if _hamming(va, v15) <= 2:
+                return 3
+            return 2 if va[:12] == v15[:12] else 0
+        return -1
+    if ka == "P" and kb == "V":
+        return _prefix_level(vb, va)
+    if ka == "B" and kb == "P":
+        probe = va if len(va) == 18 else (va[:6] + "19" + va[6:] if len(va) == 15 else "")
+        return _prefix_level(probe, vb) if probe else -1
+    if ka == "P" and kb == "P":
+        return 1 if va == vb else -1
+    return -1
+
+
+def id_levels(ka: np.ndarray, va: np.ndarray, kb: np.ndarray, vb: np.ndarray) -> np.ndarray:
+    out = np.full(len(ka), -1, dtype=np.int8)
+    if len(ka) == 0:
+        return out
+    ok = (ka != "") & (kb != "")
+    idx = np.flatnonzero(ok)
+    if len(idx):
+        codes, uniq = nm.pair_codes(ka[idx] + va[idx], kb[idx] + vb[idx])
+        vals = np.fromiter((_id_level(x[:1], x[1:], y[:1], y[1:]) for x, y in uniq), dtype=np.int8, count=len(uniq))
+        out[idx] = vals[codes]
+    return out
+
+
+def sex_levels(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    out = (a == b).astype(np.int8)
+    out[(a == "") | (b == "")] = -1
+    return out
+
+
+def compare_pairs(P: Prepared, left: np.ndarray, right: np.ndarray, address_cuts=(0.7, 0.4),
+                  features=FEATURES) -> dict[str, np.ndarray]:
+    """Agreement level (int8) of every feature for the row pairs (left[i], right[i]) of P."""
+    mats = P
+    out: dict[str, np.ndarray] = {}
+    col = P.cols
+    if "name" in features:
+        out["name"] = nm.name_levels(col["name_key"][left], col["name_key"][right])
+    if "birth" in features:
+        out["birth"] = birth_levels(mats.birth[left], mats.birth[right])
+    if "sex" in features:
+        out["sex"] = sex_levels(col["sex"][left], col["sex"][right])
+    if "region" in features:
+        out["region"] = region_levels(mats.region[left], mats.region[right])
+    if "address" in features:
+        out["address"] = address_levels(col["address"][left], col["address"][right], address_cuts)
+    if "id" in features:
+        out["id"] = id_levels(col["idk"][left], col["idv"][left], col["idk"][right], col["idv"][right])
+    if "partner" in features:
+        pa, pb = P.partner[left], P.partner[right]
+        lv = (pa == pb).astype(np.int8)
+        lv[(pa < 0) | (pb < 0)] = -1
+        out["partner"] = lv
+    return out
+
+
+# ------------------------------------------------------------------------------------------ model
+@dataclass
+class FSModel:
+    """Fellegi–Sunter model: per-level m and u probabilities, TF tables, fixed ID weights."""
+
+    m: dict[str, np.ndarray]
+    u: dict[str, np.ndarray]
+    id_bits: np.ndarray
+    partner_bits: np.ndarray
+    name_tf: pd.Series  # name_key -> share of entities with that name
+    birth_tf: pd.Series  # birth -> share of entities with that birth date
+    n_entities: int
+    prior_has_match: float
+    source: str = "labelled"
+    n_labelled: int = 0
+    n_random: int = 0
+    cap: float = 20.0
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def log2_prior_odds(self) -> float:
+        lam = self.prior_has_match / max(self.n_entities, 1)
+        return math.log2(lam / (1.0 - lam))
+
+    def level_bits(self, f: str) -> np.ndarray:
+        return np.clip(np.log2(self.m[f] / self.u[f]), -self.cap, self.cap)
+
+    def feature_bits(self, P: Prepared, left: np.ndarray, f: str, lv: np.ndarray) -> np.ndarray:
+        """Bayes factor (log2) one feature contributes to each pair (missing: 0; exact name and birth
+        date term-frequency adjusted)."""
+        if f == "id":
+            table = np.append(self.id_bits, 0.0)
+        elif f == "partner":
+            table = np.append(self.partner_bits, 0.0)
+        else:
+            table = np.append(self.level_bits(f), 0.0)  # index -1 → 0 bits
+        out = table[lv]
+        tf_spec = {"name": ("name_key", self.name_tf, 5), "birth": ("birth", self.birth_tf, 4)}.get(f)
+        if tf_spec is not None and not tf_spec[1].empty:
+            col, tf, exact = tf_spec
+            sel = np.flatnonzero(lv == exact)
+            if len(sel):
+                share = tf.reindex(P.cols[col][left[sel]]).to_numpy(dtype=np.float64)
+                floor = 1.0 / max(self.n_entities, 1)
+                share = np.where(np.isnan(share) | (share < floor), floor, share)
+                out[sel] = np.clip(np.log2(self.m[f][exact] / share), -self.cap, self.cap)
+        return out
+
+    def max_bits(self, f: str) -> float:
+        """The most one feature can add (bounds used to skip hopeless pairs early)."""
+        if f == "id":
+            return float(max(self.id_bits.max(), 0.0))
+        if f == "partner":
+            return float(max(self.partner_bits.max(), 0.0))
+        top = float(self.level_bits(f).max())
+        return max(top, self.cap if f in ("name", "birth") else top, 0.0)
+
+    def bits(self, P: Prepared, left: np.ndarray, levels: dict[str, np.ndarray]) -> np.ndarray:
+        """Total Bayes factor (log2) of each pair; missing features add nothing."""
+        total = np.zeros(len(left), dtype=np.float64)
+        for f in FEATURES:
+            total += self.feature_bits(P, left, f, levels[f])
+        return total
+
+    def describe(self) -> dict:
+        return {
+            "source": self.source,
+            "n_labelled": self.n_labelled,
+            "n_random": self.n_random,
+            "n_entities": self.n_entities,
+            "log2_prior_odds": round(self.log2_prior_odds, 3),
+            "bits": {f: [round(float(x), 2) for x in self.level_bits(f)] for f in LEARNED},
+            "m": {f: [round(float(x), 5) for x in self.m[f]] for f in LEARNED},
+            "u": {f: [float(f"{x:.3g}") for x in self.u[f]] for f in LEARNED},
+            **self.meta,
+        }
+
+
+def _level_counts(levels: np.ndarray, n: int, weights: np.ndarray | None = None) -> np.ndarray:
+    ok = levels >= 0
+    if weights is None:
+        return np.bincount(levels[ok].astype(np.int64), minlength=n)[:n].astype(np.float64)
+    return np.bincount(levels[ok].astype(np.int64), weights=weights[ok], minlength=n)[:n]
+
+
+def _smooth(counts: np.ndarray, prior: np.ndarray, pc: float) -> np.ndarray:
+    prior = np.asarray(prior, dtype=np.float64)
+    prior = prior / prior.sum()
+    p = (counts + pc * prior) / (counts.sum() + pc)
+    p = np.maximum(p, 1e-9)
+    return p / p.sum()
+
+
+def _entity_shares(values: np.ndarray, entity: np.ndarray, n_entities: int) -> pd.Series:
+    """Share of entities carrying each non-empty value (each entity counted once per value)."""
+    df = pd.DataFrame({"v": values, "e": entity})
+    df = df[df["v"] != ""].drop_duplicates()
+    return df.groupby("v").size().astype(np.float64) / max(n_entities, 1)
+
+
+def train_model(P: Prepared, entity: np.ndarray, labelled: tuple[np.ndarray, np.ndarray], cfg: dict,
+                em_pairs: Iterator[tuple[np.ndarray, np.ndarray]] | None = None) -> FSModel:
+    """Estimate m and u from the data itself (see module docstring).
+
+    `entity`: entity label of every row of P (rows of one ID cluster share a label; rows without a
+    usable ID have their own). `labelled`: (left, right) rows known to be the same person.
+    `em_pairs`: candidate pairs to run EM over when there are too few labelled pairs.
+    """
+    fz = cfg["fuzzy"]
+    tr = fz["training"]
+    pc = float(tr.get("pseudo_count", 5.0))
+    default_m = {f: np.asarray(fz["default_m"][f], dtype=np.float64) for f in LEARNED}
+    default_u = {f: np.asarray(fz["default_u"][f], dtype=np.float64) for f in LEARNED}
+    cuts = tuple(fz.get("address_levels", (0.7, 0.4)))
+    n = len(P)
+    n_entities = int(len(np.unique(entity))) if n else 0
+    rng = np.random.default_rng(int(tr.get("seed", 0)))
+
+    # u from random pairs of different entities
+    k = int(tr.get("random_pairs", 300_000))
+    u = {f: default_u[f] / default_u[f].sum() for f in LEARNED}
+    n_random = 0
+    small = n_entities < int(tr.get("min_population", 1000))  # too few people to learn from: defaults
+    if not small:
+        k = int(min(k, n * (n - 1) // 2))
+        i = rng.integers(0, n, size=k)
+        j = rng.integers(0, n, size=k)
+        keep = entity[i] != entity[j]
+        i, j = i[keep], j[keep]
+        n_random = len(i)
+        fast = ("birth", "sex", "region")  # vectorised comparisons: the full sample
+        lv = compare_pairs(P, i, j, cuts, features=fast)
+        for f in fast:
+            u[f] = _smooth(_level_counts(lv[f], N_LEVELS[f]), default_u[f], pc)
+        ks = int(tr.get("random_pairs_slow", 20_000))  # per-value-pair Python comparisons: a subsample
+        lv = compare_pairs(P, i[:ks], j[:ks], cuts, features=("address",))
+        u["address"] = _smooth(_level_counts(lv["address"], N_LEVELS["address"]), default_u["address"], pc)
+        u["name"] = _name_u(P, entity, rng, ks, cuts, default_u["name"], pc)
+
+    name_tf = _entity_shares(P.cols["name_key"], entity, n_entities)
+    birth_tf = _entity_shares(P.cols["birth"], entity, n_entities)
+    # exact agreement of name and birth date: probability two different entities share the value
+    if small:
+        name_tf = pd.Series(dtype=np.float64)
+        birth_tf = pd.Series(dtype=np.float64)
+    for f, tf, exact in (("name", name_tf, 5), ("birth", birth_tf, 4)):
+        if len(tf) and n_entities > 1:
+            present = tf.sum()
+            ue = float((tf ** 2).sum() / max(present, 1e-12) ** 2)  # among entities with a value
+            ue = min(max(ue, 1.0 / n_entities), 0.5)
+            rest = u[f].copy()
+            rest[exact] = 0.0
+            rest = rest / rest.sum() * (1.0 - ue) if rest.sum() > 0 else rest
+            rest[exact] = ue
+            u[f] = rest
+
+    # m from labelled pairs, or EM
+    left, right = labelled
+    n_lab = len(left)
+    max_lab = int(tr.get("max_labelled_pairs", 200_000))
+    if n_lab > max_lab:
+        pick = np.sort(rng.choice(n_lab, size=max_lab, replace=False))
+        left, right = left[pick], right[pick]
+    m = {f: default_m[f] / default_m[f].sum() for f in LEARNED}
+    source = "default"
+    if n_lab >= int(tr.get("min_labelled_pairs", 500)):
+        lv = compare_pairs(P, left, right, cuts, features=LEARNED)
+        m = {f: _smooth(_level_counts(lv[f], N_LEVELS[f]), default_m[f], pc) for f in LEARNED}
+        source = "labelled"
+    elif em_pairs is not None:
+        got_l, got_r, total = [], [], 0
+        cap = int(tr.get("em_max_pairs", 300_000))
+        for l_, r_ in em_pairs:
+            got_l.append(l_); got_r.append(r_); total += len(l_)
+            if total >= cap:
+                break
+        if total >= 50:
+            l_ = np.concatenate(got_l)[:cap]
+            r_ = np.concatenate(got_r)[:cap]
+            lv = compare_pairs(P, l_, r_, cuts, features=LEARNED)
+            m = _em(lv, m, u, int(tr.get("em_iterations", 25)), pc, default_m)
+            source = "em"
+
+    id_bits = np.array([float(fz["id_bits"][str(i)]) for i in range(N_LEVELS["id"])])
+    partner_bits = np.array([float(fz.get("partner_bits", {}).get(str(i), 0.0)) for i in range(N_LEVELS["partner"])])
+    return FSModel(m=m, u=u, id_bits=id_bits, partner_bits=partner_bits, name_tf=name_tf, birth_tf=birth_tf, n_entities=n_entities,
+                   prior_has_match=float(fz.get("prior_has_match", 0.5)), source=source, n_labelled=n_lab,
+                   n_random=n_random, cap=float(fz.get("weights_bits_cap", 20.0)))
+
+
+def _name_u(P: Prepared, entity: np.ndarray, rng, k: int, cuts, default, pc) -> np.ndarray:
+    """u of the name levels. Partial agreement (surname, similar, homophone, equivalent) almost only
+    happens between names sharing the surname, so those levels are measured on random pairs drawn
+    within surnames and scaled by the chance that two random names share one; `different` is the rest
+    (the exact level is replaced from value frequencies by the caller)."""
+    base = np.asarray(default, dtype=np.float64) / np.sum(default)
+    sur = P.cols["surname"]
+    rows = np.flatnonzero(sur != "")
+    if len(rows) < 2:
+        return base
+    codes, _ = pd.factorize(sur[rows])
+    size = np.bincount(codes).astype(np.float64)
+    p_same = float(((size / size.sum()) ** 2).sum())
+    w = size * (size - 1)
+    if w.sum() == 0:
+        return base
+    order = np.argsort(codes, kind="stable")
+    start = np.concatenate([[0], np.cumsum(size).astype(np.int64)])
+    g = rng.choice(len(size), size=k, p=w / w.sum())
+    a = rows[order[start[g] + rng.integers(0, size[g].astype(np.int64))]]
+    b = rows[order[start[g] + rng.integers(0, size[g].astype(np.int64))]]
+    keep = entity[a] != entity[b]
+    lv = compare_pairs(P, a[keep], b[keep], cuts, features=("name",))["name"]
+    within = _level_counts(lv, N_LEVELS["name"])
+    if within.sum() == 0:
+        return base
+    cond = within / within.sum()
+    u = base.copy()
+    for lvl in (1, 2, 3, 4):
+        u[lvl] = max(p_same * cond[lvl], 0.5 / (within.sum() + 1) * p_same)
+    u[0] = max(1.0 - u[1:].sum(), 1e-6)
+    return u / u.sum()
+
+
+def _em(lv: dict[str, np.ndarray], m: dict, u: dict, iterations: int, pc: float, default_m: dict) -> dict:
+    """Classic EM for m with u fixed (u from random pairs is reliable; m is what blocking hides)."""
+    lam = 0.1
+    m = {f: v.copy() for f, v in m.items()}
+    for _ in range(iterations):
+        lm = np.full(len(lv["name"]), math.log(lam))
+        lu = np.full(len(lv["name"]), math.log(1 - lam))
+        for f in LEARNED:
+            idx = lv[f]
+            ok = idx >= 0
+            lm[ok] += np.log(m[f][idx[ok]])
+            lu[ok] += np.log(u[f][idx[ok]])
+        p = 1.0 / (1.0 + np.exp(np.clip(lu - lm, -700, 700)))
+        lam = float(np.clip(p.mean(), 1e-6, 1 - 1e-6))
+        for f in LEARNED:
+            m[f] = _smooth(_level_counts(lv[f], N_LEVELS[f], p), default_m[f], pc)
+    return m
+
+
+# --------------------------------------------------------------------------------------- blocking
+def _block_codes(P: Prepared, rows: np.ndarray, keys: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(rows with every key non-empty, their int64 block key)."""
+    key = np.zeros(len(rows), dtype=np.int64)
+    ok = np.ones(len(rows), dtype=bool)
+    for k in keys:
+        c, m = P.codes(k)
+        c = c[rows]
+        ok &= c >= 0
+        key = key * (m + 1) + (c + 1)  # fits int64 for the handful of fields a pass combines
+    return rows[ok], key[ok]
+
+
+def candidate_pairs(P: Prepared, queries: np.ndarray, targets: np.ndarray, passes: list[dict],
+                    max_pairs_per_block: int, chunk_pairs: int, stats: dict | None = None
+                    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Blocked (query row, target row) pairs, pass by pass, in chunks of about `chunk_pairs`.
+
+    A pair is produced once even when several passes find it; self pairs are left out. Blocks whose
+    pair count exceeds `max_pairs_per_block` are skipped (counted in `stats`).
+    """
+    stats = stats if stats is not None else {}
+    n = len(P)
+    seen = np.empty(0, dtype=np.int64)
+    for spec in passes:
+        keys = list(spec["keys"])
+        pname = spec.get("name", "+".join(keys))
+        qsel = queries
+        for k in spec.get("queries_missing", ()):  # a pass only for queries that lack these fields
+            qsel = qsel[P.cols[k][qsel] == ""]
+        q_rows, q_key = _block_codes(P, qsel, keys)
+        t_rows, t_key = _block_codes(P, targets, keys)
+        st = stats.setdefault(pname, {"blocks": 0, "skipped_blocks": 0, "skipped_pairs": 0, "pairs": 0})
+        if len(q_rows) == 0 or len(t_rows) == 0:
+            continue
+        codes, uniq = pd.factorize(np.concatenate([q_key, t_key]), sort=True)  # int keys: cheap to sort
+        qc, tc = codes[: len(q_rows)], codes[len(q_rows):]
+        nq = np.bincount(qc, minlength=len(uniq)).astype(np.int64)
+        nt = np.bincount(tc, minlength=len(uniq)).astype(np.int64)
+        size = nq * nt
+        live = size > 0
+        too_big = size > int(spec.get("max_pairs_per_block", max_pairs_per_block))
+        st["blocks"] += int(live.sum())
+        st["skipped_blocks"] += int(too_big.sum())
+        st["skipped_pairs"] += int(size[too_big].sum())
+        size = np.where(too_big, 0, size)
+        if size.sum() == 0:
+            continue
+        q_ord = np.argsort(qc, kind="stable")
+        t_ord = np.argsort(tc, kind="stable")
+        qc_s, q_rows_s = qc[q_ord], q_rows[q_ord]
+        tc_s, t_rows_s = tc[t_ord], t_rows[t_ord]
+        q_start = np.searchsorted(qc_s, np.arange(len(uniq) + 1))
+        t_start = np.searchsorted(tc_s, np.arange(len(uniq) + 1))
+        # chunk boundaries over block codes
+        csum = np.cumsum(size)
+        bounds = [0]
+        target = chunk_pairs
+        while True:
+            b = int(np.searchsorted(csum, target, side="left")) + 1
+            if b >= len(uniq):
+                break
+            bounds.append(b)
+            target = csum[b - 1] + chunk_pairs
+        bounds.append(len(uniq))
+        for c0, c1 in zip(bounds[:-1], bounds[1:]):
+            blocks = np.flatnonzero(size[c0:c1] > 0) + c0
+            if len(blocks) == 0:
+                continue
+            # expand q × t for each block (vectorised with repeat/tile arithmetic)
+            bq = nq[blocks]
+            bt = nt[blocks]
+            per = bq * bt
+            tot = int(per.sum())
+            blk = np.repeat(np.arange(len(blocks)), per)
+            off = np.arange(tot) - np.repeat(np.cumsum(per) - per, per)
+            qi = off // bt[blk]
+            ti = off % bt[blk]
+            left = q_rows_s[q_start[blocks][blk] + qi]
+            right = t_rows_s[t_start[blocks][blk] + ti]
+            keep = left != right
+            left, right = left[keep], right[keep]
+            pk = left.astype(np.int64) * n + right
+            if len(seen):
+                pos = np.searchsorted(seen, pk)
+                pos = np.minimum(pos, len(seen) - 1)
+                new = seen[pos] != pk
+                left, right, pk = left[new], right[new], pk[new]
+            if len(pk) == 0:
+                continue
+            seen = np.union1d(seen, pk)
+            st["pairs"] += len(pk)
+            yield left, right
+
+
+# ---------------------------------------------------------------------------------------- scoring
+def score_queries(P: Prepared, queries: np.ndarray, targets: np.ndarray, entity: np.ndarray,
+                  model: FSModel, cfg: dict, exclude: pd.DataFrame | None = None,
+                  stats: dict | None = None) -> pd.DataFrame:
+    """Candidate entities of each query row with their match probability.
+
+    Returns columns `q` (query row), `entity`, `bits` (log2 Bayes factor of the best pair),
+    `p` (posterior, normalised over the query's candidates), sorted by q, p desc, entity.
+    `exclude`: frame of (`q`, `entity`) pairs that must not be proposed (NOT_SAME decisions).
+    """
+    fz = cfg["fuzzy"]
+    cuts = tuple(fz.get("address_levels", (0.7, 0.4)))
+    stats = stats if stats is not None else {}
+    targets_d = np.asarray(targets, dtype=np.int64)
+    prior = model.log2_prior_odds
+    keep_min = float(fz.get("keep_min_bits", -10.0))
+    out_q, out_e, out_b = [], [], []
+    for left, right in candidate_pairs(P, queries, targets_d, fz["blocking"], int(fz["max_pairs_per_block"]),
+                                       int(fz["chunk_pairs"]), stats.setdefault("blocking", {})):
+        e = entity[right]
+        own = entity[left] == e
+        left, right, e = left[~own], right[~own], e[~own]
+        if len(left) == 0:
+            continue
+        # cheap vectorised features first; the per-value-pair ones (name, then address) only for pairs
+        # that could still reach the keep threshold
+        b = np.zeros(len(left), dtype=np.float64)
+        lv = compare_pairs(P, left, right, cuts, features=CHEAP)
+        for f in CHEAP:
+            b += model.feature_bits(P, left, f, lv[f])
+        for i, f in enumerate(("name", "address")):
+            room = sum(model.max_bits(g) for g in ("name", "address")[i:])
+            alive = prior + b + room >= keep_min
+            left, right, e, b = left[alive], right[alive], e[alive], b[alive]
+            if len(left) == 0:
+                break
+            b += model.feature_bits(P, left, f, compare_pairs(P, left, right, cuts, features=(f,))[f])
+        keep = prior + b >= keep_min
+        out_q.append(left[keep]); out_e.append(e[keep]); out_b.append(b[keep])
+        stats["compared"] = stats.get("compared", 0) + len(keep)
+    if not out_q:
+        return pd.DataFrame({"q": pd.Series(dtype=np.int64), "entity": pd.Series(dtype=np.int64),
+                             "bits": pd.Series(dtype=np.float64), "p": pd.Series(dtype=np.float64)})
+    cand = pd.DataFrame({"q": np.concatenate(out_q), "entity": np.concatenate(out_e), "bits": np.concatenate(out_b)})
+    cand = cand.groupby(["q", "entity"], sort=True, as_index=False)["bits"].max()
+    if exclude is not None and len(exclude):
+        ex = exclude[["q", "entity"]].drop_duplicates().assign(_x=True)
+        cand = cand.merge(ex, on=["q", "entity"], how="left")
+        cand = cand[cand["_x"].isna()].drop(columns="_x")
+    o = np.exp2(np.clip(prior + cand["bits"].to_numpy(), -200, 200))
+    denom = 1.0 + pd.Series(o).groupby(cand["q"].to_numpy()).transform("sum").to_numpy()
+    cand["p"] = o / denom
+    cand = cand.sort_values(["q", "p", "entity"], ascending=[True, False, True], kind="mergesort")
+    stats["candidates"] = int(len(cand))
+    return cand.reset_index(drop=True)

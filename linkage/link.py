@@ -1,0 +1,753 @@
+"""Linking record roles to persons (比对关联, spec section 3) and keeping RKIDs stable.
+
+`link_roles(roles, persons_prev, links_prev, decisions, business_date, config=None) -> LinkResult`
+
+Each run clusters ALL current roles deterministically, then maps clusters to RKIDs:
+
+1. ID clusters: roles with a well-formed citizen ID (`VALID18`/`VALID15`) group by `id18`; other
+   documents by (`ZJLX`, `id_norm`). Police records sharing an ID whose names clearly differ are
+   different people (重号, DUP_ID): the group is split and each non-police role joins the police
+   sub-cluster it agrees with best. A non-police role whose ID is held by police records none of which
+   agrees on name or birth date (ID_MISMATCH) is not linked by ID; nor is a role of a police-less
+   group that clearly differs from the group's most trusted record. `ID_EXACT` when the raw
+   `GMSFHM` is the canonical ID itself, `ID_NORMALIZED` otherwise.
+2. ID repair (`linkage.repair`): `ID_REPAIRED`.
+3. Fuzzy fallback (`linkage.fuzzy`) for every role still without a cluster. Round 1 weighs each query
+   against the ID clusters only: posterior ≥ upper joins (`FUZZY`). Round 2 lets those stand for their
+   clusters: ≥ upper to a cluster joins it (`FUZZY`); strong matches between remaining queries form new
+   persons (founder `UNMATCHED`, the others `FUZZY`); the grey zone (lower ≤ p < upper) joins its best
+   candidate (`POSSIBLE`); the rest are new persons (`UNMATCHED`).
+4. RKID continuity: a cluster takes the RKID its roles had in `links_prev`; when it carries several,
+   the oldest issued (ties: lowest RKID) survives and the others are retired (`merged_into`, MERGED);
+   an RKID carried by several clusters stays with the one holding most of its roles (ties: earliest
+   role). A cluster without an RKID gets `rkid_for(founding role)`. Retired RKIDs are never reused.
+5. Decisions: `SAME` pins the role to the RKID (`MANUAL`, 1.0); `NOT_SAME` detaches the role from
+   that RKID and re-links it to its best other candidate (or a person of its own). Decisions always win.
+
+Everything is a function of the data sorted canonically (table order, `YWZJ`, `JS`), so the result
+does not depend on input row order and a re-run reproduces it.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from linkage import fuzzy as fz
+from linkage import names as nm
+from linkage.base import CORE_ATTRIBUTES, LINK_KEY, PERSON_COLUMNS, attributes_for, empty_persons, rkid_for
+from linkage.repair import repair_ids
+
+CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "linkage.json"
+LINK_COLUMNS = ["BM", "BH", "YWZJ", "JS", "RKID", "PPFS", "PPDF"]
+EVENT_COLUMNS = ["kind", "RKID", "BM", "BH", "YWZJ", "JS", "field", "old", "new"]
+PPFS_VALUES = ("ID_EXACT", "ID_NORMALIZED", "ID_REPAIRED", "FUZZY", "MANUAL", "POSSIBLE", "UNMATCHED")
+POLICE_TABLES = ("hukou", "temp")
+DEFAULT_TABLE_ORDER = ("hukou", "temp", "disabled", "dibao", "women", "resident", "marriage")
+
+
+@dataclass
+class LinkResult:
+    links: pd.DataFrame
+    persons: pd.DataFrame
+    events: pd.DataFrame
+    stats: dict = field(default_factory=dict)
+
+
+def load_config(path: str | Path | None = None) -> dict:
+    """The linking configuration (`config/linkage.json` unless `path`), validated."""
+    with open(path or CONFIG_PATH, encoding="utf-8") as f:
+        cfg = json.load(f)
+    validate_config(cfg)
+    return cfg
+
+
+def validate_config(cfg: dict) -> None:
+    """Raise ValueError when the configuration cannot drive a run."""
+    problems = []
+    if not cfg.get("version"):
+        problems.append("version missing")
+    for section in ("ppdf", "id_link", "repair", "fuzzy"):
+        if section not in cfg:
+            problems.append(f"section {section!r} missing")
+    f = cfg.get("fuzzy", {})
+    th = f.get("thresholds", {})
+    if not (0.0 < float(th.get("lower", -1)) <= float(th.get("upper", -1))):
+        problems.append("fuzzy.thresholds must satisfy 0 < lower <= upper")
+    for b in f.get("blocking", []):
+        bad = [k for k in list(b.get("keys", [])) + list(b.get("queries_missing", [])) if k not in fz.BLOCK_FIELDS]
+        if not b.get("keys") or bad:
+            problems.append(f"blocking pass {b.get('name', '?')!r}: keys must be among {fz.BLOCK_FIELDS}, got {bad or 'none'}")
+    for kind in ("default_m", "default_u"):
+        for feat in fz.LEARNED:
+            v = f.get(kind, {}).get(feat)
+            if v is None or len(v) != fz.N_LEVELS[feat]:
+                problems.append(f"fuzzy.{kind}.{feat} needs {fz.N_LEVELS[feat]} values")
+    for kind, feat in (("id_bits", "id"), ("partner_bits", "partner")):
+        if len(f.get(kind, {})) != fz.N_LEVELS[feat]:
+            problems.append(f"fuzzy.{kind} needs {fz.N_LEVELS[feat]} levels")
+    if problems:
+        raise ValueError("invalid linkage configuration: " + "; ".join(problems))
+
+
+def _empty_links() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=np.float64 if c == "PPDF" else object) for c in LINK_COLUMNS})
+
+
+def _empty_events() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=object) for c in EVENT_COLUMNS})
+
+
+def _canonical(roles: pd.DataFrame, table_order) -> pd.DataFrame:
+    """Roles sorted in founding order: police hukou, police temp, other tables; then YWZJ, JS."""
+    r = roles.reset_index(drop=True)
+    for c in LINK_KEY + ["XM", "GMSFHM", "name", "name_key", "id_norm", "id_status", "id18", "id_damage",
+                         "id_prefix", "id_birth", "id_sex", "sex", "birth", "region", "address", "ZJLX", "MZ", "_ts"]:
+        if c not in r:
+            r[c] = ""
+        elif r[c].hasnans:
+            r[c] = r[c].fillna("")
+    order = {t: i for i, t in enumerate(table_order)}
+    tord = r["BH"].map(order).fillna(len(order)).to_numpy(np.int64)
+    codes = [pd.factorize(r[c].to_numpy(dtype=object), sort=True)[0] for c in ("BH", "YWZJ", "JS")]
+    idx = np.lexsort((codes[2], codes[1], codes[0], tord))
+    r = r.iloc[idx].reset_index(drop=True)
+    r["_tord"] = tord[idx]
+    if "active" not in r:
+        r["active"] = True
+    r["active"] = r["active"].astype(bool)
+    return r
+
+
+def _isin(values, universe) -> np.ndarray:
+    """Hash-based membership (np.isin sorts or loops on object arrays)."""
+    u = list(universe) if isinstance(universe, (set, frozenset)) else universe
+    return pd.Series(np.asarray(values, dtype=object)).isin(u).to_numpy(dtype=bool)
+
+
+def _labels_by_first(keys: pd.Series | np.ndarray) -> np.ndarray:
+    """Integer labels numbered by first occurrence (rows are in canonical order)."""
+    codes, _ = pd.factorize(np.asarray(keys, dtype=object))
+    return codes.astype(np.int64)
+
+
+# ------------------------------------------------------------------------------------ ID clusters
+def _clearly_other(nl: np.ndarray, bl: np.ndarray, ic: dict) -> np.ndarray:
+    """A record is clearly not the holder of the ID: its name disagrees and so does its birth date;
+    without a birth date to compare (a husband's role), its name must differ outright (at most the
+    surname agrees)."""
+    with_birth = (bl >= 0) & (nl >= 0) & (nl < int(ic["compatible_name_level"])) & (bl < int(ic["compatible_birth_level"]))
+    without = (bl < 0) & (nl >= 0) & (nl < int(ic.get("compatible_name_level_without_birth", 2)))
+    return with_birth | without
+
+
+def _id_clusters(R: pd.DataFrame, cfg: dict) -> dict:
+    """Stage 1. Returns cluster (-1 = none), ppfs, split flags, mismatch flags, labelled pairs."""
+    ic = cfg["id_link"]
+    n = len(R)
+    status = R["id_status"].to_numpy(dtype=object)
+    id18 = R["id18"].to_numpy(dtype=object)
+    id_norm = R["id_norm"].to_numpy(dtype=object)
+    zjlx = R["ZJLX"].astype(str).str.strip().to_numpy(dtype=object)
+    bh = R["BH"].to_numpy(dtype=object)
+    police = np.isin(bh, POLICE_TABLES)
+    citizen = np.isin(status, ["VALID18", "VALID15"]) & (id18 != "")
+    doc = (status == "OTHER_DOC") & (id_norm != "")
+    key = np.where(citizen, id18, np.where(doc, "DOC:" + pd.Series(zjlx).to_numpy(dtype=object) + "|" + id_norm, ""))
+    has = key != ""
+    gid = np.full(n, -1, dtype=np.int64)
+    gid[has] = _labels_by_first(key[has])
+    sub = np.zeros(n, dtype=np.int64)  # sub-cluster within the group (DUP_ID)
+    detached = np.zeros(n, dtype=bool)  # ID not trusted for this role (mismatch / clearly other person)
+    split_groups = np.zeros(0, dtype=np.int64)
+
+    name_key = R["name_key"].to_numpy(dtype=object)
+    birth = R["birth"].astype(str).to_numpy(dtype=object)
+    bmat = fz._fixed_bytes(birth, 8)
+
+    def levels(a: np.ndarray, b: np.ndarray):
+        return nm.name_levels(name_key[a], name_key[b]), fz.birth_levels(bmat[a], bmat[b])
+
+    # --- DUP_ID: police records of one ID that are clearly different people
+    pol_rows = np.flatnonzero(has & police)
+    if len(pol_rows):
+        pg = pd.DataFrame({"row": pol_rows, "g": gid[pol_rows], "nk": name_key[pol_rows]})
+        multi = pg.groupby("g")["nk"].transform("nunique") > 1
+        pg = pg[multi]
+        if len(pg):
+            pairs = pg.merge(pg, on="g", suffixes=("_a", "_b"))
+            pairs = pairs[pairs["row_a"] < pairs["row_b"]]
+            a = pairs["row_a"].to_numpy(np.int64)
+            b = pairs["row_b"].to_numpy(np.int64)
+            nl, bl = levels(a, b)
+            differ = (nl >= 0) & (nl <= int(ic["split_name_level"]))
+            if ic.get("split_requires_birth_diff", False):
+                differ &= bl < 4
+            same = ~differ
+            # police sub-clusters: connected components of "same person" pairs within the group
+            rows_u = pg["row"].to_numpy(np.int64)
+            pos = {r: i for i, r in enumerate(rows_u)}
+            ia = np.array([pos[x] for x in a[same]], dtype=np.int64)
+            ib = np.array([pos[x] for x in b[same]], dtype=np.int64)
+            g = coo_matrix((np.ones(len(ia)), (ia, ib)), shape=(len(rows_u), len(rows_u)))
+            _, comp = connected_components(g, directed=False)
+            # number sub-clusters within each group by their first row
+            cdf = pd.DataFrame({"row": rows_u, "g": pg["g"].to_numpy(), "comp": comp})
+            cdf["first"] = cdf.groupby("comp")["row"].transform("min")
+            cdf["sub"] = cdf.groupby("g")["first"].rank(method="dense").astype(np.int64) - 1
+            sub[cdf["row"].to_numpy()] = cdf["sub"].to_numpy()
+            nsub = cdf.groupby("g")["sub"].nunique()
+            split_groups = nsub[nsub > 1].index.to_numpy(np.int64)
+
+    # --- non-police roles of groups held by police: agree with a police record, or ID_MISMATCH
+    grp_has_police = np.zeros(gid.max() + 2 if n else 1, dtype=bool)
+    grp_has_police[gid[has & police]] = True
+    np_rows = np.flatnonzero(has & ~police & grp_has_police[np.maximum(gid, 0)] & (gid >= 0))
+    if len(np_rows):
+        left = pd.DataFrame({"row": np_rows, "g": gid[np_rows]})
+        right = pd.DataFrame({"prow": pol_rows, "g": gid[pol_rows]})
+        pr = left.merge(right, on="g")
+        a = pr["row"].to_numpy(np.int64)
+        b = pr["prow"].to_numpy(np.int64)
+        nl, bl = levels(a, b)
+        clear_diff = _clearly_other(nl, bl, ic)
+        pr["ok"] = ~clear_diff
+        pr["score"] = np.where(nl < 0, 0, nl) * 10 + np.where(bl < 0, 0, bl)
+        pr = pr.sort_values(["row", "ok", "score", "prow"], ascending=[True, False, False, True], kind="mergesort")
+        best = pr.drop_duplicates("row")
+        ok_rows = best["row"].to_numpy(np.int64)
+        sub[ok_rows] = sub[best["prow"].to_numpy(np.int64)]
+        bad = ok_rows[~best["ok"].to_numpy(dtype=bool)]
+        detached[bad] = True
+
+    # --- groups without police: roles clearly different from the group's most trusted record
+    np_groups = has & ~grp_has_police[np.maximum(gid, 0)]
+    rows_np = np.flatnonzero(np_groups)
+    if len(rows_np):
+        # the holder is the record that agrees with the birth date and sex embedded in the ID; then the
+        # most trusted table (rows are in trust order)
+        id_birth = R["id_birth"].astype(str).to_numpy(dtype=object)
+        id_sex = R["id_sex"].astype(str).to_numpy(dtype=object)
+        sex = R["sex"].astype(str).to_numpy(dtype=object)
+        score = (2 * ((birth == id_birth) & (birth != "")) + ((sex == id_sex) & (sex != ""))).astype(np.int64)
+        df = pd.DataFrame({"row": rows_np, "g": gid[rows_np], "score": score[rows_np]})
+        ref = df.sort_values(["g", "score", "row"], ascending=[True, False, True], kind="mergesort").drop_duplicates("g")
+        df["ref"] = df["g"].map(ref.set_index("g")["row"])
+        df = df[df["row"] != df["ref"]]
+        if len(df):
+            a = df["row"].to_numpy(np.int64)
+            b = df["ref"].to_numpy(np.int64)
+            nl, bl = levels(a, b)
+            detached[a[_clearly_other(nl, bl, ic)]] = True
+
+    anchored = has & ~detached
+    cluster = np.full(n, -1, dtype=np.int64)
+    if anchored.any():
+        ck = pd.Series(gid[anchored]).astype(str) + ":" + pd.Series(sub[anchored]).astype(str)
+        cluster[anchored] = _labels_by_first(ck.to_numpy(dtype=object))
+    canon = np.where(citizen, id18, id_norm)
+    raw = R["GMSFHM"].astype(str).to_numpy(dtype=object)
+    ppfs = np.full(n, "", dtype=object)
+    ppfs[anchored] = np.where(raw[anchored] == canon[anchored], "ID_EXACT", "ID_NORMALIZED")
+    in_split = np.isin(gid, split_groups) & has
+    return {"cluster": cluster, "ppfs": ppfs, "anchored": anchored, "detached": detached, "citizen": citizen,
+            "in_split": in_split, "gid": gid}
+
+
+SPOUSES = {("women", "SELF"): "ZF", ("women", "ZF"): "SELF", ("marriage", "NF"): "NV", ("marriage", "NV"): "NF"}
+
+
+def _partner_rows(R: pd.DataFrame) -> np.ndarray:
+    """Row of each role's spouse in the same record (women SELF/ZF, marriage NF/NV), -1 if none."""
+    n = len(R)
+    out = np.full(n, -1, dtype=np.int64)
+    bh = R["BH"].to_numpy(dtype=object)
+    sel = np.flatnonzero(np.isin(bh, ["women", "marriage"]))
+    if len(sel) == 0:
+        return out
+    df = pd.DataFrame({"row": sel, "BH": bh[sel], "YWZJ": R["YWZJ"].to_numpy(dtype=object)[sel],
+                       "JS": R["JS"].to_numpy(dtype=object)[sel]})
+    df["other"] = [SPOUSES.get((b, j), "") for b, j in zip(df["BH"], df["JS"])]
+    hit = df.merge(df[["BH", "YWZJ", "JS", "row"]].rename(columns={"JS": "other", "row": "prow"}),
+                   on=["BH", "YWZJ", "other"])
+    out[hit["row"].to_numpy(np.int64)] = hit["prow"].to_numpy(np.int64)
+    return out
+
+
+def _labelled_pairs(cluster: np.ndarray, usable: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(founder row, member row) of every ID cluster with several roles."""
+    rows = np.flatnonzero(usable & (cluster >= 0))
+    if len(rows) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    c = cluster[rows]
+    first = pd.Series(rows).groupby(c).transform("min").to_numpy(np.int64)
+    keep = first != rows
+    return first[keep], rows[keep]
+
+
+# ------------------------------------------------------------------------------- fuzzy assignment
+def _posterior(cand: pd.DataFrame, log2_prior: float) -> pd.DataFrame:
+    """p of each (q, entity): prior odds × Bayes factor, normalised over the query's candidates
+    (the complement being "none of them"). Sorted by q, p desc, entity."""
+    if cand.empty:
+        return cand.assign(p=np.zeros(0))
+    o = np.exp2(np.clip(log2_prior + cand["bits"].to_numpy(), -200, 200))
+    denom = 1.0 + pd.Series(o).groupby(cand["q"].to_numpy()).transform("sum").to_numpy()
+    out = cand.assign(p=o / denom)
+    return out.sort_values(["q", "p", "entity"], ascending=[True, False, True], kind="mergesort").reset_index(drop=True)
+
+
+def _components(a: np.ndarray, b: np.ndarray, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of `nodes` in components of size > 1 of the graph (a, b), and each one's founder (min row)."""
+    pos = pd.Series(np.arange(len(nodes)), index=nodes)
+    ia = pos.reindex(a).to_numpy(np.int64)
+    ib = pos.reindex(b).to_numpy(np.int64)
+    g = coo_matrix((np.ones(len(ia)), (ia, ib)), shape=(len(nodes), len(nodes)))
+    ncomp, comp = connected_components(g, directed=False)
+    multi = np.bincount(comp, minlength=ncomp)[comp] > 1
+    rows, comp = nodes[multi], comp[multi]
+    founder = pd.Series(rows).groupby(comp).transform("min").to_numpy(np.int64) if len(rows) else rows
+    return rows, founder
+
+
+def _assign_queries(cand: pd.DataFrame, queries: np.ndarray, entity: np.ndarray, n_anchor: int,
+                    cluster: np.ndarray, upper: float, lower: float, log2_prior: float) -> dict:
+    """Turn scored candidates (q, entity, bits) into clusters and methods for the query rows.
+
+    Round 1 weighs each query against the ID clusters only (they are distinct persons): p ≥ upper
+    joins (FUZZY). Round 2 lets the queries joined in round 1 stand for their clusters and weighs
+    the rest against ID clusters and the remaining queries: p ≥ upper to a cluster joins it (FUZZY),
+    strong matches between remaining queries form new persons (founder UNMATCHED, others FUZZY),
+    the grey zone joins its best candidate (POSSIBLE), and the rest become new persons (UNMATCHED).
+    """
+    n = len(cluster)
+    out = cluster.copy()
+    ppfs = np.full(n, "", dtype=object)
+    ppdf = np.zeros(n, dtype=np.float64)
+    done = np.zeros(n, dtype=bool)
+    qrow = pd.Series(queries, index=entity[queries])  # query entity -> row
+    next_label = max(int(cluster.max()) + 1 if (cluster >= 0).any() else 0, n_anchor)
+
+    def attach(rows, labels, method, p):
+        out[rows] = labels
+        ppfs[rows] = method
+        ppdf[rows] = p
+        done[rows] = True
+
+    # round 1
+    c1 = _posterior(cand[cand["entity"].to_numpy() < n_anchor], log2_prior)
+    b1 = c1.drop_duplicates("q")
+    s = b1[b1["p"] >= upper]
+    attach(s["q"].to_numpy(np.int64), s["entity"].to_numpy(np.int64), "FUZZY", s["p"].to_numpy())
+
+    # round 2: attached queries stand for their clusters
+    ent = cand["entity"].to_numpy(np.int64).copy()
+    is_q = ent >= n_anchor
+    qr = qrow.reindex(ent[is_q]).to_numpy(np.int64)
+    mapped = ent[is_q]
+    mapped = np.where(done[qr], out[qr], mapped)
+    ent[is_q] = mapped
+    c2 = cand.assign(entity=ent)
+    c2 = c2[~done[c2["q"].to_numpy(np.int64)]]
+    c2 = c2.groupby(["q", "entity"], sort=True, as_index=False)["bits"].max()
+    c2 = _posterior(c2, log2_prior)
+    b2 = c2.drop_duplicates("q")
+    e2 = b2["entity"].to_numpy(np.int64)
+    s = b2[(e2 < n_anchor) & (b2["p"].to_numpy() >= upper)]
+    attach(s["q"].to_numpy(np.int64), s["entity"].to_numpy(np.int64), "FUZZY", s["p"].to_numpy())
+
+    # strong matches among the remaining queries
+    ce = c2["entity"].to_numpy(np.int64)
+    qq = c2[(ce >= n_anchor) & (c2["p"].to_numpy() >= upper)]
+    if len(qq):
+        other = qrow.reindex(qq["entity"].to_numpy(np.int64)).to_numpy(np.int64)
+        keep = ~done[qq["q"].to_numpy(np.int64)] & ~done[other]
+        qa, qb, qp = qq["q"].to_numpy(np.int64)[keep], other[keep], qq["p"].to_numpy()[keep]
+        nodes = np.unique(np.concatenate([qa, qb]))
+        rows, founder = _components(qa, qb, nodes)
+        if len(rows):
+            labels = next_label + _labels_by_first(founder)
+            next_label = int(labels.max()) + 1
+            bestp = pd.Series(np.concatenate([qp, qp]), index=np.concatenate([qa, qb])).groupby(level=0).max()
+            attach(rows, labels, np.where(rows == founder, "UNMATCHED", "FUZZY"), bestp.reindex(rows).to_numpy())
+
+    # grey zone: first the best ID cluster as weighed in round 1 (other queries, which may be the same
+    # person, do not compete there), then the best candidate of round 2
+    g1 = b1[(b1["p"].to_numpy() >= lower) & ~done[b1["q"].to_numpy(np.int64)]]
+    if len(g1):
+        attach(g1["q"].to_numpy(np.int64), g1["entity"].to_numpy(np.int64), "POSSIBLE", g1["p"].to_numpy())
+    g = b2[(b2["p"].to_numpy() >= lower) & ~done[b2["q"].to_numpy(np.int64)]]
+    if len(g):
+        gq = g["q"].to_numpy(np.int64)
+        ge = g["entity"].to_numpy(np.int64)
+        gp = g["p"].to_numpy()
+        tgt_row = np.full(len(g), -1, dtype=np.int64)
+        tgt_row[ge >= n_anchor] = qrow.reindex(ge[ge >= n_anchor]).to_numpy(np.int64)
+        label = np.where(ge < n_anchor, ge, -1)
+        resolved = (tgt_row >= 0) & done[np.maximum(tgt_row, 0)]
+        label[resolved] = out[tgt_row[resolved]]
+        a = label >= 0
+        attach(gq[a], label[a], "POSSIBLE", gp[a])
+        # grey pairs of unresolved queries: one new person per component, all POSSIBLE
+        b = ~a
+        if b.any():
+            qa, qb = gq[b], tgt_row[b]
+            ok = ~done[qa] & ~done[qb]
+            qa, qb = qa[ok], qb[ok]
+            nodes = np.unique(np.concatenate([qa, qb]))
+            rows, founder = _components(qa, qb, nodes)
+            if len(rows):
+                labels = next_label + _labels_by_first(founder)
+                next_label = int(labels.max()) + 1
+                pmap = pd.Series(gp[b][ok], index=qa).groupby(level=0).max()
+                attach(rows, labels, "POSSIBLE", pmap.reindex(rows).fillna(lower).to_numpy())
+
+    # new persons
+    rem = queries[~done[queries]]
+    if len(rem):
+        attach(rem, next_label + np.arange(len(rem)), "UNMATCHED", 1.0)
+    # PPDF of a founder: 1 - its best match probability to anyone outside its own person
+    un = np.flatnonzero(ppfs == "UNMATCHED")
+    ppdf[un] = 1.0
+    if len(un) and len(c2):
+        c3 = c2[np.isin(c2["q"].to_numpy(), un)]
+        ce = c3["entity"].to_numpy(np.int64)
+        tgt = np.where(ce < n_anchor, ce, -1)
+        tgt[ce >= n_anchor] = out[qrow.reindex(ce[ce >= n_anchor]).to_numpy(np.int64)]
+        outside = tgt != out[c3["q"].to_numpy(np.int64)]
+        bp = c3[outside].groupby("q")["p"].max()
+        ppdf[bp.index.to_numpy(np.int64)] = 1.0 - bp.to_numpy()
+    return {"cluster": out, "ppfs": ppfs, "ppdf": ppdf}
+
+
+# ---------------------------------------------------------------------------------- RKID handling
+def _resolve_chain(rkids: pd.Series, merged: pd.Series) -> pd.Series:
+    """Follow `merged_into` pointers to the live survivor."""
+    out = rkids.copy()
+    if merged.empty:
+        return out
+    for _ in range(64):
+        nxt = out.map(merged)
+        hit = nxt.notna() & (nxt != "")
+        if not hit.any():
+            break
+        out = out.where(~hit, nxt)
+    return out
+
+
+def _prepare_prev(persons_prev: pd.DataFrame | None, links_prev: pd.DataFrame | None, decisions: pd.DataFrame | None):
+    pp = empty_persons() if persons_prev is None or len(persons_prev) == 0 else persons_prev.copy()
+    for c in PERSON_COLUMNS:
+        if c not in pp:
+            pp[c] = ""
+    pp = pp[PERSON_COLUMNS].astype(object).fillna("")
+    lp = _empty_links() if links_prev is None or len(links_prev) == 0 else links_prev.copy()
+    dec = (pd.DataFrame({c: pd.Series(dtype=object) for c in LINK_KEY + ["RKID", "decision", "RWBH", "decided"]})
+           if decisions is None or len(decisions) == 0 else decisions.copy())
+    for c in ("RWBH", "decided"):
+        if c not in dec:
+            dec[c] = ""
+    dec = dec.astype(object).fillna("")
+    return pp, lp, dec
+
+
+# ---------------------------------------------------------------------------------------- main API
+def link_roles(roles: pd.DataFrame, persons_prev: pd.DataFrame | None, links_prev: pd.DataFrame | None,
+               decisions: pd.DataFrame | None, business_date: str, config: dict | None = None) -> LinkResult:
+    """Link every role of `roles` to a person; see the module docstring."""
+    cfg = config or load_config()
+    if config is not None:
+        validate_config(cfg)
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    stats: dict = {"config_version": cfg.get("version", ""), "timings": timings}
+    pp, lp, dec = _prepare_prev(persons_prev, links_prev, decisions)
+    merged_map = pp.loc[pp["status"] == "retired"].set_index("RKID")["merged_into"]
+    merged_map = merged_map[merged_map != ""]
+
+    R = _canonical(roles, cfg.get("table_order", DEFAULT_TABLE_ORDER))
+    n = len(R)
+    fcfg = cfg["fuzzy"]
+    upper = float(fcfg["thresholds"]["upper"])
+    lower = float(fcfg["thresholds"]["lower"])
+
+    # ---- 1. ID clusters
+    s1 = _id_clusters(R, cfg)
+    cluster = s1["cluster"]
+    ppfs = s1["ppfs"]
+    ppdf = np.where(ppfs == "ID_EXACT", float(cfg["ppdf"]["ID_EXACT"]),
+                    np.where(ppfs == "ID_NORMALIZED", float(cfg["ppdf"]["ID_NORMALIZED"]), 0.0))
+    timings["id_clusters"] = time.perf_counter() - t0
+
+    # ---- 2. ID repair
+    t = time.perf_counter()
+    status = R["id_status"].to_numpy(dtype=object)
+    damage = R["id_damage"].astype(str).to_numpy(dtype=object)
+    broken = (np.isin(status, ["CHECKSUM", "FORMAT"]) | (damage != "")) & (cluster < 0)
+    citizen_anch = s1["anchored"] & s1["citizen"]
+    ka = np.flatnonzero(citizen_anch)
+    known = pd.DataFrame({"row": ka, "cluster": cluster[ka], "id18": R["id18"].to_numpy(dtype=object)[ka],
+                          "name_key": R["name_key"].to_numpy(dtype=object)[ka],
+                          "birth": R["birth"].astype(str).to_numpy(dtype=object)[ka]})
+    known = known.drop_duplicates(["cluster", "id18", "name_key", "birth"])
+    rep = repair_ids(R, np.flatnonzero(broken), known, cfg, business_date)
+    if len(rep):
+        rr = rep["row"].to_numpy(np.int64)
+        cluster[rr] = rep["cluster"].to_numpy(np.int64)
+        ppfs[rr] = "ID_REPAIRED"
+        ppdf[rr] = rep["ppdf"].to_numpy()
+    repaired_id = pd.Series(rep["id18"].to_numpy(dtype=object), index=rep["row"].to_numpy(np.int64)) if len(rep) else pd.Series(dtype=object)
+    timings["repair"] = time.perf_counter() - t
+
+    # ---- 3. fuzzy
+    t = time.perf_counter()
+    anchored = cluster >= 0
+    n_anchor = int(cluster.max()) + 1 if anchored.any() else 0
+    queries = np.flatnonzero(~anchored)
+    entity = cluster.copy()
+    entity[queries] = n_anchor + np.arange(len(queries))
+    trust = anchored & ~s1["detached"]
+    idk = np.full(n, "", dtype=object)
+    idv = np.full(n, "", dtype=object)
+    id18 = R["id18"].to_numpy(dtype=object)
+    id_norm = R["id_norm"].to_numpy(dtype=object)
+    prefix = R["id_prefix"].astype(str).to_numpy(dtype=object)
+    cz = citizen_anch
+    idk[cz] = "V"; idv[cz] = id18[cz]
+    if len(repaired_id):
+        ri = repaired_id.index.to_numpy()
+        idk[ri] = "V"; idv[ri] = repaired_id.to_numpy()
+    shape_ok = pd.Series(id_norm).str.fullmatch(r"[0-9]{17}[0-9X]|[0-9]{15}").fillna(False).to_numpy(bool)
+    b_rows = ~anchored & np.isin(status, ["CHECKSUM", "FORMAT"]) & (damage == "") & shape_ok
+    idk[b_rows] = "B"; idv[b_rows] = id_norm[b_rows]
+    p_rows = ~anchored & (damage != "") & (prefix != "")
+    sci = damage == "EXCEL_SCI"
+    pv = np.array([p[:-1] if s and len(p) > 6 else p for p, s in zip(prefix[p_rows], sci[p_rows])], dtype=object)
+    idk[p_rows] = "P"; idv[p_rows] = pv
+    partner = _partner_rows(R)
+    # a husband named in his wife's family-planning record lives in her household: lend him its place
+    zf = np.flatnonzero((R["BH"].to_numpy(dtype=object) == "women") & (R["JS"].to_numpy(dtype=object) == "ZF")
+                        & (partner >= 0))
+    overrides = {}
+    if len(zf):
+        for c in ("region", "address"):
+            col = R[c].to_numpy(dtype=object).copy()
+            empty = col[zf] == ""
+            col[zf[empty]] = col[partner[zf[empty]]]
+            overrides[c] = col
+    P = fz.prepare(R, trust, idk, idv, overrides=overrides)
+    P.set_partner(np.where(partner >= 0, entity[np.maximum(partner, 0)], -1))
+    timings["fuzzy_prepare"] = time.perf_counter() - t
+    t = time.perf_counter()
+    usable = s1["anchored"] & ~s1["in_split"]
+    lab = _labelled_pairs(np.where(usable, s1["cluster"], -1), usable)
+    em_source = None
+    if len(lab[0]) < int(fcfg["training"].get("min_labelled_pairs", 500)) and len(queries):
+        em_source = fz.candidate_pairs(P, queries, np.arange(n), fcfg["blocking"], int(fcfg["max_pairs_per_block"]),
+                                       int(fcfg["chunk_pairs"]))
+    model = fz.train_model(P, entity, lab, cfg, em_pairs=em_source)
+    timings["fuzzy_train"] = time.perf_counter() - t
+    t = time.perf_counter()
+    fstats: dict = {}
+    cand = fz.score_queries(P, queries, np.arange(n), entity, model, cfg, stats=fstats) if len(queries) else \
+        pd.DataFrame({"q": pd.Series(dtype=np.int64), "entity": pd.Series(dtype=np.int64),
+                      "bits": pd.Series(dtype=np.float64), "p": pd.Series(dtype=np.float64)})
+    timings["fuzzy_score"] = time.perf_counter() - t
+    t = time.perf_counter()
+    asg = _assign_queries(cand, queries, entity, n_anchor, cluster, upper, lower, model.log2_prior_odds)
+    cluster = asg["cluster"]
+    ppfs[queries] = asg["ppfs"][queries]
+    ppdf[queries] = asg["ppdf"][queries]
+    stats["model"] = model.describe()
+    stats["blocking"] = fstats.get("blocking", {})
+    stats["candidates"] = fstats.get("candidates", 0)
+
+    # ---- 4. RKIDs
+    keys = R[LINK_KEY].astype(str)
+    role_key = (keys["BM"] + "|" + keys["BH"] + "|" + keys["YWZJ"] + "|" + keys["JS"]).to_numpy(dtype=object)
+    lpk = (lp["BM"].astype(str) + "|" + lp["BH"].astype(str) + "|" + lp["YWZJ"].astype(str) + "|" + lp["JS"].astype(str)) if len(lp) else pd.Series(dtype=object)
+    prev_raw = pd.Series(lp["RKID"].astype(str).to_numpy(), index=lpk.to_numpy()) if len(lp) else pd.Series(dtype=object)
+    prev_raw = prev_raw[~prev_raw.index.duplicated(keep="last")]
+    prev_of_role = prev_raw.reindex(role_key).fillna("").to_numpy(dtype=object)
+    prev_live = _resolve_chain(pd.Series(prev_of_role), merged_map).to_numpy(dtype=object)
+    live_prev = set(pp.loc[pp["status"] != "retired", "RKID"])
+    prev_live = np.where(_isin(prev_live, live_prev), prev_live, "")
+
+    # decisions
+    dk = (dec["BM"].astype(str) + "|" + dec["BH"].astype(str) + "|" + dec["YWZJ"].astype(str) + "|" + dec["JS"].astype(str)) if len(dec) else pd.Series(dtype=object)
+    dec = dec.assign(_k=dk.to_numpy() if len(dec) else [], _r=_resolve_chain(dec["RKID"].astype(str), merged_map).to_numpy() if len(dec) else [])
+    dec = dec.sort_values(["_k", "decided", "RWBH"], kind="mergesort")
+    row_of_key = pd.Series(np.arange(n), index=role_key)
+    same = dec[dec["decision"] == "SAME"].drop_duplicates("_k", keep="last")
+    same = same[same["_k"].isin(row_of_key.index) & same["_r"].isin(live_prev)]
+    pinned = np.zeros(n, dtype=bool)
+    pin_rkid = np.full(n, "", dtype=object)
+    if len(same):
+        pr = row_of_key.reindex(same["_k"].to_numpy()).to_numpy(np.int64)
+        pinned[pr] = True
+        pin_rkid[pr] = same["_r"].to_numpy(dtype=object)
+    notsame = dec[(dec["decision"] == "NOT_SAME") & dec["_k"].isin(row_of_key.index)]
+    forbid = pd.DataFrame({"row": row_of_key.reindex(notsame["_k"].to_numpy()).to_numpy(np.int64) if len(notsame) else np.zeros(0, np.int64),
+                           "RKID": notsame["_r"].to_numpy(dtype=object) if len(notsame) else np.zeros(0, dtype=object)}).drop_duplicates()
+    # Claims. Pinned roles claim nothing (placed by hand). A role declared not to be some person may be
+    # about to leave its cluster: its claims (never on a forbidden RKID) only count for a cluster that
+    # has no other claim, on an RKID nobody else claims (so a role alone keeps its own person).
+    claim_rkid = prev_live.copy()
+    claim_rkid[pinned] = ""
+    weak = np.zeros(n, dtype=bool)
+    if len(forbid):
+        fk = pd.MultiIndex.from_arrays([forbid["row"].to_numpy(np.int64), forbid["RKID"].to_numpy(dtype=object)])
+        claim_rkid[pd.MultiIndex.from_arrays([np.arange(n), claim_rkid]).isin(fk)] = ""
+        weak[forbid["row"].to_numpy(np.int64)] = True
+
+    issued_of = pp.set_index("RKID")["issued"] if len(pp) else pd.Series(dtype=object)
+
+    def owners(rows: np.ndarray) -> pd.DataFrame:
+        cl = pd.DataFrame({"row": rows, "cluster": cluster[rows], "rkid": claim_rkid[rows]})
+        cl = cl[cl["rkid"] != ""]
+        claims = cl.groupby(["rkid", "cluster"], sort=True).agg(cnt=("row", "size"), first=("row", "min")).reset_index()
+        claims = claims.sort_values(["rkid", "cnt", "first"], ascending=[True, False, True], kind="mergesort")
+        return claims.drop_duplicates("rkid")[["rkid", "cluster"]]
+
+    owner = owners(np.flatnonzero(~weak))
+    if weak.any():
+        wr = np.flatnonzero(weak)
+        wr = wr[~np.isin(cluster[wr], owner["cluster"].to_numpy()) & ~_isin(claim_rkid[wr], owner["rkid"].to_numpy())]
+        if len(wr):
+            owner = pd.concat([owner, owners(wr)], ignore_index=True)
+    owner = owner.assign(issued=issued_of.reindex(owner["rkid"].to_numpy()).fillna("").to_numpy())
+    owner = owner.sort_values(["cluster", "issued", "rkid"], kind="mergesort")
+    survivor = owner.drop_duplicates("cluster")
+    retired = owner[~owner.index.isin(survivor.index)].merge(survivor[["cluster", "rkid"]].rename(columns={"rkid": "into"}), on="cluster")
+    cluster_rkid = pd.Series(survivor["rkid"].to_numpy(dtype=object), index=survivor["cluster"].to_numpy(np.int64))
+
+    # new persons: clusters without an RKID, founded by their first (non-pinned) role
+    ever = set(pp["RKID"])
+    free = np.flatnonzero(~pinned)
+    founders = pd.Series(free).groupby(cluster[free]).min()
+    need = founders[~founders.index.isin(cluster_rkid.index)]
+    new_rk = {}
+    issued_now = []
+    taken = set(ever) | set(cluster_rkid.to_numpy())
+    kBM, kBH, kYW, kJS = (keys[c].to_numpy(dtype=object) for c in LINK_KEY)
+
+    def fresh(r: int) -> str:
+        salt = 0
+        rk = rkid_for(kBM[r], kBH[r], kYW[r], kJS[r])
+        while rk in taken:  # only when the founding role already founded a person that was retired
+            salt += 1
+            rk = rkid_for(kBM[r], kBH[r], kYW[r], kJS[r], salt)
+        taken.add(rk)
+        return rk
+
+    for c, r in zip(need.index.to_numpy(), need.to_numpy()):  # one hash per new person
+        rk = fresh(int(r))
+        new_rk[c] = rk
+        issued_now.append((rk, r))
+    if new_rk:
+        cluster_rkid = pd.concat([cluster_rkid, pd.Series(new_rk, dtype=object)])
+    rkid = cluster_rkid.reindex(cluster).fillna("").to_numpy(dtype=object)
+
+    # ---- 5. decisions
+    rkid[pinned] = pin_rkid[pinned]
+    ppfs[pinned] = "MANUAL"
+    ppdf[pinned] = float(cfg["ppdf"]["MANUAL"])
+    if len(forbid):
+        fk = pd.MultiIndex.from_arrays([forbid["row"].to_numpy(np.int64), forbid["RKID"].to_numpy(dtype=object)])
+        viol = pd.MultiIndex.from_arrays([np.arange(n), rkid]).isin(fk)
+        vrows = np.flatnonzero(viol & ~pinned)
+        if len(vrows):
+            final_clusters = pd.Series(rkid).factorize()[0]
+            ent2 = final_clusters.astype(np.int64)
+            # detached roles get entity labels of their own
+            ent2 = ent2.copy()
+            base_lab = ent2.max() + 1
+            ent2[vrows] = base_lab + np.arange(len(vrows))
+            rk_of_ent = pd.Series(rkid, index=ent2).groupby(level=0).first()
+            ex = forbid.merge(pd.DataFrame({"RKID": rk_of_ent.to_numpy(dtype=object), "entity": rk_of_ent.index.to_numpy()}), on="RKID")
+            ex = ex.rename(columns={"row": "q"})[["q", "entity"]]
+            forbidden_of = forbid.groupby("row")["RKID"].agg(set).to_dict()
+            in_use = set(rkid[np.setdiff1d(np.arange(n), vrows)])
+            cand2 = fz.score_queries(P, vrows, np.arange(n), ent2, model, cfg, exclude=ex)
+            best2 = cand2.drop_duplicates("q").set_index("q")
+            for r in vrows:  # few: roles declared not to be their automatic person
+                p = float(best2["p"].get(r, 0.0)) if r in best2.index else 0.0
+                e = int(best2["entity"].get(r, -1)) if r in best2.index else -1
+                if p >= lower and e >= 0 and e < base_lab:
+                    rkid[r] = rk_of_ent[e]
+                    ppfs[r] = "FUZZY" if p >= upper else "POSSIBLE"
+                    ppdf[r] = p
+                else:
+                    own = prev_live[r]
+                    if own and own not in forbidden_of.get(r, ()) and own not in in_use:
+                        rk = own  # alone again: it keeps the person it had
+                    else:
+                        rk = fresh(int(r))
+                        issued_now.append((rk, r))
+                    in_use.add(rk)
+                    rkid[r] = rk
+                    ppfs[r] = "UNMATCHED"
+                    ppdf[r] = 1.0 - p
+    timings["assign"] = time.perf_counter() - t
+
+    # ---- outputs
+    t = time.perf_counter()
+    links = pd.DataFrame({"BM": keys["BM"].to_numpy(dtype=object), "BH": keys["BH"].to_numpy(dtype=object),
+                          "YWZJ": keys["YWZJ"].to_numpy(dtype=object), "JS": keys["JS"].to_numpy(dtype=object),
+                          "RKID": rkid, "PPFS": ppfs, "PPDF": np.round(ppdf.astype(np.float64), 6)})
+    issued_rk = {rk for rk, _ in issued_now}
+    derived = attributes_for(R, rkid, canonical=True)
+    derived = derived.assign(status="live", merged_into="",
+                             issued=derived["RKID"].map(issued_of).fillna(business_date).where(~derived["RKID"].isin(issued_rk), business_date))
+    retired_set = dict(zip(retired["rkid"], retired["into"]))
+    prev_rest = pp[~pp["RKID"].isin(derived["RKID"])].copy()
+    newly = prev_rest["RKID"].isin(retired_set.keys()) & (prev_rest["status"] != "retired")
+    prev_rest.loc[newly, "status"] = "retired"
+    prev_rest.loc[newly, "merged_into"] = prev_rest.loc[newly, "RKID"].map(retired_set)
+    persons = pd.concat([derived[PERSON_COLUMNS], prev_rest[PERSON_COLUMNS]], ignore_index=True)
+    persons = persons.astype(object).fillna("").sort_values("RKID", kind="mergesort").reset_index(drop=True)
+
+    ev = []
+    if issued_now:
+        ir = np.array([r for _, r in issued_now], dtype=np.int64)
+        ev.append(pd.DataFrame({"kind": "ISSUED", "RKID": [rk for rk, _ in issued_now],
+                                "BM": keys["BM"].to_numpy()[ir], "BH": keys["BH"].to_numpy()[ir],
+                                "YWZJ": keys["YWZJ"].to_numpy()[ir], "JS": keys["JS"].to_numpy()[ir],
+                                "field": "RKID", "old": "", "new": [rk for rk, _ in issued_now]}))
+    if len(retired):
+        ev.append(pd.DataFrame({"kind": "MERGED", "RKID": retired["rkid"].to_numpy(), "BM": "", "BH": "", "YWZJ": "", "JS": "",
+                                "field": "merged_into", "old": retired["rkid"].to_numpy(), "new": retired["into"].to_numpy()}))
+    moved = (prev_of_role != "") & (prev_of_role != rkid)
+    if moved.any():
+        mr = np.flatnonzero(moved)
+        ev.append(pd.DataFrame({"kind": "RELINKED", "RKID": rkid[mr], "BM": keys["BM"].to_numpy()[mr],
+                                "BH": keys["BH"].to_numpy()[mr], "YWZJ": keys["YWZJ"].to_numpy()[mr],
+                                "JS": keys["JS"].to_numpy()[mr], "field": "RKID", "old": prev_of_role[mr], "new": rkid[mr]}))
+    if len(pp):
+        old = pp[pp["status"] != "retired"].set_index("RKID")[CORE_ATTRIBUTES]
+        new = derived.set_index("RKID")[CORE_ATTRIBUTES]
+        common = old.index.intersection(new.index)
+        if len(common):
+            o = old.loc[common].astype(str)
+            nw = new.loc[common].astype(str)
+            for c in CORE_ATTRIBUTES:  # five attributes, vectorised over persons
+                d = o[c] != nw[c]
+                if d.any():
+                    ev.append(pd.DataFrame({"kind": "ATTRIBUTE", "RKID": o.index[d].to_numpy(), "BM": "", "BH": "", "YWZJ": "", "JS": "",
+                                            "field": c, "old": o[c][d].to_numpy(), "new": nw[c][d].to_numpy()}))
+    events = pd.concat(ev, ignore_index=True) if ev else _empty_events()
+    # deterministic without sorting: every part is built in canonical order (kinds in this order)
+    kind_order = {"ISSUED": 0, "MERGED": 1, "RELINKED": 2, "ATTRIBUTE": 3}
+    events = events[EVENT_COLUMNS].astype(object)
+    events = events.iloc[np.argsort(events["kind"].map(kind_order).to_numpy(), kind="stable")].reset_index(drop=True)
+    timings["outputs"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t0
+    stats["ppfs"] = {k: int(v) for k, v in links["PPFS"].value_counts().sort_index().items()}
+    stats["persons_live"] = int((persons["status"] == "live").sum())
+    return LinkResult(links=links, persons=persons, events=events, stats=stats)

@@ -1,0 +1,141 @@
+"""ID repair (spec section 3, step 3): a damaged ID number is mapped to a known person's ID when the
+record's name and birth date confirm it.
+
+Candidates for a role whose ID is not well formed:
+
+- `DIGIT` / `TRANSPOSE`: 18-character IDs one keystroke away (`linkage.ids.id_variants`: one digit
+  wrong, or two adjacent digits swapped; MOD 11-2 guarantees no valid ID is one keystroke from another);
+- `DIGIT15`: a 15-digit legacy number with an impossible date, one digit (or adjacent pair) away from
+  a number whose upgrade (`upgrade_15`) is a known ID;
+- `EXCEL_000`: 18 digits whose tail Excel turned to `000`: known IDs sharing the first 15 digits;
+- `EXCEL_SCI`: `3.20102E+17` and `.0` tails: known IDs starting with the digits Excel kept (the last
+  displayed digit may be rounded, so it is dropped) *and* carrying the record's birth date.
+
+A candidate is accepted only when name (`linkage.names` levels: □ wildcard and homophones
+tolerated) and birth date confirm it (`config["repair"]`); when two different persons confirm
+equally well, nothing is repaired (the role goes to the fuzzy step).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from linkage import names as nm
+from linkage.fuzzy import _fixed_bytes, birth_levels
+from linkage.ids import id_variants, upgrade_15
+
+REPAIR_COLUMNS = ["row", "cluster", "id18", "how", "name_level", "birth_level", "ppdf"]
+
+
+def _empty() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=np.int64 if c in ("row", "cluster", "name_level", "birth_level")
+                                      else np.float64 if c == "ppdf" else object) for c in REPAIR_COLUMNS})
+
+
+def _variants15(values: pd.Series) -> pd.DataFrame:
+    """Single-digit substitutions and adjacent transpositions of 15-digit numbers, upgraded to 18."""
+    vals = values[values.str.fullmatch(r"[0-9]{15}").fillna(False).astype(bool)]
+    if vals.empty:
+        return pd.DataFrame({"src": [], "variant": [], "kind": []})
+    m = np.asarray(vals.to_numpy(), dtype="S15").view(np.uint8).reshape(-1, 15)
+    srcs, outs = [], []
+    lab = vals.index.to_numpy()
+    for pos in range(15):  # loop over positions and digits, vectorised over rows
+        for d in range(10):
+            v = m.copy()
+            changed = v[:, pos] != ord("0") + d
+            v[:, pos] = ord("0") + d
+            srcs.append(lab[changed]); outs.append(v[changed])
+    for pos in range(14):
+        v = m.copy()
+        changed = v[:, pos] != v[:, pos + 1]
+        v[:, pos], v[:, pos + 1] = m[:, pos + 1], m[:, pos]
+        srcs.append(lab[changed]); outs.append(v[changed])
+    src = np.concatenate(srcs)
+    var = np.concatenate(outs)
+    var15 = pd.Series(var.view("S15").reshape(-1).astype(str), dtype=object)
+    up = upgrade_15(var15)
+    return pd.DataFrame({"src": src, "variant": up.to_numpy(dtype=object), "kind": "DIGIT15"})
+
+
+def repair_ids(roles: pd.DataFrame, todo: np.ndarray, known: pd.DataFrame, cfg: dict,
+               business_date: str) -> pd.DataFrame:
+    """Repairs for the role rows `todo` (positions in `roles`).
+
+    `known`: one row per anchored role with columns `row`, `cluster`, `id18` (its person's ID),
+    `name_key`, `birth` (the attributes the repair must be confirmed against).
+    Returns `REPAIR_COLUMNS`: the accepted repair of each repaired row.
+    """
+    rc = cfg["repair"]
+    if len(todo) == 0 or known.empty:
+        return _empty()
+    R = roles.iloc[todo]
+    id_norm = R["id_norm"].astype(str)
+    damage = R["id_damage"].astype(str)
+    prefix = R["id_prefix"].astype(str)
+
+    cands = []
+    # one keystroke away (18 characters)
+    v18 = id_variants(pd.Series(id_norm.to_numpy(), index=todo), business_date)
+    if len(v18):
+        cands.append(pd.DataFrame({"row": v18["src"].to_numpy(np.int64), "id18": v18["variant"].to_numpy(),
+                                   "how": v18["kind"].to_numpy()}))
+    v15 = _variants15(pd.Series(id_norm.to_numpy(), index=todo))
+    if len(v15):
+        v15 = v15[v15["variant"] != ""]
+        cands.append(pd.DataFrame({"row": v15["src"].to_numpy(np.int64), "id18": v15["variant"].to_numpy(),
+                                   "how": "DIGIT15"}))
+    known_ids = known["id18"].drop_duplicates()
+    # Excel: the digits it kept
+    minp = int(rc.get("excel_sci_min_prefix", 6))
+    sel = (damage == "EXCEL_000").to_numpy() & (prefix.str.len() == 15).to_numpy()
+    if sel.any():
+        k15 = pd.DataFrame({"pre": known_ids.str[:15].to_numpy(dtype=object), "id18": known_ids.to_numpy(dtype=object)})
+        hit = pd.DataFrame({"row": todo[sel], "pre": prefix.to_numpy(dtype=object)[sel]}).merge(k15, on="pre")
+        if len(hit):
+            cands.append(pd.DataFrame({"row": hit["row"].to_numpy(np.int64), "id18": hit["id18"].to_numpy(), "how": "EXCEL_000"}))
+    sel = (damage == "EXCEL_SCI").to_numpy() & (prefix != "").to_numpy()
+    if sel.any():
+        # the kept digits rarely pin the person down: the birth date must agree, which also keeps this small
+        pre = np.array([p[:-1] if len(p) > minp else p for p in prefix.to_numpy(dtype=object)[sel]], dtype=object)
+        df = pd.DataFrame({"row": todo[sel], "pre": pre, "birth": roles["birth"].to_numpy(dtype=object)[todo[sel]]})
+        df = df[(df["pre"].str.len() >= minp) & (df["birth"] != "")]
+        kb = pd.DataFrame({"id18": known_ids.to_numpy(dtype=object)})
+        kb["birth"] = kb["id18"].str[6:14]
+        kb = kb[kb["birth"].isin(set(df["birth"]))]
+        for length, grp in df.groupby(df["pre"].str.len()):
+            hit = grp.merge(kb.assign(pre=kb["id18"].str[:length]), on=["pre", "birth"])
+            if len(hit):
+                cands.append(pd.DataFrame({"row": hit["row"].to_numpy(np.int64), "id18": hit["id18"].to_numpy(),
+                                           "how": "EXCEL_SCI"}))
+    if not cands:
+        return _empty()
+    cand = pd.concat(cands, ignore_index=True).drop_duplicates(["row", "id18"])
+    cand = cand.merge(known[["id18", "cluster", "name_key", "birth"]], on="id18")
+    if cand.empty:
+        return _empty()
+    r = cand["row"].to_numpy(np.int64)
+    q_name = roles["name_key"].to_numpy(dtype=object)[r]
+    q_birth = roles["birth"].astype(str).to_numpy(dtype=object)[r]
+    cand["name_level"] = nm.name_levels(q_name, cand["name_key"].to_numpy(dtype=object)).astype(np.int64)
+    cand["birth_level"] = birth_levels(_fixed_bytes(q_birth, 8), _fixed_bytes(cand["birth"].to_numpy(dtype=object), 8)).astype(np.int64)
+    # a role with no birth date of its own: the ID's embedded date proves nothing (it came with the ID)
+    no_birth = q_birth == ""
+    cand.loc[no_birth, "birth_level"] = -1
+    ok = (cand["name_level"] >= int(rc["min_name_level"])) & (cand["birth_level"] >= int(rc["min_birth_level"]))
+    ok |= (cand["birth_level"] == -1) & (cand["name_level"] >= int(rc["min_name_level_without_birth"]))
+    cand = cand[ok]
+    if cand.empty:
+        return _empty()
+    cand["score"] = cand["name_level"] * 10 + cand["birth_level"]
+    best = (cand.sort_values(["row", "score", "cluster"], ascending=[True, False, True], kind="mergesort")
+                .drop_duplicates(["row", "cluster"]))
+    top = best.groupby("row")["score"].transform("max")
+    best = best[best["score"] == top]
+    nclus = best.groupby("row")["cluster"].transform("nunique")
+    best = best[nclus == 1].drop_duplicates("row")  # ambiguous repairs are not made
+    ppdf_map = rc.get("ppdf", {})
+    default = float(ppdf_map.get("default", 0.9))
+    keys = best["name_level"].astype(str) + "|" + best["birth_level"].astype(str)
+    best["ppdf"] = keys.map(lambda k: float(ppdf_map.get(k, default))).astype(np.float64)
+    return best[REPAIR_COLUMNS].reset_index(drop=True)

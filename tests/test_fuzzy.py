@@ -1,0 +1,136 @@
+"""Chinese name comparison, comparison levels, blocking, and bounded work on a pathological block."""
+from __future__ import annotations
+
+import time
+import tracemalloc
+
+import numpy as np
+import pandas as pd
+
+from linkage import fuzzy as fz
+from linkage import names as nm
+from linkage.ids import check_digit
+from linkage.link import link_roles, load_config
+from linkage.roles import build_roles
+
+
+def test_name_levels_understand_chinese_names():
+    c = nm.compare
+    assert c("张伟", "张伟") == nm.EXACT
+    assert c("张□", "张伟") == nm.EQUIVALENT  # unknown character
+    assert c("买买提·艾力", "买买提艾力") == nm.EQUIVALENT  # dropped middle dot
+    assert c("张伟", "ZHANG WEI") == nm.EQUIVALENT and c("WEI ZHANG", "张伟") == nm.EQUIVALENT  # Latin, either order
+    assert c("曾伟", "ZENG WEI") == nm.EQUIVALENT and c("单田芳", "SHAN TIANFANG") == nm.EQUIVALENT  # surname readings
+    assert c("仇大海", "QIU DAHAI") == nm.EQUIVALENT and c("区小明", "OU XIAOMING") == nm.EQUIVALENT
+    assert c("张伟", "张玮") == nm.HOMOPHONE  # given-name homophone
+    assert c("张小伟", "张小强") == nm.SIMILAR
+    assert c("张小伟", "张伟小") == nm.SIMILAR  # swapped given-name characters
+    assert c("张伟", "张强") == nm.SURNAME
+    assert c("王芳", "李明") == nm.DIFFERENT
+    assert c("", "张伟") == nm.MISSING and c("□□", "张伟") == nm.MISSING
+    a = np.array(["张伟", "", "张□", "王五", "张伟"], dtype=object)
+    b = np.array(["张伟", "李四", "张□", "王六", "张玮"], dtype=object)
+    assert nm.name_levels(a, b).tolist() == [5, -1, 4, 1, 3]
+
+
+def test_readings_are_sets():
+    assert {"zeng", "ceng"} <= nm.readings("曾")
+    assert {"shan", "dan", "chan"} <= nm.readings("单")
+    assert nm.readings("□") == frozenset()
+    keys = nm.name_blocking_keys(pd.Series(["曾伟", "□伟", "欧阳娜娜", ""]))
+    assert keys["pinyin"].tolist() == ["zengwei", "", "ouyangnana", ""]
+    assert keys["surname"].tolist() == ["曾", "", "欧阳", ""]
+    assert keys["given"].tolist() == ["伟", "伟", "娜娜", ""]
+
+
+def _mat(v):
+    return fz._fixed_bytes(np.array(v, dtype=object), 8)
+
+
+def test_birth_levels():
+    a = _mat(["19850302", "19850302", "19850302", "19850302", "19850302", "19850302", ""])
+    b = _mat(["19850302", "19850203", "19850312", "19853002", "19851111", "19700101", "19850302"])
+    assert fz.birth_levels(a, b).tolist() == [4, 3, 2, 2, 1, 0, -1]
+
+
+def test_id_levels():
+    v = "320102198503021233"
+    assert fz._id_level("B", v[:5] + "9" + v[6:], "V", v) == 3
+    assert fz._id_level("P", v[:15], "V", v) == 3
+    assert fz._id_level("B", v[:16] + "00", "V", v) == 3
+    assert fz._id_level("B", v[:14] + "9999", "V", v) == 2
+    assert fz._id_level("B", v, "B", v) == 4
+    assert fz._id_level("P", v[:6], "V", v) == 1
+    assert fz._id_level("B", "110101199001011234", "V", v) == 0
+    assert fz._id_level("", "", "V", v) == -1
+
+
+def test_candidate_pairs_cap_and_dedup():
+    roles = pd.DataFrame({
+        "name_key": ["王伟"] * 6 + ["李娜"] * 2, "birth": ["19900101"] * 8, "id_birth": [""] * 8,
+        "sex": ["1"] * 8, "id_sex": [""] * 8, "region": ["320102"] * 8, "address": [""] * 8,
+    })
+    P = fz.prepare(roles, np.zeros(8, bool), np.full(8, "", object), np.full(8, "", object))
+    passes = [{"name": "a", "keys": ["name_key", "birth"]}, {"name": "b", "keys": ["surname", "birth"]},
+              {"name": "c", "keys": ["birth"]}]
+    stats = {}
+    got = list(fz.candidate_pairs(P, np.array([0, 6]), np.arange(8), passes, max_pairs_per_block=10,
+                                  chunk_pairs=3, stats=stats))
+    pairs = {(int(l), int(r)) for ls, rs in got for l, r in zip(ls, rs)}
+    n = sum(len(x) for x, _ in got)
+    assert n == len(pairs)  # each pair once
+    assert (0, 0) not in pairs and (6, 6) not in pairs
+    assert {(0, r) for r in range(1, 6)} <= pairs and (6, 7) in pairs
+    assert stats["c"]["skipped_blocks"] == 1  # 2 x 8 = 16 pairs > 10
+
+
+def _pathological_roles(n_people: int, seed: int = 3) -> tuple[pd.DataFrame, np.ndarray]:
+    """n_people all named 王x born the same day in the same district; a third of them also appear in
+    the resident survey without an ID number."""
+    rng = np.random.default_rng(seed)
+    given = np.array(list("伟芳娜秀英敏静丽强磊军洋勇艳杰娟涛明超秀兰霞平刚桂英华玉萍红娥玲芬燕"))
+    g1 = rng.choice(given, n_people)
+    g2 = np.where(rng.random(n_people) < 0.8, rng.choice(given, n_people), "")
+    names = np.char.add(np.char.add("王", g1.astype(str)), g2.astype(str))
+    seq = np.arange(n_people) % 1000
+    region = (320102 + np.arange(n_people) // 1000).astype(str)
+    bodies = pd.Series([f"{r}19900101{s:03d}" for r, s in zip(region, seq)])
+    ids = (bodies + check_digit(bodies)).to_numpy()
+    sex = np.where(seq % 2 == 1, "1", "2")
+    addr = np.array([f"江苏省南京市玄武区中山路{i // 40 + 1}号{i % 40 + 1}室" for i in range(n_people)], dtype=object)
+    hukou = pd.DataFrame({"RYBH": [f"H{i}" for i in range(n_people)], "XM": names, "GMSFHM": ids, "XB": sex,
+                          "MZ": "01", "CSRQ": "19900101", "HJDZ_XZQH": "320102", "HJDZ": addr,
+                          "HH": "1", "HKZT": "1", "ZXRQ": "", "GXSJ": "", "_ts": "20260101000000", "_deleted": "0"})
+    k = n_people // 3
+    res_ids = np.where(np.arange(k) % 2 == 0, "", ids[:k])  # half of them without an ID number
+    res = pd.DataFrame({"JMBH": [f"R{i}" for i in range(k)], "XM": names[:k], "GMSFHM": res_ids, "XB": sex[:k],
+                        "CSRQ": "19900101", "JZDZ_XZQH": "320102", "JZDZ": addr[:k], "SQMC": "", "JZZT": "1",
+                        "CJRQ": "", "GXSJ": "", "_ts": "20260101000000", "_deleted": "0"})
+    roles = build_roles({"hukou": hukou, "resident": res}, "20260301")
+    return roles, names
+
+
+def test_pathological_block_is_bounded():
+    roles, names = _pathological_roles(4000)
+    cfg = load_config()
+    tracemalloc.start()
+    t = time.perf_counter()
+    res = link_roles(roles, None, None, None, "20260301", cfg)
+    elapsed = time.perf_counter() - t
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert elapsed < 20, elapsed
+    assert peak < 400 * 2**20, peak / 2**20
+    blocking = res.stats["blocking"]
+    assert blocking["surname_birth"]["skipped_blocks"] >= 1  # the huge block was not expanded
+    assert res.stats["candidates"] <= 2_000_000
+    links = res.links.set_index(["BH", "YWZJ"])
+    # what it links, it links right: a FUZZY link goes to the true person; ambiguous ones are not forced
+    k = 4000 // 3
+    res_rk = links.loc[[("resident", f"R{i}") for i in range(k)], "RKID"].to_numpy()
+    huk_rk = links.loc[[("hukou", f"H{i}") for i in range(k)], "RKID"].to_numpy()
+    ppfs = links.loc[[("resident", f"R{i}") for i in range(k)], "PPFS"].to_numpy()
+    assert (res_rk[1::2] == huk_rk[1::2]).all()  # those with an ID
+    fuzzy = ppfs == "FUZZY"
+    assert fuzzy.sum() > 0
+    assert (res_rk[fuzzy] == huk_rk[fuzzy]).mean() > 0.99
