@@ -73,7 +73,7 @@ _DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], d
 
 
 # --------------------------------------------------------------------------------------------- helpers
-def _as_str(raw: pd.Series) -> pd.Series:
+def as_str(raw: pd.Series) -> pd.Series:
     """Object Series of Python str, `""` for missing (None/NaN/NA)."""
     arr = raw.to_numpy(dtype=object) if raw.dtype != object else raw.to_numpy()
     if pd.api.types.infer_dtype(arr, skipna=False) == "string":  # C-level scan: already clean
@@ -165,7 +165,7 @@ def _business_int(business_date: str | int | None) -> int | None:
 # ------------------------------------------------------------------------------------------ public API
 def normalise_id_text(raw: pd.Series) -> pd.Series:
     """NFKC, all whitespace (incl. inner, ideographic, NBSP and zero-width) removed, upper-cased."""
-    s = _as_str(raw)
+    s = as_str(raw)
     if len(s) == 0:
         return s
     index = s.index
@@ -187,7 +187,7 @@ def check_digit(id17: pd.Series) -> pd.Series:
 
     Input is taken as is (no normalisation); values that are not exactly 17 ASCII digits give `""`.
     """
-    s = _as_str(id17)
+    s = as_str(id17)
     out = np.full(len(s), "", dtype=object)
     cand = (s.str.len() == 17).to_numpy()
     if cand.any():
@@ -204,7 +204,7 @@ def upgrade_15(id15: pd.Series) -> pd.Series:
     Values that are not exactly 15 ASCII digits give `""`. The embedded date is not checked here
     (`analyse_ids` does that).
     """
-    s = _as_str(id15)
+    s = as_str(id15)
     out = np.full(len(s), "", dtype=object)
     cand = (s.str.len() == 15).to_numpy()
     if cand.any():
@@ -362,7 +362,7 @@ def mask_id(s: str) -> str:
 
 def mask_ids(series: pd.Series) -> pd.Series:
     """Vectorised `mask_id` (one slice-replace per distinct length)."""
-    s = _as_str(series)
+    s = as_str(series)
     out = pd.Series(np.full(len(s), "", dtype=object), index=s.index, dtype=object)
     if len(s) == 0:
         return out
@@ -395,7 +395,7 @@ def id_variants(id_norm: pd.Series, business_date: str | None = None) -> pd.Data
     fixes the weighted sum is solved for directly (mod 11 arithmetic) on the whole matrix.
     """
     bdate = _business_int(business_date)
-    s = _as_str(id_norm)
+    s = as_str(id_norm)
     empty = pd.DataFrame({"src": pd.Series(dtype=object), "variant": pd.Series(dtype=object),
                           "kind": pd.Series(dtype=object)})
     if len(s) == 0:

@@ -36,6 +36,8 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
+from linkage.ids import as_str
+
 __all__ = [
     "normalise_name",
     "normalise_sex",
@@ -62,19 +64,9 @@ _DOTS_BETWEEN_CJK_RE = re.compile(f"(?<=[{_CJK_CLASS}])[.\u3002{MIDDLE_DOT}]+(?=
 _DOT_TABLE = str.maketrans({c: MIDDLE_DOT for c in LOOKALIKE_DOTS})
 
 
-def _as_str(raw: pd.Series) -> pd.Series:
-    """Object Series of Python str, `""` for missing (None/NaN/NA)."""
-    arr = raw.to_numpy(dtype=object) if raw.dtype != object else raw.to_numpy()
-    if pd.api.types.infer_dtype(arr, skipna=False) == "string":  # C-level scan: already clean
-        return pd.Series(arr, index=raw.index, dtype=object, copy=True)
-    s = pd.Series(arr, index=raw.index, dtype=object, copy=True)
-    s = s.where(s.notna(), "")
-    return s.astype(str).astype(object)
-
-
 def _on_distinct(raw: pd.Series, fn) -> pd.Series:
     """Apply a vectorised Series→Series function to the distinct values and map back."""
-    s = _as_str(raw)
+    s = as_str(raw)
     if len(s) == 0:
         return pd.Series([], index=s.index, dtype=object)
     codes, uniques = pd.factorize(s.to_numpy(), use_na_sentinel=False)
@@ -118,13 +110,13 @@ def t2s_table() -> dict[int, str]:
 
 def fold_t2s(s: pd.Series) -> pd.Series:
     """Traditional → simplified, character by character (vectorised `str.translate`)."""
-    return _as_str(s).str.translate(t2s_table())
+    return as_str(s).str.translate(t2s_table())
 
 
 # -------------------------------------------------------------------------------------------- names
 def normalise_name(raw: pd.Series) -> pd.DataFrame:
     """`name` (normalised name) and `name_key` (t2s-folded, upper-cased); same index as `raw`."""
-    s = _as_str(raw)
+    s = as_str(raw)
     if len(s) == 0:
         empty = pd.Series([], index=s.index, dtype=object)
         return pd.DataFrame({"name": empty, "name_key": empty.copy()}, index=s.index)
@@ -298,5 +290,5 @@ def normalise_date(raw: pd.Series) -> pd.Series:
 
 def is_blank(series: pd.Series) -> pd.Series:
     """True where the value is missing or only whitespace (incl. ideographic/zero-width spaces)."""
-    s = _as_str(series)
+    s = as_str(series)
     return s.str.replace(r"[\s\u200b-\u200d\u2060\ufeff]+", "", regex=True).eq("")
