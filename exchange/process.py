@@ -227,7 +227,6 @@ def person_attributes(persons: pd.DataFrame, roles: pd.DataFrame, links: pd.Data
     """JZXZ, HJDZ_XZQH, SJJZD_XZQH, RHZT, SWBZ, LYBM of every live person, from its linked roles."""
     p = persons.copy()
     r = roles.merge(links[["BM", "BH", "YWZJ", "JS", "RKID"]], on=["BM", "BH", "YWZJ", "JS"], how="inner")
-    g = r.groupby("RKID")
 
     def any_of(mask: pd.Series) -> pd.Series:
         return mask.groupby(r["RKID"]).any()
@@ -238,7 +237,6 @@ def person_attributes(persons: pd.DataFrame, roles: pd.DataFrame, links: pd.Data
     dead = any_of((r["BH"] == "hukou") & (r["ZT"] == "3"))
     res_in = any_of((r["BH"] == "resident") & (r["ZT"] == "1"))
     res_out = any_of((r["BH"] == "resident") & (r["ZT"] == "2"))
-    depts = g["BM"].agg(lambda s: ",".join(sorted(set(s)))) if len(r) else pd.Series(dtype=object)
 
     def first_region(mask: pd.Series) -> pd.Series:
         sub = r[mask & (r["region"] != "")]
@@ -265,7 +263,11 @@ def person_attributes(persons: pd.DataFrame, roles: pd.DataFrame, links: pd.Data
     rin, rout = flag(res_in), flag(res_out)
     p["RHZT"] = np.select([h & rin, ~h & rin, h & rout & ~rin], ["1", "2", "3"], "9")
     p["SWBZ"] = np.where(flag(dead), "1", "0")
-    p["LYBM"] = text(depts)
+    # source departments, in catalogue order, comma separated (vectorised: one flag per department)
+    lybm = pd.Series("", index=p.index, dtype=object)
+    for d in DEPARTMENTS:
+        lybm = lybm + np.where(flag(any_of(r["BM"] == d)), d + ",", "")
+    p["LYBM"] = lybm.str.rstrip(",")
     return p
 
 
