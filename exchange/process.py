@@ -227,46 +227,42 @@ def person_attributes(persons: pd.DataFrame, roles: pd.DataFrame, links: pd.Data
     """JZXZ, HJDZ_XZQH, SJJZD_XZQH, RHZT, SWBZ, LYBM of every live person, from its linked roles."""
     p = persons.copy()
     r = roles.merge(links[["BM", "BH", "YWZJ", "JS", "RKID"]], on=["BM", "BH", "YWZJ", "JS"], how="inner")
+    # one factorisation of the person ids; every flag below is a bincount over those codes
+    codes = pd.Index(p["RKID"]).get_indexer(r["RKID"])
+    r = r[codes >= 0]
+    codes = codes[codes >= 0]
+    n = len(p)
 
-    def any_of(mask: pd.Series) -> pd.Series:
-        return mask.groupby(r["RKID"]).any()
+    def flag(mask: pd.Series) -> np.ndarray:
+        return np.bincount(codes[mask.to_numpy()], minlength=n) > 0
 
-    hukou_active = any_of((r["BH"] == "hukou") & r["active"])
-    temp_active = any_of((r["BH"] == "temp") & r["active"])
-    temp_foreign = any_of((r["BH"] == "temp") & r["active"] & ~r["ZJLX"].isin(["111", ""]))
-    dead = any_of((r["BH"] == "hukou") & (r["ZT"] == "3"))
-    res_in = any_of((r["BH"] == "resident") & (r["ZT"] == "1"))
-    res_out = any_of((r["BH"] == "resident") & (r["ZT"] == "2"))
+    def region_of(*masks: pd.Series) -> np.ndarray:
+        """The first non-empty region among the person's roles matching the masks, in mask order."""
+        out = np.full(n, "", dtype=object)
+        for mask in masks:
+            sel = (mask & (r["region"] != "")).to_numpy()
+            first = pd.Series(r["region"].to_numpy()[sel]).groupby(codes[sel]).first()
+            todo = out[first.index.to_numpy()] == ""
+            out[first.index.to_numpy()[todo]] = first.to_numpy()[todo]
+        return out
 
-    def first_region(mask: pd.Series) -> pd.Series:
-        sub = r[mask & (r["region"] != "")]
-        return sub.drop_duplicates("RKID").set_index("RKID")["region"]
-
-    hj = first_region((r["BH"] == "hukou") & r["active"])
-    actual = pd.concat([first_region((r["BH"] == "resident") & (r["ZT"] == "1")),
-                        first_region((r["BH"] == "temp") & r["active"]),
-                        first_region((r["BH"] == "hukou") & r["active"]),
-                        first_region(r["BH"] != "")])
-    actual = actual[~actual.index.duplicated(keep="first")]
-    k = p["RKID"]
-
-    def flag(series: pd.Series) -> pd.Series:
-        return k.isin(series.index[series])
-
-    def text(series: pd.Series) -> pd.Series:
-        return k.map(series).fillna("").astype(str)
-
-    h, t, tf = flag(hukou_active), flag(temp_active), flag(temp_foreign)
+    is_ = {bh: (r["BH"] == bh) for bh in ("hukou", "temp", "resident")}
+    h = flag(is_["hukou"] & r["active"])
+    t = flag(is_["temp"] & r["active"])
+    tf = flag(is_["temp"] & r["active"] & ~r["ZJLX"].isin(["111", ""]))
+    dead = flag(is_["hukou"] & (r["ZT"] == "3"))
+    rin = flag(is_["resident"] & (r["ZT"] == "1"))
+    rout = flag(is_["resident"] & (r["ZT"] == "2"))
     p["JZXZ"] = np.select([h, tf, t], ["1", "4", "2"], "3")
-    p["HJDZ_XZQH"] = text(hj)
-    p["SJJZD_XZQH"] = text(actual)
-    rin, rout = flag(res_in), flag(res_out)
+    p["HJDZ_XZQH"] = region_of(is_["hukou"] & r["active"])
+    p["SJJZD_XZQH"] = region_of(is_["resident"] & (r["ZT"] == "1"), is_["temp"] & r["active"],
+                                is_["hukou"] & r["active"], r["BH"] != "")
     p["RHZT"] = np.select([h & rin, ~h & rin, h & rout & ~rin], ["1", "2", "3"], "9")
-    p["SWBZ"] = np.where(flag(dead), "1", "0")
-    # source departments, in catalogue order, comma separated (vectorised: one flag per department)
+    p["SWBZ"] = np.where(dead, "1", "0")
+    # source departments, in catalogue order, comma separated (one flag per department)
     lybm = pd.Series("", index=p.index, dtype=object)
     for d in DEPARTMENTS:
-        lybm = lybm + np.where(flag(any_of(r["BM"] == d)), d + ",", "")
+        lybm = lybm + np.where(flag(r["BM"] == d), d + ",", "")
     p["LYBM"] = lybm.str.rstrip(",")
     return p
 
@@ -356,14 +352,15 @@ def process_date(state, stage_result, staged: dict[str, pd.DataFrame], date: str
     links = res.links.copy()
     persons = person_attributes(res.persons, roles, links)
     ev = res.events
+    link_audit = None
     if len(ev):
         ev = ev.fillna("").astype(str)
         key = np.where(ev.get("BM", "") != "", ev.get("BM", "") + "|" + ev.get("BH", "") + "|" + ev.get("YWZJ", "") + "|" + ev.get("JS", ""), ev["RKID"])
-        audit_rows.extend(pd.DataFrame({
+        link_audit = pd.DataFrame({
             "business_date": date, "entity": np.where(ev["kind"].isin(["RELINKED"]), "link", "person"),
             "entity_key": key, "RKID": ev["RKID"], "field": ev.get("field", ev["kind"]), "old": ev.get("old", ""),
             "new": ev.get("new", ""), "cause": "linking " + ev["kind"], "actor": "popbase",
-        }).to_dict("records"))
+        })
 
     live_src = {k: v for k, v in view.items()}
     states = evaluate_states(roles, links, live_src, date)
@@ -385,6 +382,8 @@ def process_date(state, stage_result, staged: dict[str, pd.DataFrame], date: str
     summary = build_summary(stage_result, reports, tasks, links, rates, date, prior_reports)
     summary["totals"]["persons"] = int((persons_db["status"] == "live").sum())
     audit = pd.DataFrame(audit_rows, columns=[c for c in db.AUDIT_COLUMNS if c != "at"])
+    if link_audit is not None:
+        audit = pd.concat([audit, link_audit[audit.columns]], ignore_index=True)
     return ProcessResult(new_state, audit, batches, summary, rejects, roles)
 
 
