@@ -138,6 +138,11 @@ def _write_rows(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> No
             # FORCE_NOT_NULL: an empty field is the empty string (our "missing"), never NULL
             cur.copy_expert(f'COPY "{table.name}" ({quoted}) FROM STDIN WITH (FORMAT csv, FORCE_NOT_NULL ({quoted}))', buf)
         return
+    if conn.dialect.name == "sqlite":
+        # the driver's executemany over plain tuples: several times faster than dicts through Core
+        sql = f'INSERT INTO "{table.name}" ({", ".join(chr(34) + c + chr(34) for c in cols)}) VALUES ({", ".join("?" * len(cols))})'
+        conn.exec_driver_sql(sql, list(frame.itertuples(index=False, name=None)))
+        return
     records = frame.to_dict("records")
     for start in range(0, len(records), 50_000):
         conn.execute(table.insert(), records[start : start + 50_000])
