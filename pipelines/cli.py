@@ -133,6 +133,22 @@ def demo(persons, days, seed):
 
 
 @main.command()
+@click.option("--rkid", required=True, help="person id (人口编号)")
+def audit(rkid):
+    """The change trail (修改痕迹) of one person: old value, new value, cause, who, when."""
+    from pipelines.resources import default_resource
+    from store import db
+
+    _home()
+    with default_resource().engine().connect() as conn:
+        trail = db.audit_for_person(conn, rkid)
+    if trail.empty:
+        raise click.ClickException(f"no audit entries for {rkid}")
+    cols = ["business_date", "entity", "entity_key", "field", "old", "new", "cause", "actor", "at"]
+    click.echo(trail[cols].to_string(index=False))
+
+
+@main.command()
 @click.option("--port", default=3000, show_default=True)
 def ui(port):
     """The Dagster UI and daemon on localhost, with the same instance as `popbase run`."""

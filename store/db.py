@@ -120,7 +120,7 @@ def read_frame(conn: sa.Connection, table: sa.Table, where=None) -> pd.DataFrame
         stmt = stmt.where(where)
     result = conn.execute(stmt)
     frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()), dtype=object)
-    return frame.fillna("").astype(str) if not frame.empty else frame.astype(object)
+    return frame.where(frame.notna(), "").astype(str) if not frame.empty else frame.astype(object)
 
 
 def _write_rows(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> None:
@@ -192,3 +192,15 @@ def role_key(frame: pd.DataFrame) -> pd.Series:
 
 def loads(text: str):
     return json.loads(text) if text else {}
+
+
+
+def audit_for_person(conn: sa.Connection, rkid: str) -> pd.DataFrame:
+    """Every traced change about one person: rows naming the RKID, and rows about its record roles."""
+    keys = [r.role_key for r in conn.execute(sa.select(links.c.role_key).where(links.c.RKID == rkid))]
+    records = sorted({"|".join(k.split("|")[:3]) for k in keys})
+    cond = audit.c.RKID == rkid
+    if keys:
+        cond = sa.or_(cond, audit.c.entity_key.in_(keys + records))
+    frame = read_frame(conn, audit, cond)
+    return frame.sort_values("id", key=lambda s: s.astype(int)).reset_index(drop=True) if len(frame) else frame

@@ -205,3 +205,12 @@ def test_suppressed_state_is_not_raised_again(answered):
     tasks = open_tasks(answered["engine"])
     again = tasks[(tasks["RWBH"] == t.RWBH)]
     assert (again["status"] == "closed").all() and len(again) == 1
+
+
+def test_audit_trail_can_be_queried_per_person(answered):
+    t = answered["chosen"]["correct"]
+    with answered["engine"].connect() as conn:
+        trail = db.audit_for_person(conn, t.RKID)
+    assert {"task", "record"} <= set(trail["entity"])
+    assert (trail["entity_key"] == t.RWBH).any()
+    assert ((trail["entity"] == "record") & (trail["field"] == "XB") & (trail["actor"] == t.route)).any()
