@@ -23,8 +23,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from exchange import landing, parse
-from exchange.apply import apply_delivery
-from exchange.tables import DEPARTMENTS, INCREMENTAL_FIELDS, RETURN_TABLE, TABLES
+from exchange.tables import RETURN_TABLE, TABLES
 from store import db
 
 log = logging.getLogger("popbase")

@@ -1,7 +1,6 @@
 """link_roles on small hand-made cases: each link method, DUP_ID, ID_MISMATCH, decisions, RKID continuity."""
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import pytest
 

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from exchange import daily, runner
+from exchange import runner
 from store import db
 from tests.conftest import copy_city, database
 

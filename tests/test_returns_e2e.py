@@ -8,10 +8,8 @@ from pathlib import Path
 import openpyxl
 import pandas as pd
 import pytest
-import sqlalchemy as sa
 
 from exchange import runner
-from exchange.taskfile import read_return
 from store import db
 from tests.conftest import copy_city
 
@@ -147,7 +145,6 @@ def test_answered_tasks_are_closed_and_stay_closed(answered):
 
 def test_correction_is_applied_and_its_state_goes_away(answered):
     t = answered["chosen"]["correct"]
-    home, d = answered["home"], answered["dates"][2]
     with answered["engine"].connect() as conn:
         ov = db.read_frame(conn, db.overlays)
     hit = ov[(ov["kind"] == "CORRECT") & (ov["YWZJ"] == t.YWZJ) & (ov["field"] == "XB")]
