@@ -156,9 +156,9 @@ def apply_returns(state, stage_result, staged, date, reports, sources):
             if col in answered.columns:
                 tasks.loc[idx, col] = tasks.loc[idx, "RWBH"].map(answered[col]).fillna("").astype(str)
         was_open = idx & tasks["status"].eq("open")
-        for r in tasks[was_open].itertuples(index=False):
+        for r in tasks[was_open].itertuples(index=False):  # one row per answered task
             audit_rows.append(_audit("task", r.RWBH, rkid=r.RKID, fld="status", old="open", new="closed",
-                                     cause=f"{cause}: HCJG={tasks.loc[tasks['RWBH'] == r.RWBH, 'HCJG'].iloc[0]}",
+                                     cause=f"{cause}: HCJG={answered.at[r.RWBH, 'HCJG']}",
                                      actor=sf.department, date=date))
         tasks.loc[idx, "status"] = "closed"
         tasks.loc[idx, "closed_date"] = date
