@@ -52,11 +52,10 @@ def _file_report(sf) -> dict:
 
 
 def apply_extracts(state, stage_result, staged: dict[str, pd.DataFrame], date: str):
-    """Apply every staged extract; returns new sources, per-batch reports, extra rejects, changed keys."""
+    """Apply every staged extract; returns new sources, per-batch reports and rows rejected while applying."""
     sources = dict(state.sources)
     reports: dict[str, dict] = {}
     rejects = []
-    changed: list[pd.DataFrame] = []
     order = {d: i for i, d in enumerate(DEPARTMENTS)}
     files = sorted(stage_result.files, key=lambda f: (order.get(f.department, 9), f.batch_id, f.line_in_manifest))
     for sf in files:
@@ -80,11 +79,7 @@ def apply_extracts(state, stage_result, staged: dict[str, pd.DataFrame], date: s
         fr["loaded_rows"] = fr["received_rows"] - fr["rejected_rows"]
         if extra:
             rejects.append((sf.department, sf.table, applied.rejects))
-        if len(applied.changes):
-            ch = applied.changes[["_key", "op"]].copy()
-            ch["BH"] = sf.table
-            changed.append(ch)
-    return sources, reports, rejects, changed
+    return sources, reports, rejects
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -272,7 +267,7 @@ def person_attributes(persons: pd.DataFrame, roles: pd.DataFrame, links: pd.Data
 
 
 def update_tasks(tasks: pd.DataFrame, states: pd.DataFrame, roles: pd.DataFrame, date: str,
-                 suppressed: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
+                 suppressed: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Open tasks for today's states, close those whose condition is gone (自动销号), keep RWBH stable."""
     from exchange.returns import task_number
     from linkage.workdays import add_working_days
@@ -287,7 +282,6 @@ def update_tasks(tasks: pd.DataFrame, states: pd.DataFrame, roles: pd.DataFrame,
     st = st.drop_duplicates("RWBH")
     raw = roles[keys + ["XM", "GMSFHM", "XB", "CSRQ"]].drop_duplicates(keys)
     st = st.merge(raw, on=keys, how="left").fillna("")
-    audit_rows: list[dict] = []
     t = tasks.copy().set_index("RWBH", drop=False) if len(tasks) else pd.DataFrame(columns=db.TASK_COLUMNS).set_index("RWBH", drop=False)
     st = st.set_index("RWBH", drop=False)
     raised = st.index
@@ -297,9 +291,7 @@ def update_tasks(tasks: pd.DataFrame, states: pd.DataFrame, roles: pd.DataFrame,
     t.loc[gone, "status"] = "closed"
     t.loc[gone, "closed_date"] = date
     t.loc[gone, "close_reason"] = "AUTO"
-    for r in t.loc[gone].itertuples(index=False):
-        audit_rows.append(_audit("task", r.RWBH, rkid=r.RKID, fld="status", old="open", new="closed",
-                                 cause="condition no longer holds (自动销号)", date=date))
+    audit = [_task_audit(t.loc[gone], date, "open", "closed", "condition no longer holds (自动销号)")]
     # new or reopened: raised today and not open now (closed by a return today stays closed today)
     closed_today = t.index[(t["status"] == "closed") & (t["closed_date"] == date) & (t["close_reason"] == "RETURN")]
     fresh = raised[~raised.isin(t.index[t["status"] == "open"]) & ~raised.isin(closed_today)]
@@ -310,9 +302,9 @@ def update_tasks(tasks: pd.DataFrame, states: pd.DataFrame, roles: pd.DataFrame,
     new_rows["HCQX"] = deadline
     for c in ("closed_date", "close_reason", "HCJG", "GZZD", "GZZ", "HCR", "HCRQ", "BZ"):
         new_rows[c] = ""
-    for r in new_rows.itertuples(index=False):
-        audit_rows.append(_audit("task", r.RWBH, rkid=r.RKID, fld="status",
-                                 old="closed" if r.RWBH in t.index else "", new="open", cause=f"state {r.HCZT} raised", date=date))
+    reopened = new_rows.index.isin(t.index)
+    audit.append(_task_audit(new_rows[reopened], date, "closed", "open", "state raised again: " + new_rows.loc[reopened, "HCZT"]))
+    audit.append(_task_audit(new_rows[~reopened], date, "", "open", "state raised: " + new_rows.loc[~reopened, "HCZT"]))
     # refresh descriptive columns of tasks still open
     still = raised[raised.isin(t.index[t["status"] == "open"])]
     for c in ("RKID", "WTMS", "DBXX", "XM", "GMSFHM", "XB", "CSRQ", "route"):
@@ -321,7 +313,14 @@ def update_tasks(tasks: pd.DataFrame, states: pd.DataFrame, roles: pd.DataFrame,
     new_rows["last_raised"] = date
     t = t[~t.index.isin(new_rows.index)]
     out = pd.concat([t, new_rows.reindex(columns=db.TASK_COLUMNS, fill_value="")], ignore_index=True)
-    return out[db.TASK_COLUMNS].fillna("").astype(str), audit_rows
+    return out[db.TASK_COLUMNS].fillna("").astype(str), pd.concat(audit, ignore_index=True)
+
+
+def _task_audit(rows: pd.DataFrame, date: str, old: str, new: str, cause) -> pd.DataFrame:
+    """Audit rows for a status change of many tasks at once."""
+    return pd.DataFrame({"business_date": date, "entity": "task", "entity_key": rows["RWBH"].to_numpy(),
+                         "RKID": rows["RKID"].to_numpy(), "field": "status", "old": old, "new": new,
+                         "cause": cause if isinstance(cause, str) else cause.to_numpy(), "actor": "popbase"})
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -339,7 +338,7 @@ def process_date(state, stage_result, staged: dict[str, pd.DataFrame], date: str
     from linkage.states import evaluate_states
     from quality.rates import quality_rates
 
-    sources, reports, rejects, _changed = apply_extracts(state, stage_result, staged, date)
+    sources, reports, rejects = apply_extracts(state, stage_result, staged, date)
     tasks, overlays, decisions, audit_rows, ret_rejects = apply_returns(state, stage_result, staged, date, reports, sources)
     rejects += ret_rejects
     overlays = live_overlays(overlays, sources)
@@ -348,7 +347,7 @@ def process_date(state, stage_result, staged: dict[str, pd.DataFrame], date: str
 
     prev_links = _links_from_db(state.links)
     dec = decisions.drop(columns=["decision_key"], errors="ignore")
-    res = link_roles(roles, state.persons.drop(columns=[], errors="ignore"), prev_links, dec, date, config=link_config)
+    res = link_roles(roles, state.persons, prev_links, dec, date, config=link_config)
     links = res.links.copy()
     persons = person_attributes(res.persons, roles, links)
     ev = res.events
@@ -362,15 +361,13 @@ def process_date(state, stage_result, staged: dict[str, pd.DataFrame], date: str
             "new": ev.get("new", ""), "cause": "linking " + ev["kind"], "actor": "popbase",
         })
 
-    live_src = {k: v for k, v in view.items()}
-    states = evaluate_states(roles, links, live_src, date)
+    states = evaluate_states(roles, links, view, date)
     suppressed = overlays[overlays["kind"] == "SUPPRESS"] if len(overlays) else overlays
     tasks, task_audit = update_tasks(tasks, states, roles, date, suppressed)
-    audit_rows += task_audit
 
     links_db = links.copy()
     links_db["role_key"] = db.role_key(links_db)
-    links_db["PPDF"] = links_db["PPDF"].map(lambda x: f"{float(x):.4f}")  # noqa: E731 - formatting a float column
+    links_db["PPDF"] = np.char.mod("%.4f", links_db["PPDF"].to_numpy(dtype=float))
     persons_db = persons.reindex(columns=db.PERSON_COLUMNS, fill_value="").fillna("").astype(str)
 
     new_state = replace(state, sources=sources, persons=persons_db, links=links_db[db.LINK_COLUMNS],
@@ -382,8 +379,8 @@ def process_date(state, stage_result, staged: dict[str, pd.DataFrame], date: str
     summary = build_summary(stage_result, reports, tasks, links, rates, date, prior_reports)
     summary["totals"]["persons"] = int((persons_db["status"] == "live").sum())
     audit = pd.DataFrame(audit_rows, columns=[c for c in db.AUDIT_COLUMNS if c != "at"])
-    if link_audit is not None:
-        audit = pd.concat([audit, link_audit[audit.columns]], ignore_index=True)
+    audit = pd.concat([audit] + [a[audit.columns] for a in (link_audit, task_audit) if a is not None and len(a)],
+                      ignore_index=True)
     return ProcessResult(new_state, audit, batches, summary, rejects, roles)
 
 
