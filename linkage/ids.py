@@ -187,15 +187,7 @@ def check_digit(id17: pd.Series) -> pd.Series:
 
     Input is taken as is (no normalisation); values that are not exactly 17 ASCII digits give `""`.
     """
-    s = as_str(id17)
-    out = np.full(len(s), "", dtype=object)
-    cand = (s.str.len() == 17).to_numpy()
-    if cand.any():
-        m = _char_matrix(s.to_numpy()[cand], 17)
-        ok = _is_digit(m).all(axis=1)
-        idx = np.flatnonzero(cand)[ok]
-        out[idx] = _matrix_to_str(_check_codes(m[ok])[:, None])
-    return pd.Series(out, index=s.index, dtype=object)
+    return _map_digit_rows(id17, 17, lambda m: _matrix_to_str(_check_codes(m)[:, None]))
 
 
 def upgrade_15(id15: pd.Series) -> pd.Series:
@@ -204,14 +196,18 @@ def upgrade_15(id15: pd.Series) -> pd.Series:
     Values that are not exactly 15 ASCII digits give `""`. The embedded date is not checked here
     (`analyse_ids` does that).
     """
-    s = as_str(id15)
+    return _map_digit_rows(id15, 15, lambda m: _matrix_to_str(_upgrade_matrix(m)))
+
+
+def _map_digit_rows(raw: pd.Series, width: int, fn) -> pd.Series:
+    """`fn` applied to the digit matrix of the values that are exactly `width` ASCII digits; `""` elsewhere."""
+    s = as_str(raw)
     out = np.full(len(s), "", dtype=object)
-    cand = (s.str.len() == 15).to_numpy()
+    cand = (s.str.len() == width).to_numpy()
     if cand.any():
-        m = _char_matrix(s.to_numpy()[cand], 15)
+        m = _char_matrix(s.to_numpy()[cand], width)
         ok = _is_digit(m).all(axis=1)
-        idx = np.flatnonzero(cand)[ok]
-        out[idx] = _matrix_to_str(_upgrade_matrix(m[ok]))
+        out[np.flatnonzero(cand)[ok]] = fn(m[ok])
     return pd.Series(out, index=s.index, dtype=object)
 
 
