@@ -182,6 +182,8 @@ class BaseState:
     decisions: pd.DataFrame
     tasks: pd.DataFrame
     overlays: pd.DataFrame
+    model: str = ""  # the linking model in force (FSModel payload), "" before the first date
+    last_date: str = ""  # the latest business date processed before this run
 
 
 def load_state(conn: sa.Connection) -> BaseState:
@@ -196,7 +198,8 @@ def load_state(conn: sa.Connection) -> BaseState:
         if frame.empty:
             frame = pd.DataFrame(columns=[c.name for c in table.columns], dtype=object)
         frames[key] = frame
-    return BaseState(sources=sources, **frames)
+    last = conn.execute(sa.select(sa.func.max(db.runs.c.business_date))).scalar() or ""
+    return BaseState(sources=sources, **frames, model=db.read_meta(conn, db.MODEL_KEY), last_date=last)
 
 
 def already_run(engine: sa.Engine, date: str) -> bool:
@@ -251,6 +254,8 @@ def _write(conn: sa.Connection, old: BaseState, res, date: str) -> None:
     db.sync_frame(conn, db.decisions, old.decisions, res.state.decisions)
     db.sync_frame(conn, db.tasks, old.tasks, res.state.tasks)
     db.sync_frame(conn, db.overlays, old.overlays, res.state.overlays)
+    if res.state.model != old.model:
+        db.write_meta(conn, db.MODEL_KEY, res.state.model)
     if len(res.audit):
         audit = res.audit.copy()
         audit["at"] = now

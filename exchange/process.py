@@ -8,6 +8,8 @@ Order (spec sections 2–5): extracts (per department, batch, file) → verifica
 from __future__ import annotations
 
 import json
+import logging
+import os
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -17,6 +19,8 @@ from exchange.apply import apply_delivery
 from exchange.tables import DEPARTMENTS, RETURN_TABLE, TABLES
 from linkage.roles import build_roles
 from store import db
+
+log = logging.getLogger("popbase")
 
 RETURN_RESULT_NAMES = {"1": "属实已更正", "2": "原数据无误", "3": "查无此人/应注销", "4": "确认为同一人", "5": "确认非同一人", "9": "其他"}
 
@@ -329,12 +333,78 @@ def _task_audit(rows: pd.DataFrame, date: str, old: str, new: str, cause) -> pd.
 def _links_from_db(links: pd.DataFrame) -> pd.DataFrame:
     out = links.copy()
     out["PPDF"] = pd.to_numeric(out["PPDF"], errors="coerce").fillna(0.0) if len(out) else pd.Series(dtype=float)
+    if "role_fp" not in out.columns:
+        out["role_fp"] = ""
     return out.drop(columns=[c for c in ("role_key",) if c in out.columns])
 
 
+def stored_model(payload: str, cfg: dict):
+    """The linking model kept in the base, if it was trained under the current configuration version."""
+    from linkage.fuzzy import FSModel
+
+    if not payload:
+        return None
+    model = FSModel.from_payload(payload)
+    return model if model.meta.get("config_version") == cfg.get("version") else None
+
+
+def old_roles_of_changes(state, roles: pd.DataFrame, fp: np.ndarray, date: str) -> pd.DataFrame:
+    """Yesterday's version of every role that changed or disappeared since it was linked (for the
+    neighbourhood of incremental linking: an old value can have been some other role's candidate)."""
+    from linkage.incremental import role_keys
+
+    prev = state.links.set_index("role_key")["role_fp"] if len(state.links) else pd.Series(dtype=object)
+    keys = role_keys(roles)
+    now = pd.Series(fp, index=keys)
+    old_keys = prev.index[~prev.index.isin(keys) | (now.reindex(prev.index).fillna("") != prev).to_numpy()]
+    if not len(old_keys):
+        return roles.iloc[:0]
+    parts = pd.Series(old_keys).str.split("|", expand=True)
+    subset = {}
+    for bh, grp in parts.groupby(1):
+        src = state.sources.get(bh)
+        if src is not None and len(src):
+            subset[bh] = src[src["_key"].isin(set(grp[2]))]
+    view = overlay_sources(subset, live_overlays(state.overlays, subset))
+    old = build_roles(view, date)
+    return old[pd.Index(role_keys(old)).isin(old_keys)].reset_index(drop=True) if len(old) else old
+
+
+def link_date(state, roles: pd.DataFrame, decisions: pd.DataFrame, date: str, link_config=None,
+              incremental: bool = True):
+    """Link the date's roles: incrementally when the base has what that needs (a stored model and the
+    fingerprints of yesterday's roles), else the whole city. Returns (LinkResult, model payload)."""
+    from linkage.incremental import link_incremental, role_fingerprints, role_keys
+    from linkage.link import link_roles, load_config
+
+    cfg = link_config or load_config()
+    model = stored_model(state.model, cfg)
+    prev_links = _links_from_db(state.links)
+    fp = role_fingerprints(roles)
+    ic = cfg.get("incremental", {})
+    on = incremental and (bool(ic.get("enabled", False))
+                          or os.environ.get("POPBASE_INCREMENTAL_LINKING", "").lower() in ("1", "true", "yes"))
+    can = on and model is not None and len(prev_links) > 0 and bool((prev_links["role_fp"] != "").all())
+    if can:
+        old = old_roles_of_changes(state, roles, fp, date)
+        res = link_incremental(roles, old, state.persons, prev_links, decisions, date, cfg, model,
+                               max_share=float(ic.get("max_share", 0.35)), max_rounds=int(ic.get("max_rounds", 8)))
+    else:
+        res = link_roles(roles, state.persons, prev_links.drop(columns=["role_fp"]), decisions, date,
+                         config=cfg, model=model)
+        res.stats["incremental"] = {"mode": "full", "relinked": len(roles)}
+    payload = state.model
+    if model is None:
+        res.model.meta["config_version"] = cfg.get("version", "")
+        payload = res.model.to_payload()
+    fp_of = pd.Series(fp, index=role_keys(roles))
+    res.links["role_fp"] = fp_of.reindex(role_keys(res.links)).fillna("").to_numpy(dtype=object)
+    return res, payload
+
+
 def process_date(state, stage_result, staged: dict[str, pd.DataFrame], date: str, link_config=None,
-                 prior_reports: dict | None = None) -> ProcessResult:
-    from linkage.link import link_roles
+                 prior_reports: dict | None = None, incremental: bool = True) -> ProcessResult:
+    """`incremental=False` re-links and re-checks the whole city (the rebuild the incremental run must equal)."""
     from linkage.states import evaluate_states
     from quality.rates import quality_rates
 
@@ -345,9 +415,13 @@ def process_date(state, stage_result, staged: dict[str, pd.DataFrame], date: str
     view = overlay_sources(sources, overlays)
     roles = build_roles(view, date)
 
-    prev_links = _links_from_db(state.links)
     dec = decisions.drop(columns=["decision_key"], errors="ignore")
-    res = link_roles(roles, state.persons, prev_links, dec, date, config=link_config)
+    incremental = incremental and os.environ.get("POPBASE_FULL_RELINK", "").lower() not in ("1", "true", "yes")
+    res, model_payload = link_date(state, roles, dec, date, link_config, incremental)
+    inc = res.stats.get("incremental", {})
+    log.info("linking %s: %s, re-linked %s of %s roles (context %s, %s round(s), %s s; keys %s s, sub-runs %s s)",
+             date, inc.get("mode"), f"{inc.get('relinked', 0):,}", f"{len(roles):,}", f"{inc.get('context', 0):,}",
+             inc.get("rounds", 0), inc.get("seconds", ""), inc.get("keys_s", ""), inc.get("sub_run_s", ""))
     links = res.links.copy()
     persons = person_attributes(res.persons, roles, links)
     ev = res.events
@@ -372,7 +446,8 @@ def process_date(state, stage_result, staged: dict[str, pd.DataFrame], date: str
 
     new_state = replace(state, sources=sources, persons=persons_db, links=links_db[db.LINK_COLUMNS],
                         decisions=decisions.reindex(columns=db.DECISION_COLUMNS, fill_value=""),
-                        tasks=tasks, overlays=overlays.reindex(columns=db.OVERLAY_COLUMNS, fill_value=""))
+                        tasks=tasks, overlays=overlays.reindex(columns=db.OVERLAY_COLUMNS, fill_value=""),
+                        model=model_payload)
     batches = [{"batch_id": b, "department": r["department"], "folder_date": date, "run_date": date,
                 "report": json.dumps(r, ensure_ascii=False)} for b, r in reports.items()]
     rates = quality_rates(roles, links)

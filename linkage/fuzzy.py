@@ -28,9 +28,12 @@ Feature levels (-1 = missing on either side, contributes nothing):
 """
 from __future__ import annotations
 
+import base64
+import json
 import math
 import re
 import unicodedata
+import zlib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Iterator
@@ -409,6 +412,34 @@ class FSModel:
         for f in FEATURES:
             total += self.feature_bits(P, left, f, levels[f])
         return total
+
+    def to_payload(self) -> str:
+        """The whole model as compressed JSON text (stored in the base so that later dates reuse it)."""
+        body = {
+            "m": {f: self.m[f].tolist() for f in LEARNED}, "u": {f: self.u[f].tolist() for f in LEARNED},
+            "id_bits": self.id_bits.tolist(), "partner_bits": self.partner_bits.tolist(),
+            "name_tf": [self.name_tf.index.tolist(), self.name_tf.to_numpy().tolist()],
+            "birth_tf": [self.birth_tf.index.tolist(), self.birth_tf.to_numpy().tolist()],
+            "n_entities": self.n_entities, "prior_has_match": self.prior_has_match, "source": self.source,
+            "n_labelled": self.n_labelled, "n_random": self.n_random, "cap": self.cap, "meta": self.meta,
+        }
+        raw = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        return base64.b64encode(zlib.compress(raw, 6)).decode("ascii")
+
+    @classmethod
+    def from_payload(cls, text: str) -> "FSModel":
+        b = json.loads(zlib.decompress(base64.b64decode(text)).decode("utf-8"))
+
+        def tf(pair):
+            return pd.Series(np.asarray(pair[1], dtype=np.float64), index=pd.Index(pair[0], dtype=object))
+
+        return cls(m={f: np.asarray(v, dtype=np.float64) for f, v in b["m"].items()},
+                   u={f: np.asarray(v, dtype=np.float64) for f, v in b["u"].items()},
+                   id_bits=np.asarray(b["id_bits"], dtype=np.float64),
+                   partner_bits=np.asarray(b["partner_bits"], dtype=np.float64),
+                   name_tf=tf(b["name_tf"]), birth_tf=tf(b["birth_tf"]), n_entities=int(b["n_entities"]),
+                   prior_has_match=float(b["prior_has_match"]), source=b["source"], n_labelled=int(b["n_labelled"]),
+                   n_random=int(b["n_random"]), cap=float(b["cap"]), meta=dict(b.get("meta", {})))
 
     def describe(self) -> dict:
         return {

@@ -58,6 +58,7 @@ class LinkResult:
     persons: pd.DataFrame
     events: pd.DataFrame
     stats: dict = field(default_factory=dict)
+    model: fz.FSModel | None = None  # the Fellegi–Sunter model the run used (trained or given)
 
 
 def load_config(path: str | Path | None = None) -> dict:
@@ -459,8 +460,14 @@ def _prepare_prev(persons_prev: pd.DataFrame | None, links_prev: pd.DataFrame | 
 
 # ---------------------------------------------------------------------------------------- main API
 def link_roles(roles: pd.DataFrame, persons_prev: pd.DataFrame | None, links_prev: pd.DataFrame | None,
-               decisions: pd.DataFrame | None, business_date: str, config: dict | None = None) -> LinkResult:
-    """Link every role of `roles` to a person; see the module docstring."""
+               decisions: pd.DataFrame | None, business_date: str, config: dict | None = None,
+               model: fz.FSModel | None = None) -> LinkResult:
+    """Link every role of `roles` to a person; see the module docstring.
+
+    `model`: a Fellegi–Sunter model to use as it is (the base keeps the one trained on its first date,
+    so that a day's result depends only on the data near what changed: docs/linkage.md, incremental
+    linking). Without it, the model is trained on `roles`.
+    """
     cfg = config or load_config()
     if config is not None:
         validate_config(cfg)
@@ -548,10 +555,11 @@ def link_roles(roles: pd.DataFrame, persons_prev: pd.DataFrame | None, links_pre
     usable = s1["anchored"] & ~s1["in_split"]
     lab = _labelled_pairs(np.where(usable, s1["cluster"], -1), usable)
     em_source = None
-    if len(lab[0]) < int(fcfg["training"].get("min_labelled_pairs", 500)) and len(queries):
+    if model is None and len(lab[0]) < int(fcfg["training"].get("min_labelled_pairs", 500)) and len(queries):
         em_source = fz.candidate_pairs(P, queries, np.arange(n), fcfg["blocking"], int(fcfg["max_pairs_per_block"]),
                                        int(fcfg["chunk_pairs"]))
-    model = fz.train_model(P, entity, lab, cfg, em_pairs=em_source)
+    if model is None:
+        model = fz.train_model(P, entity, lab, cfg, em_pairs=em_source)
     timings["fuzzy_train"] = time.perf_counter() - t
     t = time.perf_counter()
     fstats: dict = {}
@@ -750,4 +758,4 @@ def link_roles(roles: pd.DataFrame, persons_prev: pd.DataFrame | None, links_pre
     timings["total"] = time.perf_counter() - t0
     stats["ppfs"] = {k: int(v) for k, v in links["PPFS"].value_counts().sort_index().items()}
     stats["persons_live"] = int((persons["status"] == "live").sum())
-    return LinkResult(links=links, persons=persons, events=events, stats=stats)
+    return LinkResult(links=links, persons=persons, events=events, stats=stats, model=model)

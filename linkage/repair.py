@@ -58,17 +58,14 @@ def _variants15(values: pd.Series) -> pd.DataFrame:
     return pd.DataFrame({"src": src, "variant": up.to_numpy(dtype=object), "kind": "DIGIT15"})
 
 
-def repair_ids(roles: pd.DataFrame, todo: np.ndarray, known: pd.DataFrame, cfg: dict,
-               business_date: str) -> pd.DataFrame:
-    """Repairs for the role rows `todo` (positions in `roles`).
-
-    `known`: one row per anchored role with columns `row`, `cluster`, `id18` (its person's ID),
-    `name_key`, `birth` (the attributes the repair must be confirmed against).
-    Returns `REPAIR_COLUMNS`: the accepted repair of each repaired row.
-    """
+def repair_candidates(roles: pd.DataFrame, todo: np.ndarray, known_ids, cfg: dict,
+                      business_date: str) -> pd.DataFrame:
+    """Every (row, id18, how) a damaged ID of the rows `todo` could be repaired to: keystroke and 15-digit
+    variants whatever is known, Excel-damaged prefixes completed from `known_ids`."""
     rc = cfg["repair"]
-    if len(todo) == 0 or known.empty:
-        return _empty()
+    none = pd.DataFrame({"row": pd.Series(dtype=np.int64), "id18": pd.Series(dtype=object), "how": pd.Series(dtype=object)})
+    if len(todo) == 0:
+        return none
     R = roles.iloc[todo]
     id_norm = R["id_norm"].astype(str)
     damage = R["id_damage"].astype(str)
@@ -85,7 +82,7 @@ def repair_ids(roles: pd.DataFrame, todo: np.ndarray, known: pd.DataFrame, cfg: 
         v15 = v15[v15["variant"] != ""]
         cands.append(pd.DataFrame({"row": v15["src"].to_numpy(np.int64), "id18": v15["variant"].to_numpy(),
                                    "how": "DIGIT15"}))
-    known_ids = known["id18"].drop_duplicates()
+    known_ids = pd.Series(np.asarray(known_ids, dtype=object), dtype=object).drop_duplicates()
     # Excel: the digits it kept
     minp = int(rc.get("excel_sci_min_prefix", 6))
     sel = (damage == "EXCEL_000").to_numpy() & (prefix.str.len() == 15).to_numpy()
@@ -109,8 +106,24 @@ def repair_ids(roles: pd.DataFrame, todo: np.ndarray, known: pd.DataFrame, cfg: 
                 cands.append(pd.DataFrame({"row": hit["row"].to_numpy(np.int64), "id18": hit["id18"].to_numpy(),
                                            "how": "EXCEL_SCI"}))
     if not cands:
+        return none
+    return pd.concat(cands, ignore_index=True).drop_duplicates(["row", "id18"])
+
+
+def repair_ids(roles: pd.DataFrame, todo: np.ndarray, known: pd.DataFrame, cfg: dict,
+               business_date: str) -> pd.DataFrame:
+    """Repairs for the role rows `todo` (positions in `roles`).
+
+    `known`: one row per anchored role with columns `row`, `cluster`, `id18` (its person's ID),
+    `name_key`, `birth` (the attributes the repair must be confirmed against).
+    Returns `REPAIR_COLUMNS`: the accepted repair of each repaired row.
+    """
+    rc = cfg["repair"]
+    if len(todo) == 0 or known.empty:
         return _empty()
-    cand = pd.concat(cands, ignore_index=True).drop_duplicates(["row", "id18"])
+    cand = repair_candidates(roles, todo, known["id18"], cfg, business_date)
+    if cand.empty:
+        return _empty()
     cand = cand.merge(known[["id18", "cluster", "name_key", "birth"]], on="id18")
     if cand.empty:
         return _empty()

@@ -38,7 +38,8 @@ PERSON_COLUMNS = [
 ]
 persons = _text_table("persons", "RKID", PERSON_COLUMNS)
 
-LINK_COLUMNS = ["role_key", "BM", "BH", "YWZJ", "JS", "RKID", "PPFS", "PPDF"]
+# role_fp: fingerprint of the role as it was linked (linkage.incremental: what changed since)
+LINK_COLUMNS = ["role_key", "BM", "BH", "YWZJ", "JS", "RKID", "PPFS", "PPDF", "role_fp"]
 links = _text_table("links", "role_key", LINK_COLUMNS, (sa.Index("ix_links_rkid", "RKID"),))
 
 DECISION_COLUMNS = ["decision_key", "BM", "BH", "YWZJ", "JS", "RKID", "decision", "RWBH", "decided"]
@@ -53,6 +54,14 @@ tasks = _text_table("tasks", "RWBH", TASK_COLUMNS, (sa.Index("ix_tasks_route", "
 # A department's answer that holds "until the record next changes": stored with the record's _ts.
 OVERLAY_COLUMNS = ["overlay_key", "kind", "BM", "BH", "YWZJ", "JS", "HCZT", "field", "value", "record_fp", "RWBH", "decided"]
 overlays = _text_table("overlays", "overlay_key", OVERLAY_COLUMNS)
+
+# Values the base keeps between runs: the linking model (`linkage_model`, compressed JSON).
+meta = sa.Table(
+    "meta", metadata,
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+MODEL_KEY = "linkage_model"
 
 batches = sa.Table(
     "batches", metadata,
@@ -110,7 +119,30 @@ def make_engine(url: str) -> sa.Engine:
     else:
         engine = sa.create_engine(url)
     metadata.create_all(engine)
+    _add_missing_columns(engine)
     return engine
+
+
+def _add_missing_columns(engine: sa.Engine) -> None:
+    """Columns added to a text table since the base was created (all text, default ''); nothing else
+    is ever migrated in place."""
+    insp = sa.inspect(engine)
+    with engine.begin() as conn:
+        for table in metadata.sorted_tables:
+            have = {c["name"] for c in insp.get_columns(table.name)}
+            for col in table.columns:
+                if col.name not in have:
+                    conn.exec_driver_sql(f'ALTER TABLE "{table.name}" ADD COLUMN "{col.name}" TEXT NOT NULL DEFAULT \'\'')
+
+
+def read_meta(conn: sa.Connection, key: str) -> str:
+    row = conn.execute(sa.select(meta.c.value).where(meta.c.key == key)).first()
+    return row.value if row else ""
+
+
+def write_meta(conn: sa.Connection, key: str, value: str) -> None:
+    conn.execute(meta.delete().where(meta.c.key == key))
+    conn.execute(meta.insert().values(key=key, value=value))
 
 
 def read_frame(conn: sa.Connection, table: sa.Table, where=None) -> pd.DataFrame:

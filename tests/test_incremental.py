@@ -6,6 +6,10 @@ RKIDs wherever the role that founded a person is still there, and the same open 
 """
 from __future__ import annotations
 
+import logging
+import os
+import re
+
 import pandas as pd
 import pytest
 
@@ -82,3 +86,134 @@ def test_rebuild_raises_the_same_open_tasks(incremental):
     open_tasks = state.tasks[state.tasks["status"] == "open"]
     want = set(map(tuple, open_tasks[KEY + ["HCZT"]].to_numpy()))
     assert got == want
+
+
+# ------------------------------------------------------------------ incremental linking equals a rebuild
+class _Lines(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+@pytest.fixture(scope="module")
+def both_modes(city_factory, tmp_path_factory):
+    """The same 7 days processed twice: re-linking only what changed, and re-linking everything."""
+    from tests.test_pipeline import snapshot
+
+    city = city_factory(persons=2000, days=7, seed=7)
+    root = tmp_path_factory.mktemp("modes")
+    homes = {m: copy_city(city, root / m) for m in ("incremental", "full")}
+    engines = {m: db.make_engine(f"sqlite:///{h / 'popbase.db'}") for m, h in homes.items()}
+    lines = _Lines()
+    logging.getLogger("popbase").addHandler(lines)
+    level = logging.getLogger("popbase").level
+    logging.getLogger("popbase").setLevel(logging.INFO)
+    per_date = []
+    try:
+        for d in runner.landed_dates(homes["full"]):
+            for mode in ("incremental", "full"):
+                os.environ["POPBASE_INCREMENTAL_LINKING"] = "1" if mode == "incremental" else ""
+                runner.process_one(homes[mode], engines[mode], d, write_outputs=False)
+            per_date.append((d, snapshot(engines["incremental"]), snapshot(engines["full"])))
+    finally:
+        os.environ.pop("POPBASE_INCREMENTAL_LINKING", None)
+        logging.getLogger("popbase").removeHandler(lines)
+        logging.getLogger("popbase").setLevel(level)
+    yield per_date, lines.lines, engines
+    for e in engines.values():
+        e.dispose()
+
+
+def test_incremental_linking_equals_relinking_everything_on_every_date(both_modes):
+    per_date, lines, _ = both_modes
+    assert len(per_date) == 8  # the historical date and 7 daily increments
+    for date, inc, full in per_date:
+        for table in inc:  # persons, links, tasks, decisions, audit, sources, meta (the model), runs
+            pd.testing.assert_frame_equal(inc[table], full[table], obj=f"{date} {table}")
+
+
+def test_incremental_linking_relinks_a_small_part_of_the_city(both_modes):
+    _, lines, _ = both_modes
+    inc = [ln for ln in lines if ln.startswith("linking") and ": incremental," in ln]
+    assert len(inc) == 7, lines  # every date after the historical one
+    for ln in inc:
+        relinked, total = (int(x.replace(",", "")) for x in re.search(r"re-linked ([\d,]+) of ([\d,]+)", ln).groups())
+        assert 0 < relinked < 0.1 * total, ln
+
+
+def _state_and_roles(engine, edit):
+    """The base as stored, and the roles of its sources after `edit(sources)` (a day's changes)."""
+    with engine.connect() as conn:
+        state = daily.load_state(conn)
+    sources = {k: v.copy() for k, v in state.sources.items()}
+    edit(sources)
+    view = overlay_sources(sources, live_overlays(state.overlays, sources))
+    return state, build_roles(view, "20260310")
+
+
+def _links_both_ways(state, roles, decisions):
+    from exchange.process import link_date
+
+    os.environ["POPBASE_INCREMENTAL_LINKING"] = "1"
+    try:
+        inc, _ = link_date(state, roles, decisions, "20260310")
+    finally:
+        os.environ.pop("POPBASE_INCREMENTAL_LINKING", None)
+    full, _ = link_date(state, roles, decisions, "20260310", incremental=False)
+    assert inc.stats["incremental"]["mode"] == "incremental"
+    cols = KEY + ["RKID", "PPFS", "PPDF"]
+    # PPDF as the base stores it (4 decimals): rows kept from yesterday come from the base
+    a = inc.links[cols].assign(PPDF=inc.links["PPDF"].round(4)).sort_values(KEY).reset_index(drop=True)
+    b = full.links[cols].assign(PPDF=full.links["PPDF"].round(4)).sort_values(KEY).reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, b)
+    # the linker's part of a person (residence attributes are derived later, from every role)
+    pcols = ["RKID", "GMSFHM", "XM", "XB", "CSRQ", "MZ", "status", "merged_into", "issued"]
+    pd.testing.assert_frame_equal(inc.persons[pcols].sort_values("RKID").reset_index(drop=True),
+                                  full.persons[pcols].sort_values("RKID").reset_index(drop=True))
+    return inc
+
+
+def test_hard_changes_link_as_a_rebuild_would(both_modes):
+    """A borrowed ID (a police record reusing someone's ID under another name), a renamed person, a
+    deleted police record whose person has other records, a new record without any ID."""
+    _, _, engines = both_modes
+    engine = engines["incremental"]
+
+    def edit(src):
+        hk = src["hukou"]
+        live = hk[hk["_deleted"] != "1"]
+        a, b, c = live.index[10], live.index[20], live.index[30]
+        hk.loc[b, "GMSFHM"] = hk.loc[a, "GMSFHM"]  # DUP_ID: two people on one number
+        hk.loc[c, "XM"] = hk.loc[c, "XM"] + "华"  # a renamed person
+        src["hukou"] = hk.drop(index=live.index[40])  # a police record gone
+        db_ = src["dibao"]
+        row = db_[db_["_deleted"] != "1"].iloc[[0]].copy()
+        row["_key"] = row["DBRYBH"] = "NEWDB0001"
+        row["GMSFHM"] = ""
+        src["dibao"] = pd.concat([db_, row], ignore_index=True)
+
+    state, roles = _state_and_roles(engine, edit)
+    dec = state.decisions.drop(columns=["decision_key"])
+    res = _links_both_ways(state, roles, dec)
+    assert res.stats["incremental"]["relinked"] < len(roles) / 5
+
+
+def test_todays_decisions_link_as_a_rebuild_would(both_modes):
+    """A NOT_SAME and a SAME decision taken today re-link their roles exactly as a rebuild does."""
+    _, _, engines = both_modes
+    state, roles = _state_and_roles(engines["incremental"], lambda src: None)
+    links = state.links
+    fuzzy = links[links["PPFS"].isin(["FUZZY", "POSSIBLE"])]
+    assert len(fuzzy) >= 2
+    other = links[(links["PPFS"] == "ID_EXACT") & ~links["RKID"].isin(fuzzy["RKID"])]
+    rows = [dict(zip(KEY, fuzzy.iloc[0][KEY])) | {"RKID": fuzzy.iloc[0]["RKID"], "decision": "NOT_SAME"},
+            dict(zip(KEY, fuzzy.iloc[1][KEY])) | {"RKID": other.iloc[0]["RKID"], "decision": "SAME"}]
+    dec = pd.DataFrame(rows).assign(RWBH="T1", decided="20260310")
+    dec = pd.concat([state.decisions.drop(columns=["decision_key"]), dec], ignore_index=True)
+    res = _links_both_ways(state, roles, dec)
+    got = res.links.set_index(KEY)
+    assert got.loc[tuple(fuzzy.iloc[0][KEY]), "RKID"] != fuzzy.iloc[0]["RKID"]
+    assert got.loc[tuple(fuzzy.iloc[1][KEY]), "RKID"] == other.iloc[0]["RKID"]

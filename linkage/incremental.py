@@ -1,0 +1,395 @@
+"""Incremental linking: re-link only the roles a day's changes can reach, with the same result as a rebuild.
+
+`link_incremental(roles, old_roles, persons_prev, links_prev, decisions, business_date, cfg, model)`
+
+`link_roles` clusters every role of the city. Its result for a role depends only on a neighbourhood:
+the role's ID group (stage 1), its person's other roles (RKID continuity), its record's other role
+(spouse evidence), the rows in its fuzzy blocks (if it has no usable ID) and the IDs its damaged ID
+could be repaired to. With the Fellegi–Sunter model fixed (the base keeps the model of its first date,
+`docs/linkage.md`), nothing else matters. So a date's run:
+
+1. **Seeds**: roles that are new, gone, or whose content changed (role fingerprint), and roles with a
+   decision taken today.
+2. **Work set W**: the seeds closed under "shares an ID group, a previous person, a record, a fuzzy
+   block (for rows that may be fuzzy queries: not ID-linked yesterday), or a repair candidate".
+   The old versions of changed and removed roles take part with their old values.
+3. **Context C**: the rows W's fuzzy queries compare against (everything in their blocks, the IDs their
+   damaged IDs could be repaired to, the spouses' persons), closed under ID group, person and record
+   so that their own clusters and RKIDs come out as they were.
+4. `link_roles` on W ∪ C. The run is accepted when every context row kept its RKID, method and score
+   and no role of W turned into a fuzzy query whose blocks were not in the context; otherwise the
+   offending rows join W or the context and the sub-run is repeated.
+5. Rows outside W ∪ C keep yesterday's links; W's come from the sub-run.
+
+When W grows past `max_share` of the roles, or the checks do not settle within `max_rounds`, the
+whole city is linked (the same function as a rebuild), so the answer is always a rebuild's answer;
+`tests/test_incremental.py` compares the two on every date of a generated city.
+"""
+from __future__ import annotations
+
+import itertools
+import time
+
+import numpy as np
+import pandas as pd
+
+from linkage import fuzzy as fz
+from linkage import names as nm
+from linkage.base import LINK_KEY
+from linkage.link import DEFAULT_TABLE_ORDER, LinkResult, _canonical, _partner_rows, link_roles
+from linkage.repair import repair_candidates
+
+FUZZY_METHODS = ("FUZZY", "POSSIBLE", "UNMATCHED")
+QUERY_METHODS = FUZZY_METHODS + ("MANUAL",)
+FINGERPRINT_COLUMNS = [
+    "XM", "ZJLX", "GMSFHM", "XB", "CSRQ", "MZ", "name", "name_key", "id_norm", "id_status", "id18", "id_damage",
+    "id_prefix", "id_birth", "id_sex", "sex", "birth", "region", "address", "ZT", "active", "_ts",
+]
+
+
+def role_keys(frame: pd.DataFrame) -> np.ndarray:
+    k = frame[LINK_KEY].astype(str)
+    return (k["BM"] + "|" + k["BH"] + "|" + k["YWZJ"] + "|" + k["JS"]).to_numpy(dtype=object)
+
+
+def role_fingerprints(roles: pd.DataFrame) -> np.ndarray:
+    """A hash of every value of a role the linker reads: it changes exactly when the role's content does."""
+    cols = [c for c in FINGERPRINT_COLUMNS if c in roles.columns]
+    if not len(roles):
+        return np.zeros(0, dtype=object)
+    frame = roles[cols].copy()
+    if "active" in frame:
+        frame["active"] = frame["active"].astype(bool)
+    h = pd.util.hash_pandas_object(frame.fillna("").astype(str), index=False)
+    return h.astype(str).to_numpy(dtype=object)
+
+
+# ------------------------------------------------------------------------------------ neighbourhood keys
+def _digits(values: np.ndarray, width: int) -> np.ndarray:
+    s = pd.Series(values, dtype=object).fillna("").astype(str)
+    ok = s.str.fullmatch(r"[0-9]{%d}" % width).fillna(False).to_numpy(bool)
+    return np.where(ok, s.to_numpy(dtype=object), "")
+
+
+def _field_variants(U: pd.DataFrame, partner: np.ndarray, person_id: np.ndarray) -> dict[str, list[np.ndarray]]:
+    """Every value each blocking field of `linkage.fuzzy.prepare` can take for each row, whatever the
+    linker decides about the row's ID (trusted or not, repaired or not)."""
+    col = {c: U[c].fillna("").astype(str).to_numpy(dtype=object) for c in
+           ("name_key", "birth", "id_birth", "sex", "id_sex", "region", "id18", "id_norm", "id_prefix", "BH", "JS")}
+    parts = nm.name_blocking_keys(pd.Series(col["name_key"]))
+    birth = _digits(col["birth"], 8)
+    birth_t = np.where(birth == "", _digits(col["id_birth"], 8), birth)
+    sex = np.where(np.isin(col["sex"], ["1", "2"]), col["sex"], "")
+    sex_t = np.where((sex == "") & np.isin(col["id_sex"], ["1", "2"]), col["id_sex"], sex)
+    region_raw = pd.Series(col["region"]).str.strip().to_numpy(dtype=object)
+    zf = np.flatnonzero((col["BH"] == "women") & (col["JS"] == "ZF") & (partner >= 0))
+    if len(zf):  # a husband borrows his wife's region when he has none (as in link_roles)
+        empty = region_raw[zf] == ""
+        region_raw[zf[empty]] = region_raw[partner[zf[empty]]]
+    region = _digits(region_raw, 6)
+    idr = [_digits(pd.Series(v).str[:6].to_numpy(dtype=object), 6)
+           for v in (col["id18"], col["id_norm"], col["id_prefix"], person_id)]
+    out = {
+        "name_key": [col["name_key"]],
+        "surname": [parts["surname"].to_numpy(dtype=object)],
+        "given": [parts["given"].to_numpy(dtype=object)],
+        "pinyin": [parts["pinyin"].to_numpy(dtype=object)],
+        "birth": [birth, birth_t],
+        "byear": [pd.Series(b).str[:4].to_numpy(dtype=object) for b in (birth, birth_t)],
+        "bmd": [pd.Series(b).str[4:].to_numpy(dtype=object) for b in (birth, birth_t)],
+        "sex": [sex, sex_t],
+        "region": [region],
+        "region4": [pd.Series(region).str[:4].to_numpy(dtype=object)],
+        "idregion": idr,
+    }
+    return out
+
+
+def _codes(variants: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
+    """Shared integer codes of a field's variants (-1 for empty)."""
+    allv = np.concatenate(variants)
+    codes, uniq = pd.factorize(allv)
+    codes = codes.astype(np.int64)
+    codes[allv == ""] = -1
+    n = len(variants[0])
+    return [codes[i * n:(i + 1) * n] for i in range(len(variants))], len(uniq)
+
+
+def block_keys(U: pd.DataFrame, partner: np.ndarray, person_id: np.ndarray, spouse_person: np.ndarray,
+               passes: list[dict]) -> dict[str, list[np.ndarray]]:
+    """int64 block key of every row for every pass and every variant of its values (-1: not in the pass).
+
+    The `queries_missing` restriction is ignored: a superset of blocks is safe (more context)."""
+    fields = _field_variants(U, partner, person_id)
+    coded = {f: _codes(v) for f, v in fields.items()}
+    pc, _ = pd.factorize(spouse_person)
+    pc = pc.astype(np.int64)
+    pc[spouse_person == ""] = -1
+    out: dict[str, list[np.ndarray]] = {}
+    for i, spec in enumerate(passes):
+        name = spec.get("name", f"pass{i}")
+        keys = list(spec["keys"])
+        if keys == ["partner"]:
+            out[name] = [pc]
+            continue
+        combos = itertools.product(*[coded[k][0] for k in keys])
+        arrs = []
+        for combo in combos:
+            key = np.zeros(len(U), dtype=np.int64)
+            ok = np.ones(len(U), dtype=bool)
+            for k, c in zip(keys, combo):
+                m = coded[k][1]
+                ok &= c >= 0
+                key = key * (m + 1) + (c + 1)
+            arrs.append(np.where(ok, key, -1))
+        out[name] = arrs
+    return out
+
+
+def _isin(values: np.ndarray, universe) -> np.ndarray:
+    return pd.Series(values, dtype=object).isin(universe).to_numpy(dtype=bool)
+
+
+def _nonempty(values: np.ndarray) -> set:
+    return set(pd.unique(values[values != ""])) if len(values) else set()
+
+
+class _Neighbourhood:
+    """Keys of every row of U = current roles (first n) + old versions of changed roles."""
+
+    def __init__(self, U: pd.DataFrame, n: int, prev_rkid: np.ndarray, prev_ppfs: np.ndarray, seeds: np.ndarray,
+                 person_id: np.ndarray, cfg: dict, business_date: str, decisions: pd.DataFrame, merged: dict):
+        self.n = n
+        self.N = len(U)
+        self.prev_rkid = prev_rkid
+        status = U["id_status"].astype(str).to_numpy(dtype=object)
+        id18 = U["id18"].astype(str).to_numpy(dtype=object)
+        id_norm = U["id_norm"].astype(str).to_numpy(dtype=object)
+        zjlx = U["ZJLX"].astype(str).str.strip().to_numpy(dtype=object)
+        citizen = np.isin(status, ["VALID18", "VALID15"]) & (id18 != "")
+        doc = (status == "OTHER_DOC") & (id_norm != "")
+        self.id_key = np.where(citizen, id18, np.where(doc, "DOC:" + pd.Series(zjlx).to_numpy(dtype=object) + "|" + id_norm, ""))
+        self.citizen_id = np.where(citizen, id18, "")
+        self.record = (U["BH"].astype(str) + "|" + U["YWZJ"].astype(str)).to_numpy(dtype=object)
+        # spouses within the same frame part (current with current, old with old)
+        partner = np.full(self.N, -1, dtype=np.int64)
+        cur = _partner_rows(U.iloc[:n].reset_index(drop=True))
+        partner[:n] = cur
+        if self.N > n:
+            old = _partner_rows(U.iloc[n:].reset_index(drop=True))
+            partner[n:] = np.where(old >= 0, old + n, -1)
+        self.partner = partner
+        spouse_person = np.where(partner >= 0, prev_rkid[np.maximum(partner, 0)], "")
+        self.spouse_person = spouse_person
+        self.blocks = block_keys(U, partner, person_id, spouse_person, cfg["fuzzy"]["blocking"])
+        fields = {"birth": _digits(U["birth"].fillna("").astype(str).to_numpy(dtype=object), 8)}
+        self.query_filter = {}
+        for i, spec in enumerate(cfg["fuzzy"]["blocking"]):
+            missing = [f for f in spec.get("queries_missing", ()) if f in fields]
+            if missing and len(missing) == len(spec.get("queries_missing", ())):
+                self.query_filter[spec.get("name", f"pass{i}")] = np.logical_and.reduce([fields[f] == "" for f in missing])
+        # rows that may be fuzzy queries: not ID-linked yesterday, new, changed, or old versions
+        self.pq = _isin(prev_ppfs, QUERY_METHODS) | (prev_rkid == "") | seeds
+        # damaged IDs of current rows and the IDs they could be repaired to
+        damage = U["id_damage"].astype(str).to_numpy(dtype=object)
+        broken = np.flatnonzero((np.isin(status[:n], ["CHECKSUM", "FORMAT"]) | (damage[:n] != "")))
+        known = _nonempty(self.citizen_id)
+        cand = repair_candidates(U.iloc[:n].reset_index(drop=True), broken, list(known), cfg, business_date)
+        self.repair = cand[cand["id18"].isin(known)][["row", "id18"]].reset_index(drop=True)
+        # roles pinned to a person by a decision
+        if len(decisions):
+            dk = role_keys(decisions)
+            dr = pd.Series(decisions["RKID"].astype(str).to_numpy(dtype=object)).map(lambda r: merged.get(r, r))
+            self.decision = pd.DataFrame({"key": dk, "RKID": dr.to_numpy(dtype=object)})
+        else:
+            self.decision = pd.DataFrame({"key": [], "RKID": []}, dtype=object)
+
+    def pass_keys(self, sel: np.ndarray, as_queries: bool = False) -> dict[str, np.ndarray]:
+        """Block keys of the rows `sel`; `as_queries`: only the passes each row can query in (a pass
+        with `queries_missing` serves only rows lacking those fields, judged on their untrusted values)."""
+        out = {}
+        for name, arrs in self.blocks.items():
+            s = sel
+            if as_queries and name in self.query_filter:
+                s = sel & self.query_filter[name]
+            vals = np.unique(np.concatenate([a[s] for a in arrs]))
+            out[name] = vals[vals >= 0]
+        return out
+
+    def in_blocks(self, keys: dict[str, np.ndarray]) -> np.ndarray:
+        hit = np.zeros(self.N, dtype=bool)
+        for name, arrs in self.blocks.items():
+            k = keys.get(name)
+            if k is None or len(k) == 0:
+                continue
+            for a in arrs:
+                hit |= np.isin(a, k)
+        return hit
+
+    def close(self, mask: np.ndarray, blocks: bool = False, decisions: bool = False,
+              row_keys: np.ndarray | None = None) -> np.ndarray:
+        """`mask` closed under shared person, ID group and record; with `decisions`, under the persons
+        decisions pin roles to; with `blocks` (and decisions), under fuzzy blocks for possible queries
+        and repair candidates."""
+        mask = mask.copy()
+        while True:
+            sel = mask
+            grow = _isin(self.prev_rkid, _nonempty(self.prev_rkid[sel]))
+            grow |= _isin(self.id_key, _nonempty(self.id_key[sel]))
+            grow |= _isin(self.record, set(pd.unique(self.record[sel])))
+            if blocks:
+                grow |= self.pq & self.in_blocks(self.pass_keys(sel))
+                ids = _nonempty(self.citizen_id[sel])
+                if len(self.repair) and ids:
+                    rows = self.repair.loc[self.repair["id18"].isin(ids), "row"].to_numpy(np.int64)
+                    grow[rows] = True
+            if (blocks or decisions) and len(self.decision) and row_keys is not None:
+                # roles pinned to (or declared not to be) a person of the set, and the persons the
+                # set's roles are pinned to
+                rk = _nonempty(self.prev_rkid[sel])
+                dk = set(self.decision.loc[self.decision["RKID"].isin(rk), "key"])
+                if dk:
+                    grow[: self.n] |= _isin(row_keys, dk)
+                mine = self.decision[self.decision["key"].isin(set(row_keys[sel[: self.n]]))]
+                if len(mine):
+                    grow |= _isin(self.prev_rkid, set(mine["RKID"]))
+            grow[self.n:] = mask[self.n:]
+            if not (grow & ~mask).any():
+                return mask
+            mask |= grow
+
+
+def link_incremental(roles: pd.DataFrame, old_roles: pd.DataFrame, persons_prev: pd.DataFrame,
+                     links_prev: pd.DataFrame, decisions: pd.DataFrame, business_date: str, cfg: dict,
+                     model: fz.FSModel, max_share: float = 0.5, max_rounds: int = 8) -> LinkResult:
+    """Link `roles` as `link_roles` would, re-linking only what the changes since `links_prev` reach.
+
+    `links_prev` must carry `role_fp` (the fingerprint of each role as it was linked); `old_roles`:
+    the roles of changed or removed records as they were. See the module docstring.
+    """
+    t0 = time.perf_counter()
+    order = cfg.get("table_order", DEFAULT_TABLE_ORDER)
+    R = _canonical(roles, order)
+    n = len(R)
+    keys = role_keys(R)
+    fp = role_fingerprints(R)
+    lp = links_prev.copy()
+    lpk = role_keys(lp) if len(lp) else np.zeros(0, dtype=object)
+    lp.index = pd.Index(lpk)
+    lp = lp[~lp.index.duplicated(keep="last")]
+    prev = lp.reindex(keys)
+    prev_rkid = prev["RKID"].fillna("").astype(str).to_numpy(dtype=object)
+    prev_ppfs = prev["PPFS"].fillna("").astype(str).to_numpy(dtype=object)
+    prev_fp = prev["role_fp"].fillna("").astype(str).to_numpy(dtype=object)
+    dec = decisions if decisions is not None else pd.DataFrame()
+    seeds = (prev_fp != fp) | (prev_rkid == "")
+    if len(dec):
+        today = dec[dec["decided"].astype(str) == str(business_date)]
+        seeds |= _isin(keys, set(role_keys(today)))
+    # old versions: changed and removed roles as they were (their old keys matter too)
+    O = _canonical(old_roles, order) if old_roles is not None and len(old_roles) else R.iloc[:0]
+    ok = role_keys(O) if len(O) else np.zeros(0, dtype=object)
+    O_rkid = lp["RKID"].reindex(ok).fillna("").astype(str).to_numpy(dtype=object)
+    removed = ~lp.index.isin(keys)
+    removed_rkids = set(lp.loc[removed, "RKID"].astype(str))
+    U = pd.concat([R, O], ignore_index=True)
+    N = len(U)
+    u_rkid = np.concatenate([prev_rkid, O_rkid])
+    u_ppfs = np.concatenate([prev_ppfs, np.full(len(O), "", dtype=object)])
+    u_seeds = np.concatenate([seeds, np.ones(len(O), dtype=bool)])
+    pp = persons_prev
+    merged = dict(zip(pp.loc[pp["status"] == "retired", "RKID"], pp.loc[pp["status"] == "retired", "merged_into"]))
+    person_gmsfhm = pp.set_index("RKID")["GMSFHM"] if len(pp) else pd.Series(dtype=object)
+    person_id = pd.Series(u_rkid).map(person_gmsfhm).fillna("").astype(str).to_numpy(dtype=object)
+    nb = _Neighbourhood(U, n, u_rkid, u_ppfs, u_seeds, person_id, cfg, business_date, dec, merged)
+    t_keys = time.perf_counter() - t0
+
+    W = u_seeds.copy()
+    if removed_rkids:
+        W[:n] |= _isin(prev_rkid, removed_rkids)
+    W = nb.close(W, blocks=True, decisions=True, row_keys=keys)
+    info = {"roles": n, "seeds": int(seeds.sum()), "old_versions": len(O), "removed": int(removed.sum()),
+            "rounds": 0, "mode": "incremental", "keys_s": round(t_keys, 2)}
+    # the context follows the rows that can be fuzzy queries: fuzzy (or pinned) yesterday, or without an
+    # ID key; a role that turns out to be a query anyway (an ID now held by someone else) is added below
+    Q = W & (_isin(u_ppfs, QUERY_METHODS) | (nb.id_key == ""))
+    Q[n:] = False
+    extra_partner: set = set()
+    extra_ctx = np.zeros(N, dtype=bool)
+    for rnd in range(1, max_rounds + 1):
+        info["rounds"] = rnd
+        if W[:n].sum() > max_share * max(n, 1):
+            break
+        C = ~W & nb.in_blocks(nb.pass_keys(Q, as_queries=True))
+        wb = W.copy()
+        wb[n:] = True
+        rep = nb.repair[wb[nb.repair["row"].to_numpy(np.int64)]] if len(nb.repair) else nb.repair
+        if len(rep):
+            C |= _isin(nb.citizen_id, set(rep["id18"]))
+        if extra_partner:
+            C |= _isin(nb.spouse_person, extra_partner)
+        C |= extra_ctx
+        C[n:] = False
+        C = nb.close(C, decisions=True, row_keys=keys) & ~W
+        C[n:] = False
+        S = (W | C)[:n]
+        if S.sum() > max_share * max(n, 1):  # linking everything is cheaper
+            info["context"] = int(C[:n].sum())
+            break
+        rows = np.flatnonzero(S)
+        sub_roles = R.iloc[rows]
+        sub_links = lp.loc[lp.index.isin(keys[rows])].reset_index(drop=True)
+        t_sub = time.perf_counter()
+        res = link_roles(sub_roles, persons_prev, sub_links, decisions, business_date, config=cfg, model=model)
+        info["sub_run_s"] = round(info.get("sub_run_s", 0) + time.perf_counter() - t_sub, 2)
+        got = res.links.set_index(role_keys(res.links))
+        # checks: context rows unchanged; fuzzy queries of W inside the Q used for the context
+        crow = np.flatnonzero(C[:n])
+        g = got.reindex(keys[crow])
+        p = lp.reindex(keys[crow])
+        same = ((g["RKID"].to_numpy(dtype=object) == p["RKID"].astype(str).to_numpy(dtype=object))
+                & (g["PPFS"].to_numpy(dtype=object) == p["PPFS"].astype(str).to_numpy(dtype=object))
+                & (np.abs(g["PPDF"].to_numpy(dtype=float) - pd.to_numeric(p["PPDF"], errors="coerce").fillna(-1).to_numpy()) < 5e-5))
+        bad_c = crow[~same]
+        wrow = np.flatnonzero(W[:n])
+        gw = got.reindex(keys[wrow])
+        actual_q = wrow[_isin(gw["PPFS"].to_numpy(dtype=object), FUZZY_METHODS)]
+        missing_q = actual_q[~Q[actual_q]]
+        sp = nb.partner[actual_q]
+        sp = sp[sp >= 0]
+        covered = _nonempty(nb.spouse_person[np.flatnonzero(Q)]) | extra_partner
+        new_partner = set(got["RKID"].reindex(keys[sp]).dropna().astype(str)) - covered
+        # a person of the sub-run must not have roles outside it (its attributes come from its roles)
+        shared = ~np.concatenate([S, np.ones(N - n, dtype=bool)]) & _isin(u_rkid, set(got["RKID"]))
+        if not len(bad_c) and not len(missing_q) and not new_partner and not shared.any():
+            info.update(relinked=int(W[:n].sum()), context=int(C[:n].sum()), sub_run=len(rows))
+            return _merge(R, keys, lp, rows, res, info, t0)
+        if len(bad_c):
+            W[bad_c] = True
+            W = nb.close(W, blocks=True, decisions=True, row_keys=keys)
+        extra_ctx |= shared
+        Q[missing_q] = True
+        Q[bad_c] = True
+        extra_partner |= new_partner
+    info.update(mode="full (the changes reach too far)", relinked=n, sub_run=n)
+    res = link_roles(roles, persons_prev, links_prev.drop(columns=["role_fp"], errors="ignore"), decisions,
+                     business_date, config=cfg, model=model)
+    res.stats["incremental"] = info | {"seconds": round(time.perf_counter() - t0, 2)}
+    return res
+
+
+def _merge(R: pd.DataFrame, keys: np.ndarray, lp: pd.DataFrame, rows: np.ndarray, res: LinkResult, info: dict,
+           t0: float) -> LinkResult:
+    """Yesterday's links for the rows outside the sub-run, the sub-run's for the rest."""
+    outside = np.ones(len(R), dtype=bool)
+    outside[rows] = False
+    keep = lp.reindex(keys[outside])
+    kept = pd.DataFrame({c: R[c].to_numpy(dtype=object)[outside] for c in LINK_KEY})
+    kept["RKID"] = keep["RKID"].astype(str).to_numpy(dtype=object)
+    kept["PPFS"] = keep["PPFS"].astype(str).to_numpy(dtype=object)
+    kept["PPDF"] = pd.to_numeric(keep["PPDF"], errors="coerce").fillna(0.0).to_numpy(dtype=np.float64)
+    links = pd.concat([kept, res.links[kept.columns]], ignore_index=True)
+    stats = dict(res.stats)
+    stats["ppfs"] = {k: int(v) for k, v in links["PPFS"].value_counts().sort_index().items()}
+    stats["incremental"] = info | {"seconds": round(time.perf_counter() - t0, 2)}
+    return LinkResult(links=links, persons=res.persons, events=res.events, stats=stats, model=res.model)
