@@ -89,6 +89,13 @@ def _field_variants(U: pd.DataFrame, partner: np.ndarray, person_id: np.ndarray)
     region = _digits(region_raw, 6)
     idr = [_digits(pd.Series(v).str[:6].to_numpy(dtype=object), 6)
            for v in (col["id18"], col["id_norm"], col["id_prefix"], person_id)]
+    # as a fuzzy query a role has no trusted ID: its ID evidence is a broken ID or a damaged one's
+    # prefix (link_roles: idk B / P), never its own or its person's valid ID
+    status = U["id_status"].fillna("").astype(str).to_numpy(dtype=object)
+    damage = U["id_damage"].fillna("").astype(str).to_numpy(dtype=object)
+    shape_ok = pd.Series(col["id_norm"]).str.fullmatch(r"[0-9]{17}[0-9X]|[0-9]{15}").fillna(False).to_numpy(bool)
+    q_idr = np.where(np.isin(status, ["CHECKSUM", "FORMAT"]) & (damage == "") & shape_ok, idr[1],
+                     np.where((damage != "") & (col["id_prefix"] != ""), idr[2], ""))
     out = {
         "name_key": [col["name_key"]],
         "surname": [parts["surname"].to_numpy(dtype=object)],
@@ -100,9 +107,12 @@ def _field_variants(U: pd.DataFrame, partner: np.ndarray, person_id: np.ndarray)
         "sex": [sex, sex_t],
         "region": [region],
         "region4": [pd.Series(region).str[:4].to_numpy(dtype=object)],
-        "idregion": idr,
+        "idregion": idr + [q_idr],
     }
-    return out
+    # the value each field has when the role is a query: first variant, except the ID region
+    query = {f: 0 for f in out}
+    query["idregion"] = len(idr)
+    return out, query
 
 
 def _codes(variants: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
@@ -116,34 +126,38 @@ def _codes(variants: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
 
 
 def block_keys(U: pd.DataFrame, partner: np.ndarray, person_id: np.ndarray, spouse_person: np.ndarray,
-               passes: list[dict]) -> dict[str, list[np.ndarray]]:
-    """int64 block key of every row for every pass and every variant of its values (-1: not in the pass).
+               passes: list[dict]) -> tuple[dict[str, list[np.ndarray]], dict[str, np.ndarray]]:
+    """int64 block key of every row for every pass and every variant of its values (-1: not in the
+    pass), and the one key each row has as a fuzzy query (same codes).
 
-    The `queries_missing` restriction is ignored: a superset of blocks is safe (more context)."""
-    fields = _field_variants(U, partner, person_id)
+    The `queries_missing` restriction is ignored here: a superset of blocks is safe (more context)."""
+    fields, query = _field_variants(U, partner, person_id)
     coded = {f: _codes(v) for f, v in fields.items()}
     pc, _ = pd.factorize(spouse_person)
     pc = pc.astype(np.int64)
     pc[spouse_person == ""] = -1
     out: dict[str, list[np.ndarray]] = {}
+    qout: dict[str, np.ndarray] = {}
+
+    def combine(keys, combo):
+        key = np.zeros(len(U), dtype=np.int64)
+        ok = np.ones(len(U), dtype=bool)
+        for k, c in zip(keys, combo):
+            m = coded[k][1]
+            ok &= c >= 0
+            key = key * (m + 1) + (c + 1)
+        return np.where(ok, key, -1)
+
     for i, spec in enumerate(passes):
         name = spec.get("name", f"pass{i}")
         keys = list(spec["keys"])
         if keys == ["partner"]:
             out[name] = [pc]
+            qout[name] = pc
             continue
-        combos = itertools.product(*[coded[k][0] for k in keys])
-        arrs = []
-        for combo in combos:
-            key = np.zeros(len(U), dtype=np.int64)
-            ok = np.ones(len(U), dtype=bool)
-            for k, c in zip(keys, combo):
-                m = coded[k][1]
-                ok &= c >= 0
-                key = key * (m + 1) + (c + 1)
-            arrs.append(np.where(ok, key, -1))
-        out[name] = arrs
-    return out
+        out[name] = [combine(keys, combo) for combo in itertools.product(*[coded[k][0] for k in keys])]
+        qout[name] = combine(keys, [coded[k][0][query[k]] for k in keys])
+    return out, qout
 
 
 def _isin(values: np.ndarray, universe) -> np.ndarray:
@@ -181,7 +195,7 @@ class _Neighbourhood:
         self.partner = partner
         spouse_person = np.where(partner >= 0, prev_rkid[np.maximum(partner, 0)], "")
         self.spouse_person = spouse_person
-        self.blocks = block_keys(U, partner, person_id, spouse_person, cfg["fuzzy"]["blocking"])
+        self.blocks, self.query_blocks = block_keys(U, partner, person_id, spouse_person, cfg["fuzzy"]["blocking"])
         fields = {"birth": _digits(U["birth"].fillna("").astype(str).to_numpy(dtype=object), 8)}
         self.query_filter = {}
         for i, spec in enumerate(cfg["fuzzy"]["blocking"]):
@@ -209,18 +223,25 @@ class _Neighbourhood:
         with `queries_missing` serves only rows lacking those fields, judged on their untrusted values)."""
         out = {}
         for name, arrs in self.blocks.items():
-            s = sel
-            if as_queries and name in self.query_filter:
-                s = sel & self.query_filter[name]
-            vals = np.unique(np.concatenate([a[s] for a in arrs]))
+            if as_queries:
+                s = sel & self.query_filter[name] if name in self.query_filter else sel
+                vals = np.unique(self.query_blocks[name][s])
+            else:
+                vals = np.unique(np.concatenate([a[sel] for a in arrs]))
             out[name] = vals[vals >= 0]
         return out
 
-    def in_blocks(self, keys: dict[str, np.ndarray]) -> np.ndarray:
+    def in_blocks(self, keys: dict[str, np.ndarray], as_queries: bool = False) -> np.ndarray:
+        """Rows with a block key among `keys` (any variant; `as_queries`: their key as a query)."""
         hit = np.zeros(self.N, dtype=bool)
         for name, arrs in self.blocks.items():
             k = keys.get(name)
             if k is None or len(k) == 0:
+                continue
+            if as_queries:
+                s = self.query_filter.get(name)
+                q = np.isin(self.query_blocks[name], k)
+                hit |= q if s is None else (q & s)
                 continue
             for a in arrs:
                 hit |= np.isin(a, k)
@@ -238,7 +259,10 @@ class _Neighbourhood:
             grow |= _isin(self.id_key, _nonempty(self.id_key[sel]))
             grow |= _isin(self.record, set(pd.unique(self.record[sel])))
             if blocks:
-                grow |= self.pq & self.in_blocks(self.pass_keys(sel))
+                # possible queries whose blocks hold a row of the set, or in whose block a row of the
+                # set queries (round 2 weighs queries against each other)
+                grow |= self.pq & (self.in_blocks(self.pass_keys(sel), as_queries=True)
+                                   | self.in_blocks(self.pass_keys(sel, as_queries=True)))
                 ids = _nonempty(self.citizen_id[sel])
                 if len(self.repair) and ids:
                     rows = self.repair.loc[self.repair["id18"].isin(ids), "row"].to_numpy(np.int64)
