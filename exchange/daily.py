@@ -183,7 +183,6 @@ class BaseState:
     tasks: pd.DataFrame
     overlays: pd.DataFrame
     model: str = ""  # the linking model in force (FSModel payload), "" before the first date
-    last_date: str = ""  # the latest business date processed before this run
 
 
 def load_state(conn: sa.Connection) -> BaseState:
@@ -198,8 +197,7 @@ def load_state(conn: sa.Connection) -> BaseState:
         if frame.empty:
             frame = pd.DataFrame(columns=[c.name for c in table.columns], dtype=object)
         frames[key] = frame
-    last = conn.execute(sa.select(sa.func.max(db.runs.c.business_date))).scalar() or ""
-    return BaseState(sources=sources, **frames, model=db.read_meta(conn, db.MODEL_KEY), last_date=last)
+    return BaseState(sources=sources, **frames, model=db.read_meta(conn, db.MODEL_KEY))
 
 
 def already_run(engine: sa.Engine, date: str) -> bool:

@@ -333,8 +333,6 @@ def _task_audit(rows: pd.DataFrame, date: str, old: str, new: str, cause) -> pd.
 def _links_from_db(links: pd.DataFrame) -> pd.DataFrame:
     out = links.copy()
     out["PPDF"] = pd.to_numeric(out["PPDF"], errors="coerce").fillna(0.0) if len(out) else pd.Series(dtype=float)
-    if "role_fp" not in out.columns:
-        out["role_fp"] = ""
     return out.drop(columns=[c for c in ("role_key",) if c in out.columns])
 
 
@@ -348,17 +346,21 @@ def stored_model(payload: str, cfg: dict):
     return model if model.meta.get("config_version") == cfg.get("version") else None
 
 
-def old_roles_of_changes(state, roles: pd.DataFrame, fp: np.ndarray, date: str) -> pd.DataFrame:
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "yes")
+
+
+def old_roles_of_changes(state, fingerprints: pd.Series, date: str) -> pd.DataFrame:
     """Yesterday's version of every role that changed or disappeared since it was linked (for the
-    neighbourhood of incremental linking: an old value can have been some other role's candidate)."""
+    neighbourhood of incremental linking: an old value can have been some other role's candidate).
+    `fingerprints`: today's role fingerprints by role key."""
     from linkage.incremental import role_keys
 
     prev = state.links.set_index("role_key")["role_fp"] if len(state.links) else pd.Series(dtype=object)
-    keys = role_keys(roles)
-    now = pd.Series(fp, index=keys)
-    old_keys = prev.index[~prev.index.isin(keys) | (now.reindex(prev.index).fillna("") != prev).to_numpy()]
+    old_keys = prev.index[~prev.index.isin(fingerprints.index)
+                          | (fingerprints.reindex(prev.index).fillna("") != prev).to_numpy()]
     if not len(old_keys):
-        return roles.iloc[:0]
+        return build_roles({}, date)
     parts = pd.Series(old_keys).str.split("|", expand=True)
     subset = {}
     for bh, grp in parts.groupby(1):
@@ -380,14 +382,13 @@ def link_date(state, roles: pd.DataFrame, decisions: pd.DataFrame, date: str, li
     cfg = link_config or load_config()
     model = stored_model(state.model, cfg)
     prev_links = _links_from_db(state.links)
-    fp = role_fingerprints(roles)
+    fingerprints = pd.Series(role_fingerprints(roles), index=role_keys(roles))
     ic = cfg.get("incremental", {})
-    on = incremental and (bool(ic.get("enabled", False))
-                          or os.environ.get("POPBASE_INCREMENTAL_LINKING", "").lower() in ("1", "true", "yes"))
+    on = incremental and (bool(ic.get("enabled", False)) or _env_flag("POPBASE_INCREMENTAL_LINKING"))
     can = on and model is not None and len(prev_links) > 0 and bool((prev_links["role_fp"] != "").all())
     if can:
-        old = old_roles_of_changes(state, roles, fp, date)
-        res = link_incremental(roles, old, state.persons, prev_links, decisions, date, cfg, model,
+        old = old_roles_of_changes(state, fingerprints, date)
+        res = link_incremental(roles, old, state.persons, prev_links, decisions, date, cfg, model, fingerprints,
                                max_share=float(ic.get("max_share", 0.35)), max_rounds=int(ic.get("max_rounds", 8)))
     else:
         res = link_roles(roles, state.persons, prev_links.drop(columns=["role_fp"]), decisions, date,
@@ -397,8 +398,7 @@ def link_date(state, roles: pd.DataFrame, decisions: pd.DataFrame, date: str, li
     if model is None:
         res.model.meta["config_version"] = cfg.get("version", "")
         payload = res.model.to_payload()
-    fp_of = pd.Series(fp, index=role_keys(roles))
-    res.links["role_fp"] = fp_of.reindex(role_keys(res.links)).fillna("").to_numpy(dtype=object)
+    res.links["role_fp"] = fingerprints.reindex(role_keys(res.links)).fillna("").to_numpy(dtype=object)
     return res, payload
 
 
@@ -416,7 +416,7 @@ def process_date(state, stage_result, staged: dict[str, pd.DataFrame], date: str
     roles = build_roles(view, date)
 
     dec = decisions.drop(columns=["decision_key"], errors="ignore")
-    incremental = incremental and os.environ.get("POPBASE_FULL_RELINK", "").lower() not in ("1", "true", "yes")
+    incremental = incremental and not _env_flag("POPBASE_FULL_RELINK")
     res, model_payload = link_date(state, roles, dec, date, link_config, incremental)
     inc = res.stats.get("incremental", {})
     log.info("linking %s: %s, re-linked %s of %s roles (context %s, %s round(s), %s s; keys %s s, sub-runs %s s)",

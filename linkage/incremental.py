@@ -285,18 +285,21 @@ class _Neighbourhood:
 
 def link_incremental(roles: pd.DataFrame, old_roles: pd.DataFrame, persons_prev: pd.DataFrame,
                      links_prev: pd.DataFrame, decisions: pd.DataFrame, business_date: str, cfg: dict,
-                     model: fz.FSModel, max_share: float = 0.5, max_rounds: int = 8) -> LinkResult:
+                     model: fz.FSModel, fingerprints: pd.Series | None = None, max_share: float = 0.5,
+                     max_rounds: int = 8) -> LinkResult:
     """Link `roles` as `link_roles` would, re-linking only what the changes since `links_prev` reach.
 
     `links_prev` must carry `role_fp` (the fingerprint of each role as it was linked); `old_roles`:
-    the roles of changed or removed records as they were. See the module docstring.
+    the roles of changed or removed records as they were; `fingerprints`: today's, by role key, if the
+    caller has them already. See the module docstring.
     """
     t0 = time.perf_counter()
     order = cfg.get("table_order", DEFAULT_TABLE_ORDER)
     R = _canonical(roles, order)
     n = len(R)
     keys = role_keys(R)
-    fp = role_fingerprints(R)
+    fp = (fingerprints.reindex(keys).fillna("").to_numpy(dtype=object) if fingerprints is not None
+          else role_fingerprints(R))
     lp = links_prev.copy()
     lpk = role_keys(lp) if len(lp) else np.zeros(0, dtype=object)
     lp.index = pd.Index(lpk)
