@@ -41,6 +41,9 @@ from linkage.repair import repair_candidates
 
 FUZZY_METHODS = ("FUZZY", "POSSIBLE", "UNMATCHED")
 QUERY_METHODS = FUZZY_METHODS + ("MANUAL",)
+# what the neighbourhood reads of a role (`_canonical` guarantees them, without NaN)
+NEIGHBOURHOOD_COLUMNS = LINK_KEY + ["ZJLX", "name_key", "id_norm", "id_status", "id18", "id_damage", "id_prefix",
+                                   "id_birth", "id_sex", "sex", "birth", "region"]
 FINGERPRINT_COLUMNS = [
     "XM", "ZJLX", "GMSFHM", "XB", "CSRQ", "MZ", "name", "name_key", "id_norm", "id_status", "id18", "id_damage",
     "id_prefix", "id_birth", "id_sex", "sex", "birth", "region", "address", "ZT", "active", "_ts",
@@ -59,54 +62,79 @@ def role_fingerprints(roles: pd.DataFrame) -> np.ndarray:
         return np.zeros(0, dtype=object)
     frame = roles[cols].copy()
     if "active" in frame:
-        frame["active"] = frame["active"].astype(bool)
-    h = pd.util.hash_pandas_object(frame.fillna("").astype(str), index=False)
+        frame["active"] = np.where(frame["active"].astype(bool), "True", "False").astype(object)
+    # roles hold strings, never NaN (build_roles); hashing them as they are equals hashing
+    # fillna("").astype(str) and skips two copies of every column
+    for c in frame.columns:
+        if frame[c].dtype != object:
+            frame[c] = frame[c].astype(str)
+    h = pd.util.hash_pandas_object(frame, index=False)
     return h.astype(str).to_numpy(dtype=object)
 
 
 # ------------------------------------------------------------------------------------ neighbourhood keys
-def _digits(values: np.ndarray, width: int) -> np.ndarray:
-    s = pd.Series(values, dtype=object).fillna("").astype(str)
-    ok = s.str.fullmatch(r"[0-9]{%d}" % width).fillna(False).to_numpy(bool)
-    return np.where(ok, s.to_numpy(dtype=object), "")
+def _digit_number(values: np.ndarray, width: int, exact: bool) -> np.ndarray:
+    """The first `width` characters of each string as an int64 when they are all digits (with `exact`:
+    and nothing follows them), else -1. Works on the characters' code points, not per string."""
+    n = len(values)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    chars = np.asarray(values, dtype=object).astype(f"U{width + 1}").view(np.uint32).reshape(n, width + 1)
+    d = chars[:, :width].astype(np.int64) - 48
+    ok = ((d >= 0) & (d <= 9)).all(axis=1)
+    if exact:
+        ok &= chars[:, width] == 0
+    return np.where(ok, d @ (10 ** np.arange(width - 1, -1, -1, dtype=np.int64)), -1)
+
+
+def _id_shaped(values: np.ndarray) -> np.ndarray:
+    """Which strings look like a citizen ID: 17 digits and a digit or X, or 15 digits."""
+    n = len(values)
+    if n == 0:
+        return np.zeros(0, dtype=bool)
+    chars = np.asarray(values, dtype=object).astype("U19").view(np.uint32).reshape(n, 19)
+    d = chars.astype(np.int64) - 48
+    digit = (d >= 0) & (d <= 9)
+    ok18 = digit[:, :17].all(axis=1) & (digit[:, 17] | (chars[:, 17] == ord("X"))) & (chars[:, 18] == 0)
+    ok15 = digit[:, :15].all(axis=1) & (chars[:, 15] == 0)
+    return ok18 | ok15
 
 
 def _field_variants(U: pd.DataFrame, partner: np.ndarray, person_id: np.ndarray) -> dict[str, list[np.ndarray]]:
     """Every value each blocking field of `linkage.fuzzy.prepare` can take for each row, whatever the
-    linker decides about the row's ID (trusted or not, repaired or not)."""
+    linker decides about the row's ID (trusted or not, repaired or not). Digit fields are int64 (-1: none)."""
     col = {c: U[c].fillna("").astype(str).to_numpy(dtype=object) for c in
            ("name_key", "birth", "id_birth", "sex", "id_sex", "region", "id18", "id_norm", "id_prefix", "BH", "JS")}
     parts = nm.name_blocking_keys(pd.Series(col["name_key"]))
-    birth = _digits(col["birth"], 8)
-    birth_t = np.where(birth == "", _digits(col["id_birth"], 8), birth)
+    birth = _digit_number(col["birth"], 8, exact=True)
+    birth_t = np.where(birth < 0, _digit_number(col["id_birth"], 8, exact=True), birth)
     sex = np.where(np.isin(col["sex"], ["1", "2"]), col["sex"], "")
     sex_t = np.where((sex == "") & np.isin(col["id_sex"], ["1", "2"]), col["id_sex"], sex)
-    region_raw = pd.Series(col["region"]).str.strip().to_numpy(dtype=object)
+    codes, uniq = pd.factorize(col["region"])  # few distinct regions: strip each once
+    region_raw = pd.Series(uniq, dtype=object).str.strip().to_numpy(dtype=object)[codes]
     zf = np.flatnonzero((col["BH"] == "women") & (col["JS"] == "ZF") & (partner >= 0))
     if len(zf):  # a husband borrows his wife's region when he has none (as in link_roles)
         empty = region_raw[zf] == ""
         region_raw[zf[empty]] = region_raw[partner[zf[empty]]]
-    region = _digits(region_raw, 6)
-    idr = [_digits(pd.Series(v).str[:6].to_numpy(dtype=object), 6)
-           for v in (col["id18"], col["id_norm"], col["id_prefix"], person_id)]
+    region = _digit_number(region_raw, 6, exact=True)
+    idr = [_digit_number(v, 6, exact=False) for v in (col["id18"], col["id_norm"], col["id_prefix"], person_id)]
     # as a fuzzy query a role has no trusted ID: its ID evidence is a broken ID or a damaged one's
     # prefix (link_roles: idk B / P), never its own or its person's valid ID
     status = U["id_status"].fillna("").astype(str).to_numpy(dtype=object)
     damage = U["id_damage"].fillna("").astype(str).to_numpy(dtype=object)
-    shape_ok = pd.Series(col["id_norm"]).str.fullmatch(r"[0-9]{17}[0-9X]|[0-9]{15}").fillna(False).to_numpy(bool)
-    q_idr = np.where(np.isin(status, ["CHECKSUM", "FORMAT"]) & (damage == "") & shape_ok, idr[1],
-                     np.where((damage != "") & (col["id_prefix"] != ""), idr[2], ""))
+    q_idr = np.where(np.isin(status, ["CHECKSUM", "FORMAT"]) & (damage == "") & _id_shaped(col["id_norm"]), idr[1],
+                     np.where((damage != "") & (col["id_prefix"] != ""), idr[2], -1))
     out = {
         "name_key": [col["name_key"]],
         "surname": [parts["surname"].to_numpy(dtype=object)],
         "given": [parts["given"].to_numpy(dtype=object)],
         "pinyin": [parts["pinyin"].to_numpy(dtype=object)],
         "birth": [birth, birth_t],
-        "byear": [pd.Series(b).str[:4].to_numpy(dtype=object) for b in (birth, birth_t)],
-        "bmd": [pd.Series(b).str[4:].to_numpy(dtype=object) for b in (birth, birth_t)],
+        "byear": [np.where(b >= 0, b // 10000, -1) for b in (birth, birth_t)],
+        "bmd": [np.where(b >= 0, b % 10000, -1) for b in (birth, birth_t)],
         "sex": [sex, sex_t],
         "region": [region],
-        "region4": [pd.Series(region).str[:4].to_numpy(dtype=object)],
+        "region4": [np.where(region >= 0, region // 100, -1)],
         "idregion": idr + [q_idr],
     }
     # the value each field has when the role is a query: first variant, except the ID region
@@ -117,10 +145,7 @@ def _field_variants(U: pd.DataFrame, partner: np.ndarray, person_id: np.ndarray)
 
 def _codes(variants: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
     """Shared integer codes of a field's variants (-1 for empty)."""
-    allv = np.concatenate(variants)
-    codes, uniq = pd.factorize(allv)
-    codes = codes.astype(np.int64)
-    codes[allv == ""] = -1
+    codes, uniq = _dense(np.concatenate(variants))
     n = len(variants[0])
     return [codes[i * n:(i + 1) * n] for i in range(len(variants))], len(uniq)
 
@@ -168,11 +193,54 @@ def _nonempty(values: np.ndarray) -> set:
     return set(pd.unique(values[values != ""])) if len(values) else set()
 
 
+def _dense(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Dense codes of `values` ('' and -1 are "no value": code -1) and the distinct values."""
+    codes, uniq = pd.factorize(values)
+    codes = codes.astype(np.int64)
+    empty = (values == "") if values.dtype == object else (values < 0)
+    codes[empty] = -1
+    return codes, np.asarray(uniq)
+
+
+class _Group:
+    """Rows sharing a value (a person, an ID, a record, a block): membership by table lookup, not by
+    sorting, so that the closure below costs a few passes over integer arrays per step."""
+
+    def __init__(self, *variants: np.ndarray):
+        n = len(variants[0])
+        codes, self.values = _dense(np.concatenate(variants))
+        self.codes = [codes[i * n:(i + 1) * n] for i in range(len(variants))]  # one per variant
+        self.size = len(self.values)
+
+    def code_of(self, values: np.ndarray) -> np.ndarray:
+        """The group code of each value (-1: no row has it)."""
+        code = pd.Index(self.values).get_indexer(values).astype(np.int64)
+        if self.values.dtype == object:
+            code[values == ""] = -1
+        return code
+
+    def table(self, sel: np.ndarray, variants=None) -> np.ndarray:
+        """Which groups the rows `sel` are in (index code + 1; slot 0 is "no group")."""
+        t = np.zeros(self.size + 1, dtype=bool)
+        for c in (self.codes if variants is None else [self.codes[v] for v in variants]):
+            t[c[sel] + 1] = True
+        t[0] = False
+        return t
+
+    def hit(self, table: np.ndarray, variants=None) -> np.ndarray:
+        """Rows in one of the groups marked in `table`."""
+        out = np.zeros(len(self.codes[0]), dtype=bool)
+        for c in (self.codes if variants is None else [self.codes[v] for v in variants]):
+            out |= table[c + 1]
+        return out
+
+
 class _Neighbourhood:
     """Keys of every row of U = current roles (first n) + old versions of changed roles."""
 
     def __init__(self, U: pd.DataFrame, n: int, prev_rkid: np.ndarray, prev_ppfs: np.ndarray, seeds: np.ndarray,
-                 person_id: np.ndarray, cfg: dict, business_date: str, decisions: pd.DataFrame, merged: dict):
+                 person_id: np.ndarray, cfg: dict, business_date: str, decisions: pd.DataFrame, merged: dict,
+                 row_keys: np.ndarray):
         self.n = n
         self.N = len(U)
         self.prev_rkid = prev_rkid
@@ -182,101 +250,121 @@ class _Neighbourhood:
         zjlx = U["ZJLX"].astype(str).str.strip().to_numpy(dtype=object)
         citizen = np.isin(status, ["VALID18", "VALID15"]) & (id18 != "")
         doc = (status == "OTHER_DOC") & (id_norm != "")
-        self.id_key = np.where(citizen, id18, np.where(doc, "DOC:" + pd.Series(zjlx).to_numpy(dtype=object) + "|" + id_norm, ""))
+        self.id_key = np.where(citizen, id18, np.where(doc, "DOC:" + zjlx + "|" + id_norm, ""))
         self.citizen_id = np.where(citizen, id18, "")
         self.record = (U["BH"].astype(str) + "|" + U["YWZJ"].astype(str)).to_numpy(dtype=object)
         # spouses within the same frame part (current with current, old with old)
         partner = np.full(self.N, -1, dtype=np.int64)
-        cur = _partner_rows(U.iloc[:n].reset_index(drop=True))
-        partner[:n] = cur
+        spouse_cols = ["BH", "YWZJ", "JS"]
+        partner[:n] = _partner_rows(U[spouse_cols].iloc[:n])
         if self.N > n:
-            old = _partner_rows(U.iloc[n:].reset_index(drop=True))
+            old = _partner_rows(U[spouse_cols].iloc[n:].reset_index(drop=True))
             partner[n:] = np.where(old >= 0, old + n, -1)
         self.partner = partner
         spouse_person = np.where(partner >= 0, prev_rkid[np.maximum(partner, 0)], "")
         self.spouse_person = spouse_person
-        self.blocks, self.query_blocks = block_keys(U, partner, person_id, spouse_person, cfg["fuzzy"]["blocking"])
-        fields = {"birth": _digits(U["birth"].fillna("").astype(str).to_numpy(dtype=object), 8)}
+        blocks, query_blocks = block_keys(U, partner, person_id, spouse_person, cfg["fuzzy"]["blocking"])
+        # one code space per pass for its variants and its query key (the last one)
+        self.blocks = {name: _Group(*arrs, query_blocks[name]) for name, arrs in blocks.items()}
+        fields = {"birth": _digit_number(U["birth"].fillna("").astype(str).to_numpy(dtype=object), 8, exact=True) < 0}
         self.query_filter = {}
         for i, spec in enumerate(cfg["fuzzy"]["blocking"]):
             missing = [f for f in spec.get("queries_missing", ()) if f in fields]
             if missing and len(missing) == len(spec.get("queries_missing", ())):
-                self.query_filter[spec.get("name", f"pass{i}")] = np.logical_and.reduce([fields[f] == "" for f in missing])
+                self.query_filter[spec.get("name", f"pass{i}")] = np.logical_and.reduce([fields[f] for f in missing])
         # rows that may be fuzzy queries: not ID-linked yesterday, new, changed, or old versions
         self.pq = _isin(prev_ppfs, QUERY_METHODS) | (prev_rkid == "") | seeds
+        self.person = _Group(prev_rkid)
+        self.id_group = _Group(self.id_key)
+        self.record_group = _Group(self.record)
+        self.citizen = _Group(self.citizen_id)
         # damaged IDs of current rows and the IDs they could be repaired to
         damage = U["id_damage"].astype(str).to_numpy(dtype=object)
         broken = np.flatnonzero((np.isin(status[:n], ["CHECKSUM", "FORMAT"]) | (damage[:n] != "")))
-        known = _nonempty(self.citizen_id)
-        cand = repair_candidates(U.iloc[:n].reset_index(drop=True), broken, list(known), cfg, business_date)
-        self.repair = cand[cand["id18"].isin(known)][["row", "id18"]].reset_index(drop=True)
-        # roles pinned to a person by a decision
+        known = self.citizen.values[self.citizen.values != ""]
+        cand = repair_candidates(U, broken, list(known), cfg, business_date)  # `broken` are current rows
+        code = self.citizen.code_of(cand["id18"].to_numpy(dtype=object)) if len(cand) else np.zeros(0, np.int64)
+        self.repair_row = cand["row"].to_numpy(np.int64)[code >= 0] if len(cand) else np.zeros(0, np.int64)
+        self.repair_id = code[code >= 0]  # the citizen ID each could be repaired to
+        # roles pinned to a person by a decision: the decision's row (-1: no current role) and person
         if len(decisions):
-            dk = role_keys(decisions)
             dr = pd.Series(decisions["RKID"].astype(str).to_numpy(dtype=object)).map(lambda r: merged.get(r, r))
-            self.decision = pd.DataFrame({"key": dk, "RKID": dr.to_numpy(dtype=object)})
+            self.decision_row = pd.Index(row_keys).get_indexer(role_keys(decisions)).astype(np.int64)
+            self.decision_person = self.person.code_of(dr.to_numpy(dtype=object))
         else:
-            self.decision = pd.DataFrame({"key": [], "RKID": []}, dtype=object)
+            self.decision_row = np.zeros(0, np.int64)
+            self.decision_person = np.zeros(0, np.int64)
 
     def pass_keys(self, sel: np.ndarray, as_queries: bool = False) -> dict[str, np.ndarray]:
-        """Block keys of the rows `sel`; `as_queries`: only the passes each row can query in (a pass
-        with `queries_missing` serves only rows lacking those fields, judged on their untrusted values)."""
+        """The blocks of the rows `sel`, per pass; `as_queries`: only the blocks each row queries in
+        (a pass with `queries_missing` serves only rows lacking those fields, judged on their untrusted
+        values)."""
         out = {}
-        for name, arrs in self.blocks.items():
+        for name, g in self.blocks.items():
             if as_queries:
                 s = sel & self.query_filter[name] if name in self.query_filter else sel
-                vals = np.unique(self.query_blocks[name][s])
+                out[name] = g.table(s, variants=[-1])
             else:
-                vals = np.unique(np.concatenate([a[sel] for a in arrs]))
-            out[name] = vals[vals >= 0]
+                out[name] = g.table(sel, variants=range(len(g.codes) - 1))
         return out
 
     def in_blocks(self, keys: dict[str, np.ndarray], as_queries: bool = False) -> np.ndarray:
-        """Rows with a block key among `keys` (any variant; `as_queries`: their key as a query)."""
+        """Rows in a block marked in `keys` (any variant; `as_queries`: with their key as a query)."""
         hit = np.zeros(self.N, dtype=bool)
-        for name, arrs in self.blocks.items():
-            k = keys.get(name)
-            if k is None or len(k) == 0:
+        for name, g in self.blocks.items():
+            t = keys.get(name)
+            if t is None or not t.any():
                 continue
             if as_queries:
                 s = self.query_filter.get(name)
-                q = np.isin(self.query_blocks[name], k)
+                q = g.hit(t, variants=[-1])
                 hit |= q if s is None else (q & s)
-                continue
-            for a in arrs:
-                hit |= np.isin(a, k)
+            else:
+                hit |= g.hit(t, variants=range(len(g.codes) - 1))
         return hit
 
-    def close(self, mask: np.ndarray, blocks: bool = False, decisions: bool = False,
-              row_keys: np.ndarray | None = None) -> np.ndarray:
+    def repaired_to(self, sel: np.ndarray) -> np.ndarray:
+        """Rows whose damaged ID could be repaired to a citizen ID held by a row of `sel`."""
+        out = np.zeros(self.N, dtype=bool)
+        if len(self.repair_row):
+            out[self.repair_row[self.citizen.table(sel)[self.repair_id + 1]]] = True
+        return out
+
+    def holding_repairs_of(self, sel: np.ndarray) -> np.ndarray:
+        """Rows holding a citizen ID that a damaged ID of a row of `sel` could be repaired to."""
+        if not len(self.repair_row):
+            return np.zeros(self.N, dtype=bool)
+        t = np.zeros(self.citizen.size + 1, dtype=bool)
+        t[self.repair_id[sel[self.repair_row]] + 1] = True
+        return self.citizen.hit(t)
+
+    def close(self, mask: np.ndarray, blocks: bool = False, decisions: bool = False) -> np.ndarray:
         """`mask` closed under shared person, ID group and record; with `decisions`, under the persons
         decisions pin roles to; with `blocks` (and decisions), under fuzzy blocks for possible queries
         and repair candidates."""
         mask = mask.copy()
         while True:
             sel = mask
-            grow = _isin(self.prev_rkid, _nonempty(self.prev_rkid[sel]))
-            grow |= _isin(self.id_key, _nonempty(self.id_key[sel]))
-            grow |= _isin(self.record, set(pd.unique(self.record[sel])))
+            grow = self.person.hit(self.person.table(sel))
+            grow |= self.id_group.hit(self.id_group.table(sel))
+            grow |= self.record_group.hit(self.record_group.table(sel))
             if blocks:
                 # possible queries whose blocks hold a row of the set, or in whose block a row of the
                 # set queries (round 2 weighs queries against each other)
                 grow |= self.pq & (self.in_blocks(self.pass_keys(sel), as_queries=True)
                                    | self.in_blocks(self.pass_keys(sel, as_queries=True)))
-                ids = _nonempty(self.citizen_id[sel])
-                if len(self.repair) and ids:
-                    rows = self.repair.loc[self.repair["id18"].isin(ids), "row"].to_numpy(np.int64)
-                    grow[rows] = True
-            if (blocks or decisions) and len(self.decision) and row_keys is not None:
+                grow |= self.repaired_to(sel)
+            if (blocks or decisions) and len(self.decision_row):
                 # roles pinned to (or declared not to be) a person of the set, and the persons the
                 # set's roles are pinned to
-                rk = _nonempty(self.prev_rkid[sel])
-                dk = set(self.decision.loc[self.decision["RKID"].isin(rk), "key"])
-                if dk:
-                    grow[: self.n] |= _isin(row_keys, dk)
-                mine = self.decision[self.decision["key"].isin(set(row_keys[sel[: self.n]]))]
-                if len(mine):
-                    grow |= _isin(self.prev_rkid, set(mine["RKID"]))
+                persons = self.person.table(sel)
+                pinned = self.decision_row[(self.decision_row >= 0) & persons[self.decision_person + 1]]
+                grow[pinned] = True
+                mine = (self.decision_row >= 0) & sel[np.maximum(self.decision_row, 0)] & (self.decision_person >= 0)
+                if mine.any():
+                    t = np.zeros(self.person.size + 1, dtype=bool)
+                    t[self.decision_person[mine] + 1] = True
+                    grow |= self.person.hit(t)
             grow[self.n:] = mask[self.n:]
             if not (grow & ~mask).any():
                 return mask
@@ -319,7 +407,7 @@ def link_incremental(roles: pd.DataFrame, old_roles: pd.DataFrame, persons_prev:
     O_rkid = lp["RKID"].reindex(ok).fillna("").astype(str).to_numpy(dtype=object)
     removed = ~lp.index.isin(keys)
     removed_rkids = set(lp.loc[removed, "RKID"].astype(str))
-    U = pd.concat([R, O], ignore_index=True)
+    U = pd.concat([R[NEIGHBOURHOOD_COLUMNS], O[NEIGHBOURHOOD_COLUMNS]], ignore_index=True)
     N = len(U)
     u_rkid = np.concatenate([prev_rkid, O_rkid])
     u_ppfs = np.concatenate([prev_ppfs, np.full(len(O), "", dtype=object)])
@@ -328,13 +416,13 @@ def link_incremental(roles: pd.DataFrame, old_roles: pd.DataFrame, persons_prev:
     merged = dict(zip(pp.loc[pp["status"] == "retired", "RKID"], pp.loc[pp["status"] == "retired", "merged_into"]))
     person_gmsfhm = pp.set_index("RKID")["GMSFHM"] if len(pp) else pd.Series(dtype=object)
     person_id = pd.Series(u_rkid).map(person_gmsfhm).fillna("").astype(str).to_numpy(dtype=object)
-    nb = _Neighbourhood(U, n, u_rkid, u_ppfs, u_seeds, person_id, cfg, business_date, dec, merged)
+    nb = _Neighbourhood(U, n, u_rkid, u_ppfs, u_seeds, person_id, cfg, business_date, dec, merged, keys)
     t_keys = time.perf_counter() - t0
 
     W = u_seeds.copy()
     if removed_rkids:
         W[:n] |= _isin(prev_rkid, removed_rkids)
-    W = nb.close(W, blocks=True, decisions=True, row_keys=keys)
+    W = nb.close(W, blocks=True, decisions=True)
     info = {"roles": n, "seeds": int(seeds.sum()), "old_versions": len(O), "removed": int(removed.sum()),
             "rounds": 0, "mode": "incremental", "keys_s": round(t_keys, 2)}
     # the context follows the rows that can be fuzzy queries: fuzzy (or pinned) yesterday, or without an
@@ -350,14 +438,12 @@ def link_incremental(roles: pd.DataFrame, old_roles: pd.DataFrame, persons_prev:
         C = ~W & nb.in_blocks(nb.pass_keys(Q, as_queries=True))
         wb = W.copy()
         wb[n:] = True
-        rep = nb.repair[wb[nb.repair["row"].to_numpy(np.int64)]] if len(nb.repair) else nb.repair
-        if len(rep):
-            C |= _isin(nb.citizen_id, set(rep["id18"]))
+        C |= nb.holding_repairs_of(wb)
         if extra_partner:
             C |= _isin(nb.spouse_person, extra_partner)
         C |= extra_ctx
         C[n:] = False
-        C = nb.close(C, decisions=True, row_keys=keys) & ~W
+        C = nb.close(C, decisions=True) & ~W
         C[n:] = False
         S = (W | C)[:n]
         if S.sum() > max_share * max(n, 1):  # linking everything is cheaper
@@ -393,7 +479,7 @@ def link_incremental(roles: pd.DataFrame, old_roles: pd.DataFrame, persons_prev:
             return _merge(R, keys, lp, rows, res, info, t0)
         if len(bad_c):
             W[bad_c] = True
-            W = nb.close(W, blocks=True, decisions=True, row_keys=keys)
+            W = nb.close(W, blocks=True, decisions=True)
         extra_ctx |= shared
         Q[missing_q] = True
         Q[bad_c] = True
