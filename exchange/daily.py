@@ -183,6 +183,7 @@ class BaseState:
     tasks: pd.DataFrame
     overlays: pd.DataFrame
     model: str = ""  # the linking model in force (FSModel payload), "" before the first date
+    last_run: str = ""  # the latest business date processed, "" before the first
 
 
 def load_state(conn: sa.Connection) -> BaseState:
@@ -197,7 +198,8 @@ def load_state(conn: sa.Connection) -> BaseState:
         if frame.empty:
             frame = pd.DataFrame(columns=[c.name for c in table.columns], dtype=object)
         frames[key] = frame
-    return BaseState(sources=sources, **frames, model=db.read_meta(conn, db.MODEL_KEY))
+    last_run = conn.execute(sa.select(sa.func.max(db.runs.c.business_date))).scalar() or ""
+    return BaseState(sources=sources, **frames, model=db.read_meta(conn, db.MODEL_KEY), last_run=str(last_run))
 
 
 def already_run(engine: sa.Engine, date: str) -> bool:

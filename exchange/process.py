@@ -372,22 +372,41 @@ def old_roles_of_changes(state, fingerprints: pd.Series, date: str) -> pd.DataFr
     return old[pd.Index(role_keys(old)).isin(old_keys)].reset_index(drop=True) if len(old) else old
 
 
+def incremental_on(cfg: dict, incremental: bool = True) -> bool:
+    """Whether a date re-links and re-checks only what changed (config `incremental.enabled`, or the
+    environment: POPBASE_INCREMENTAL_LINKING=1 turns it on, POPBASE_FULL_RELINK=1 off)."""
+    if not incremental or _env_flag("POPBASE_FULL_RELINK"):
+        return False
+    return bool(cfg.get("incremental", {}).get("enabled", False)) or _env_flag("POPBASE_INCREMENTAL_LINKING")
+
+
+def role_changes(state, roles: pd.DataFrame, date: str, with_old: bool = True) -> tuple[pd.Series, pd.DataFrame | None]:
+    """Today's role fingerprints (by role key) and, `with_old`, yesterday's version of the roles that
+    changed or disappeared."""
+    from linkage.incremental import role_fingerprints, role_keys
+
+    fingerprints = pd.Series(role_fingerprints(roles), index=role_keys(roles))
+    return fingerprints, (old_roles_of_changes(state, fingerprints, date) if with_old else None)
+
+
 def link_date(state, roles: pd.DataFrame, decisions: pd.DataFrame, date: str, link_config=None,
-              incremental: bool = True):
-    """Link the date's roles: incrementally when the base has what that needs (a stored model and the
-    fingerprints of yesterday's roles), else the whole city. Returns (LinkResult, model payload)."""
-    from linkage.incremental import link_incremental, role_fingerprints, role_keys
+              incremental: bool = True, changes: tuple | None = None):
+    """Link the date's roles: incrementally when switched on and the base has what that needs (a stored
+    model and the fingerprints of yesterday's roles), else the whole city. `changes`: `role_changes(...)`
+    if the caller has them. Returns (LinkResult, model payload)."""
+    from linkage.incremental import link_incremental, role_keys
     from linkage.link import link_roles, load_config
 
     cfg = link_config or load_config()
     model = stored_model(state.model, cfg)
     prev_links = _links_from_db(state.links)
-    fingerprints = pd.Series(role_fingerprints(roles), index=role_keys(roles))
-    ic = cfg.get("incremental", {})
-    on = incremental and (bool(ic.get("enabled", False)) or _env_flag("POPBASE_INCREMENTAL_LINKING"))
+    on = incremental_on(cfg, incremental)
     can = on and model is not None and len(prev_links) > 0 and bool((prev_links["role_fp"] != "").all())
+    if changes is None or (can and changes[1] is None):
+        changes = role_changes(state, roles, date, with_old=can)
+    fingerprints, old = changes
     if can:
-        old = old_roles_of_changes(state, fingerprints, date)
+        ic = cfg.get("incremental", {})
         res = link_incremental(roles, old, state.persons, prev_links, decisions, date, cfg, model, fingerprints,
                                max_share=float(ic.get("max_share", 0.35)), max_rounds=int(ic.get("max_rounds", 8)))
     else:
@@ -402,10 +421,41 @@ def link_date(state, roles: pd.DataFrame, decisions: pd.DataFrame, date: str, li
     return res, payload
 
 
+def date_states(state, roles: pd.DataFrame, links: pd.DataFrame, view: dict, tasks: pd.DataFrame,
+                overlays: pd.DataFrame, date: str, changes: tuple | None) -> tuple[pd.DataFrame, dict]:
+    """The date's states: re-checking only the roles today's changes reach (linkage/recheck.py) when
+    yesterday's states are known (the tasks raised on the last run) and `changes` are given; else
+    every role. Returns (states, figures for the log)."""
+    from linkage.recheck import recheck_rows
+    from linkage.states import STATE_COLUMNS, STATE_ORDER, evaluate_states
+
+    prev_links = state.links
+    known = (changes is not None and changes[1] is not None and state.last_run != "" and state.last_run < date
+             and len(prev_links) > 0 and bool((prev_links["role_fp"] != "").all()))
+    if not known:
+        return evaluate_states(roles, links, view, date), {"mode": "full", "rechecked": len(roles)}
+    affected, frame = recheck_rows(roles, links, prev_links, changes[0], changes[1], tasks, overlays, view, date,
+                                   state.last_run)
+    keys = db.role_key(roles).to_numpy(dtype=object)
+    part = evaluate_states(roles[frame], links, view, date)
+    part = part[pd.Index(db.role_key(part)).isin(keys[affected])] if len(part) else part
+    # the other roles' states are yesterday's: the tasks raised on the last run
+    raised = tasks[(tasks["last_raised"] == state.last_run)] if len(tasks) else tasks
+    untouched = keys[~affected]  # (a role gone since is not among today's roles at all)
+    kept = raised[pd.Index(db.role_key(raised)).isin(untouched)] if len(raised) else raised
+    states = pd.concat([part, kept.reindex(columns=STATE_COLUMNS)], ignore_index=True)
+    # the order of a full evaluation: state, then role
+    pos = pd.Series(np.arange(len(keys)), index=keys)
+    pos = pos[~pos.index.duplicated()]
+    order = np.lexsort((pos.reindex(db.role_key(states)).fillna(len(keys)).to_numpy(),
+                        states["HCZT"].map(STATE_ORDER).fillna(len(STATE_ORDER)).to_numpy()))
+    states = states.iloc[order].reset_index(drop=True)[STATE_COLUMNS].fillna("").astype(str)
+    return states, {"mode": "incremental", "rechecked": int(affected.sum()), "frame": int(frame.sum())}
+
+
 def process_date(state, stage_result, staged: dict[str, pd.DataFrame], date: str, link_config=None,
                  prior_reports: dict | None = None, incremental: bool = True) -> ProcessResult:
     """`incremental=False` re-links and re-checks the whole city (the rebuild the incremental run must equal)."""
-    from linkage.states import evaluate_states
     from quality.rates import quality_rates
 
     sources, reports, rejects = apply_extracts(state, stage_result, staged, date)
@@ -416,8 +466,11 @@ def process_date(state, stage_result, staged: dict[str, pd.DataFrame], date: str
     roles = build_roles(view, date)
 
     dec = decisions.drop(columns=["decision_key"], errors="ignore")
-    incremental = incremental and not _env_flag("POPBASE_FULL_RELINK")
-    res, model_payload = link_date(state, roles, dec, date, link_config, incremental)
+    from linkage.link import load_config
+
+    link_config = link_config or load_config()
+    changes = role_changes(state, roles, date, with_old=incremental_on(link_config, incremental))
+    res, model_payload = link_date(state, roles, dec, date, link_config, incremental, changes)
     inc = res.stats.get("incremental", {})
     log.info("linking %s: %s, re-linked %s of %s roles (context %s, %s round(s), %s s; keys %s s, sub-runs %s s)",
              date, inc.get("mode"), f"{inc.get('relinked', 0):,}", f"{len(roles):,}", f"{inc.get('context', 0):,}",
@@ -435,7 +488,9 @@ def process_date(state, stage_result, staged: dict[str, pd.DataFrame], date: str
             "new": ev.get("new", ""), "cause": "linking " + ev["kind"], "actor": "popbase",
         })
 
-    states = evaluate_states(roles, links, view, date)
+    states, recheck = date_states(state, roles, links, view, tasks, overlays, date, changes)
+    log.info("states %s: %s, re-checked %s of %s roles (evaluated %s)", date, recheck["mode"],
+             f"{recheck['rechecked']:,}", f"{len(roles):,}", f"{recheck.get('frame', len(roles)):,}")
     suppressed = overlays[overlays["kind"] == "SUPPRESS"] if len(overlays) else overlays
     tasks, task_audit = update_tasks(tasks, states, roles, date, suppressed)
 

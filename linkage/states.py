@@ -158,6 +158,43 @@ def _lookup(r: pd.DataFrame, sources, table: str, fields: list[str]) -> pd.DataF
     return src.reindex(r["YWZJ"].to_numpy()).fillna("").set_axis(r.index)
 
 
+def state_id_keys(roles: pd.DataFrame) -> np.ndarray:
+    """The number by which the rules find who else holds a role's ID ("" for none): citizen IDs, well
+    formed or one check digit off, never an Excel-damaged one (many different people share
+    "3.20102E+17" or a "…000" tail)."""
+    usable = roles["id_status"].isin(["VALID18", "VALID15", "CHECKSUM"]) & (roles["id_damage"] == "")
+    return np.where(usable, np.where(roles["id18"] != "", roles["id18"], roles["id_norm"]), "").astype(object)
+
+
+def date_sensitive(roles: pd.DataFrame, sources: dict[str, pd.DataFrame], business_date: str,
+                   since: str) -> np.ndarray:
+    """Roles whose states or their wording can change from `since` to `business_date` with no change
+    to any record: the rules that read the business date. A rule reading it must be listed here, or
+    re-checking only what changed (exchange.process) misses it.
+
+    ID_FORMAT (a birth date after the business date is named with the date), LOGIC_ERROR of a woman
+    outside 15-49 on either date (the wording names the date), and marriages registered after `since`
+    (MARITAL_CONFLICT counts those up to the business date).
+    """
+    r = roles
+    out = (r["id_status"] == "FORMAT").to_numpy(dtype=bool)
+    w = ((r["BH"] == "women") & (r["JS"] == "SELF")).to_numpy(dtype=bool)
+    if w.any():
+        sub = r[w]
+        born = sub["birth"].where(sub["birth"] != "", sub["id_birth"]).fillna("").astype(str)
+        lo, hi = WOMEN_AGE
+        outside = np.zeros(len(sub), dtype=bool)
+        for d in (business_date, since):
+            age = _age(born, str(d))
+            outside |= (age.notna() & ((age < lo) | (age > hi))).to_numpy(dtype=bool)
+        out[np.flatnonzero(w)[outside]] = True
+    m = (r["BH"] == "marriage").to_numpy(dtype=bool)
+    if m.any():
+        djrq = normalise_date(_lookup(r[m], sources, "marriage", ["DJRQ"])["DJRQ"]).fillna("").astype(str)
+        out[np.flatnonzero(m)[(djrq > str(since)).to_numpy(dtype=bool)]] = True
+    return out
+
+
 # ------------------------------------------------------------------------------------------ context
 class _Ctx:
     """The roles with everything the rules share: link, field codes, comparison IDs, references."""
@@ -193,10 +230,7 @@ class _Ctx:
         other = r["id_status"] == "OTHER_DOC"
         r["id_cmp"] = np.where(r["id18"] != "", r["id18"],
                                np.where(other & (r["id_norm"] != ""), "D" + r["ZJLX"] + ":" + r["id_norm"], r["id_norm"]))
-        # IDs used to find who else holds a number: citizen IDs, well formed or one check digit off,
-        # never an Excel-damaged one (many different people share "3.20102E+17" or a "…000" tail)
-        usable = r["id_status"].isin(["VALID18", "VALID15", "CHECKSUM"]) & (r["id_damage"] == "")
-        r["id_key"] = np.where(usable, np.where(r["id18"] != "", r["id18"], r["id_norm"]), "")
+        r["id_key"] = state_id_keys(r)
         r["label"] = _record_label(r)
         r["police"] = r["BH"].isin(POLICE_TABLES)
         self.r = r

@@ -116,10 +116,12 @@ def both_modes(city_factory, tmp_path_factory):
         for d in runner.landed_dates(homes["full"]):
             for mode in ("incremental", "full"):
                 os.environ["POPBASE_INCREMENTAL_LINKING"] = "1" if mode == "incremental" else ""
+                os.environ["POPBASE_FULL_RELINK"] = "" if mode == "incremental" else "1"
                 runner.process_one(homes[mode], engines[mode], d, write_outputs=False)
             per_date.append((d, snapshot(engines["incremental"]), snapshot(engines["full"])))
     finally:
         os.environ.pop("POPBASE_INCREMENTAL_LINKING", None)
+        os.environ.pop("POPBASE_FULL_RELINK", None)
         logging.getLogger("popbase").removeHandler(lines)
         logging.getLogger("popbase").setLevel(level)
     yield per_date, lines.lines, engines
@@ -142,6 +144,17 @@ def test_incremental_linking_relinks_a_small_part_of_the_city(both_modes):
     for ln in inc:
         relinked, total = (int(x.replace(",", "")) for x in re.search(r"re-linked ([\d,]+) of ([\d,]+)", ln).groups())
         assert 0 < relinked < 0.1 * total, ln
+
+
+def test_incremental_runs_recheck_a_small_part_of_the_city(both_modes):
+    _, lines, _ = both_modes
+    inc = [ln for ln in lines if ln.startswith("states") and ": incremental," in ln]
+    full = [ln for ln in lines if ln.startswith("states") and ": full," in ln]
+    assert len(inc) == 7 and len(full) == 8 + 1, lines  # the full mode's 8 dates, the historical date of the other
+    for ln in inc:
+        checked, total, evaluated = (int(x.replace(",", "")) for x in
+                                     re.search(r"re-checked ([\d,]+) of ([\d,]+) roles \(evaluated ([\d,]+)\)", ln).groups())
+        assert 0 < checked <= evaluated < 0.1 * total, ln
 
 
 def _state_and_roles(engine, edit):

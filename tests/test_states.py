@@ -505,3 +505,25 @@ def test_roles_without_links_get_only_record_states():
     sources = {"dibao": src("dibao", dibao("D1", xm=""), dibao("D2"))}
     out = evaluate_states(build_roles(sources, BD), pd.DataFrame(), sources, BD)
     assert list(out["HCZT"]) == ["MISSING"] and out["RKID"].iloc[0] == ""  # no NOT_IN_POLICE, no DUP_RECORD
+
+
+def test_date_sensitive_roles_are_those_a_new_business_date_can_change():
+    from linkage.states import date_sensitive
+
+    women = src(
+        "women",
+        {"FNBH": "F1", "XM": "甲", "GMSFHM": make_id("19760301", "224")},  # turns 50 on BD: state appears
+        {"FNBH": "F2", "XM": "乙", "GMSFHM": make_id("19600101", "224")},  # 66 both days: wording names the date
+        {"FNBH": "F3", "XM": "丙", "GMSFHM": make_id("19900101", "224")},  # 36 both days: nothing can change
+        {"FNBH": "F4", "XM": "丁", "GMSFHM": "3201021990010122"},  # malformed ID: ID_FORMAT wording
+    )
+    marriage = src("marriage", {**_wed("M1", "1", "20260301"), "NV_ZJHM": FEMALE2},  # registered on BD
+                   {**_wed("M2", "1", "20200101"), "NV_ZJHM": FEMALE2})
+    sources = {"women": women, "marriage": marriage}
+    roles = build_roles({k: v.drop(columns=[c for c in v.columns if c.startswith("_rk")]) for k, v in sources.items()}, BD)
+    got = date_sensitive(roles, sources, BD, "20260228")
+    hit = set(roles.loc[got, "YWZJ"])
+    assert hit == {"F1", "F2", "F4", "M1"}, hit
+    # from the day before the first the fifty-year-old is out of range on both dates; nothing registered
+    # after BD
+    assert set(roles.loc[date_sensitive(roles, sources, "20260302", BD), "YWZJ"]) == {"F1", "F2", "F4"}
