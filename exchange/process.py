@@ -380,6 +380,14 @@ def incremental_on(cfg: dict, incremental: bool = True) -> bool:
     return bool(cfg.get("incremental", {}).get("enabled", False)) or _env_flag("POPBASE_INCREMENTAL_LINKING")
 
 
+def recheck_on(cfg: dict, incremental: bool = True) -> bool:
+    """Whether a date re-checks only the states its changes can alter (config `incremental.recheck_states`,
+    on by default; also whenever incremental linking is on; POPBASE_FULL_RELINK=1 turns both off)."""
+    if not incremental or _env_flag("POPBASE_FULL_RELINK"):
+        return False
+    return bool(cfg.get("incremental", {}).get("recheck_states", False)) or incremental_on(cfg, incremental)
+
+
 def role_changes(state, roles: pd.DataFrame, date: str, with_old: bool = True) -> tuple[pd.Series, pd.DataFrame | None]:
     """Today's role fingerprints (by role key) and, `with_old`, yesterday's version of the roles that
     changed or disappeared."""
@@ -469,7 +477,8 @@ def process_date(state, stage_result, staged: dict[str, pd.DataFrame], date: str
     from linkage.link import load_config
 
     link_config = link_config or load_config()
-    changes = role_changes(state, roles, date, with_old=incremental_on(link_config, incremental))
+    recheck = recheck_on(link_config, incremental)
+    changes = role_changes(state, roles, date, with_old=recheck or incremental_on(link_config, incremental))
     res, model_payload = link_date(state, roles, dec, date, link_config, incremental, changes)
     inc = res.stats.get("incremental", {})
     log.info("linking %s: %s, re-linked %s of %s roles (context %s, %s round(s), %s s; keys %s s, sub-runs %s s)",
@@ -488,9 +497,9 @@ def process_date(state, stage_result, staged: dict[str, pd.DataFrame], date: str
             "new": ev.get("new", ""), "cause": "linking " + ev["kind"], "actor": "popbase",
         })
 
-    states, recheck = date_states(state, roles, links, view, tasks, overlays, date, changes)
-    log.info("states %s: %s, re-checked %s of %s roles (evaluated %s)", date, recheck["mode"],
-             f"{recheck['rechecked']:,}", f"{len(roles):,}", f"{recheck.get('frame', len(roles)):,}")
+    states, checked = date_states(state, roles, links, view, tasks, overlays, date, changes if recheck else None)
+    log.info("states %s: %s, re-checked %s of %s roles (evaluated %s)", date, checked["mode"],
+             f"{checked['rechecked']:,}", f"{len(roles):,}", f"{checked.get('frame', len(roles)):,}")
     suppressed = overlays[overlays["kind"] == "SUPPRESS"] if len(overlays) else overlays
     tasks, task_audit = update_tasks(tasks, states, roles, date, suppressed)
 

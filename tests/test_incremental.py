@@ -100,12 +100,14 @@ class _Lines(logging.Handler):
 
 @pytest.fixture(scope="module")
 def both_modes(city_factory, tmp_path_factory):
-    """The same 7 days processed twice: re-linking only what changed, and re-linking everything."""
+    """The same 7 days processed three ways: re-linking and re-checking only what changed, the default
+    configuration (whole-city linking, re-checking what changed), and everything."""
     from tests.test_pipeline import snapshot
 
     city = city_factory(persons=2000, days=7, seed=7)
     root = tmp_path_factory.mktemp("modes")
-    homes = {m: copy_city(city, root / m) for m in ("incremental", "full")}
+    modes = {"incremental": ("1", ""), "default": ("", ""), "full": ("", "1")}  # the two switches' values
+    homes = {m: copy_city(city, root / m) for m in modes}
     engines = {m: db.make_engine(f"sqlite:///{h / 'popbase.db'}") for m, h in homes.items()}
     lines = _Lines()
     logging.getLogger("popbase").addHandler(lines)
@@ -114,11 +116,11 @@ def both_modes(city_factory, tmp_path_factory):
     per_date = []
     try:
         for d in runner.landed_dates(homes["full"]):
-            for mode in ("incremental", "full"):
-                os.environ["POPBASE_INCREMENTAL_LINKING"] = "1" if mode == "incremental" else ""
-                os.environ["POPBASE_FULL_RELINK"] = "" if mode == "incremental" else "1"
+            for mode, (inc, full) in modes.items():
+                os.environ["POPBASE_INCREMENTAL_LINKING"] = inc
+                os.environ["POPBASE_FULL_RELINK"] = full
                 runner.process_one(homes[mode], engines[mode], d, write_outputs=False)
-            per_date.append((d, snapshot(engines["incremental"]), snapshot(engines["full"])))
+            per_date.append((d, *(snapshot(engines[m]) for m in modes)))
     finally:
         os.environ.pop("POPBASE_INCREMENTAL_LINKING", None)
         os.environ.pop("POPBASE_FULL_RELINK", None)
@@ -132,9 +134,11 @@ def both_modes(city_factory, tmp_path_factory):
 def test_incremental_linking_equals_relinking_everything_on_every_date(both_modes):
     per_date, lines, _ = both_modes
     assert len(per_date) == 8  # the historical date and 7 daily increments
-    for date, inc, full in per_date:
+    for date, inc, default, full in per_date:
         for table in inc:  # persons, links, tasks, decisions, audit, sources, meta (the model), runs
             pd.testing.assert_frame_equal(inc[table], full[table], obj=f"{date} {table}")
+            # the default configuration: whole-city linking, re-checking only what changed
+            pd.testing.assert_frame_equal(default[table], full[table], obj=f"{date} {table} (default)")
 
 
 def test_incremental_linking_relinks_a_small_part_of_the_city(both_modes):
@@ -150,7 +154,7 @@ def test_incremental_runs_recheck_a_small_part_of_the_city(both_modes):
     _, lines, _ = both_modes
     inc = [ln for ln in lines if ln.startswith("states") and ": incremental," in ln]
     full = [ln for ln in lines if ln.startswith("states") and ": full," in ln]
-    assert len(inc) == 7 and len(full) == 8 + 1, lines  # the full mode's 8 dates, the historical date of the other
+    assert len(inc) == 7 * 2 and len(full) == 8 + 2, lines  # incremental and default: 7 dates each after the first
     for ln in inc:
         checked, total, evaluated = (int(x.replace(",", "")) for x in
                                      re.search(r"re-checked ([\d,]+) of ([\d,]+) roles \(evaluated ([\d,]+)\)", ln).groups())
