@@ -4,7 +4,7 @@
 import dagster as dg
 from dagster import AssetExecutionContext
 
-from exchange import daily, runner
+from exchange import daily, outputs, runner
 from pipelines.partitions import business_dates
 from pipelines.resources import PopbaseResource
 from store.lock import run_lock
@@ -30,8 +30,14 @@ def population_base(context: AssetExecutionContext, popbase: PopbaseResource):
         for date in dates:
             if not (daily.staging_dir(home, date) / "stage.json").exists():
                 daily.stage(home, date)  # materialised on its own, without staged_deliveries
+            latest_before = max(runner.processed_dates(engine), default="")
             summaries[date] = daily.commit(home, engine, date)
-            context.log.info(f"{date}: base up to date")
+            # The outputs show the base right after this date, so they are written before the lock is
+            # released: a concurrent run of a later date (a backfill launched as one run per date)
+            # could otherwise commit before this run's output steps start. Same rule as runner.process_one.
+            if date >= latest_before or not (home / "out" / "exports" / date).exists():
+                outputs.write_all(home, engine, date)
+            context.log.info(f"{date}: base and outputs up to date")
     last = summaries[dates[-1]]
     rate = float(last.get("quality", {}).get("link_rate") or 0.0)
     yield dg.MaterializeResult(metadata={
