@@ -48,6 +48,10 @@ def main() -> None:
     ap.add_argument("--db-url", default="")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     args = ap.parse_args()
+    import logging
+
+    logging.basicConfig(format="    %(message)s")  # the pipeline's own lines: phases of a date, linking, states
+    logging.getLogger("popbase").setLevel(logging.INFO)
 
     from exchange import daily, outputs
     from exchange.process import process_date

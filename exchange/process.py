@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -464,28 +465,41 @@ def date_states(state, roles: pd.DataFrame, links: pd.DataFrame, view: dict, tas
 def process_date(state, stage_result, staged: dict[str, pd.DataFrame], date: str, link_config=None,
                  prior_reports: dict | None = None, incremental: bool = True) -> ProcessResult:
     """`incremental=False` re-links and re-checks the whole city (the rebuild the incremental run must equal)."""
+    from linkage.link import load_config
     from quality.rates import quality_rates
 
+    phases: dict[str, float] = {}
+    clock = [time.perf_counter()]
+
+    def done(phase: str) -> None:  # seconds per phase, logged at the end (where a long date goes)
+        now = time.perf_counter()
+        phases[phase] = phases.get(phase, 0.0) + now - clock[0]
+        clock[0] = now
+
     sources, reports, rejects = apply_extracts(state, stage_result, staged, date)
+    done("apply")
     tasks, overlays, decisions, audit_rows, ret_rejects = apply_returns(state, stage_result, staged, date, reports, sources)
     rejects += ret_rejects
     overlays = live_overlays(overlays, sources)
     view = overlay_sources(sources, overlays)
+    done("returns")
     roles = build_roles(view, date)
+    done("roles")
 
     dec = decisions.drop(columns=["decision_key"], errors="ignore")
-    from linkage.link import load_config
-
     link_config = link_config or load_config()
     recheck = recheck_on(link_config, incremental)
     changes = role_changes(state, roles, date, with_old=recheck or incremental_on(link_config, incremental))
+    done("changes")
     res, model_payload = link_date(state, roles, dec, date, link_config, incremental, changes)
+    done("link")
     inc = res.stats.get("incremental", {})
     log.info("linking %s: %s, re-linked %s of %s roles (context %s, %s round(s), %s s; keys %s s, sub-runs %s s)",
              date, inc.get("mode"), f"{inc.get('relinked', 0):,}", f"{len(roles):,}", f"{inc.get('context', 0):,}",
              inc.get("rounds", 0), inc.get("seconds", ""), inc.get("keys_s", ""), inc.get("sub_run_s", ""))
     links = res.links.copy()
     persons = person_attributes(res.persons, roles, links)
+    done("persons")
     ev = res.events
     link_audit = None
     if len(ev):
@@ -498,10 +512,12 @@ def process_date(state, stage_result, staged: dict[str, pd.DataFrame], date: str
         })
 
     states, checked = date_states(state, roles, links, view, tasks, overlays, date, changes if recheck else None)
+    done("states")
     log.info("states %s: %s, re-checked %s of %s roles (evaluated %s)", date, checked["mode"],
              f"{checked['rechecked']:,}", f"{len(roles):,}", f"{checked.get('frame', len(roles)):,}")
     suppressed = overlays[overlays["kind"] == "SUPPRESS"] if len(overlays) else overlays
     tasks, task_audit = update_tasks(tasks, states, roles, date, suppressed)
+    done("tasks")
 
     links_db = links.copy()
     links_db["role_key"] = db.role_key(links_db)
@@ -515,11 +531,14 @@ def process_date(state, stage_result, staged: dict[str, pd.DataFrame], date: str
     batches = [{"batch_id": b, "department": r["department"], "folder_date": date, "run_date": date,
                 "report": json.dumps(r, ensure_ascii=False)} for b, r in reports.items()]
     rates = quality_rates(roles, links)
+    done("quality rates")
     summary = build_summary(stage_result, reports, tasks, links, rates, date, prior_reports)
     summary["totals"]["persons"] = int((persons_db["status"] == "live").sum())
     audit = pd.DataFrame(audit_rows, columns=[c for c in db.AUDIT_COLUMNS if c != "at"])
     audit = pd.concat([audit] + [a[audit.columns] for a in (link_audit, task_audit) if a is not None and len(a)],
                       ignore_index=True)
+    done("frames for the base")
+    log.info("%s in phases: %s", date, ", ".join(f"{k} {v:.1f} s" for k, v in phases.items()))
     return ProcessResult(new_state, audit, batches, summary, rejects, roles)
 
 

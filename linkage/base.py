@@ -26,6 +26,12 @@ CORE_ATTRIBUTES = ["GMSFHM", "XM", "XB", "CSRQ", "MZ"]
 RESIDENCE_ATTRIBUTES = ["JZXZ", "HJDZ_XZQH", "SJJZD_XZQH", "RHZT", "SWBZ", "LYBM"]
 LINK_KEY = ["BM", "BH", "YWZJ", "JS"]
 
+
+def role_keys(frame: pd.DataFrame) -> np.ndarray:
+    """`BM|BH|YWZJ|JS` of every row: one string per record role (as `store.db.role_key` writes it)."""
+    k = frame[LINK_KEY].astype(str)
+    return (k["BM"] + "|" + k["BH"] + "|" + k["YWZJ"] + "|" + k["JS"]).to_numpy(dtype=object)
+
 # reference-record rank: police hukou active, hukou cancelled, temp active, temp cancelled, then others
 OTHER_TRUST = ("disabled", "dibao", "women", "resident", "marriage")
 

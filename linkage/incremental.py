@@ -35,7 +35,7 @@ import pandas as pd
 
 from linkage import fuzzy as fz
 from linkage import names as nm
-from linkage.base import LINK_KEY
+from linkage.base import LINK_KEY, role_keys
 from linkage.link import DEFAULT_TABLE_ORDER, LinkResult, _canonical, _partner_rows, link_roles
 from linkage.repair import repair_candidates
 
@@ -48,11 +48,6 @@ FINGERPRINT_COLUMNS = [
     "XM", "ZJLX", "GMSFHM", "XB", "CSRQ", "MZ", "name", "name_key", "id_norm", "id_status", "id18", "id_damage",
     "id_prefix", "id_birth", "id_sex", "sex", "birth", "region", "address", "ZT", "active", "_ts",
 ]
-
-
-def role_keys(frame: pd.DataFrame) -> np.ndarray:
-    k = frame[LINK_KEY].astype(str)
-    return (k["BM"] + "|" + k["BH"] + "|" + k["YWZJ"] + "|" + k["JS"]).to_numpy(dtype=object)
 
 
 def role_fingerprints(roles: pd.DataFrame) -> np.ndarray:

@@ -41,7 +41,7 @@ from scipy.sparse.csgraph import connected_components
 
 from linkage import fuzzy as fz
 from linkage import names as nm
-from linkage.base import CORE_ATTRIBUTES, LINK_KEY, PERSON_COLUMNS, attributes_for, empty_persons, rkid_for
+from linkage.base import CORE_ATTRIBUTES, LINK_KEY, PERSON_COLUMNS, attributes_for, empty_persons, rkid_for, role_keys
 from linkage.repair import repair_ids
 
 CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "linkage.json"
@@ -578,9 +578,8 @@ def link_roles(roles: pd.DataFrame, persons_prev: pd.DataFrame | None, links_pre
 
     # ---- 4. RKIDs
     keys = R[LINK_KEY].astype(str)
-    role_key = (keys["BM"] + "|" + keys["BH"] + "|" + keys["YWZJ"] + "|" + keys["JS"]).to_numpy(dtype=object)
-    lpk = (lp["BM"].astype(str) + "|" + lp["BH"].astype(str) + "|" + lp["YWZJ"].astype(str) + "|" + lp["JS"].astype(str)) if len(lp) else pd.Series(dtype=object)
-    prev_raw = pd.Series(lp["RKID"].astype(str).to_numpy(), index=lpk.to_numpy()) if len(lp) else pd.Series(dtype=object)
+    role_key = role_keys(R)
+    prev_raw = pd.Series(lp["RKID"].astype(str).to_numpy(), index=role_keys(lp)) if len(lp) else pd.Series(dtype=object)
     prev_raw = prev_raw[~prev_raw.index.duplicated(keep="last")]
     prev_of_role = prev_raw.reindex(role_key).fillna("").to_numpy(dtype=object)
     prev_live = _resolve_chain(pd.Series(prev_of_role), merged_map).to_numpy(dtype=object)
@@ -588,8 +587,7 @@ def link_roles(roles: pd.DataFrame, persons_prev: pd.DataFrame | None, links_pre
     prev_live = np.where(_isin(prev_live, live_prev), prev_live, "")
 
     # decisions
-    dk = (dec["BM"].astype(str) + "|" + dec["BH"].astype(str) + "|" + dec["YWZJ"].astype(str) + "|" + dec["JS"].astype(str)) if len(dec) else pd.Series(dtype=object)
-    dec = dec.assign(_k=dk.to_numpy() if len(dec) else [], _r=_resolve_chain(dec["RKID"].astype(str), merged_map).to_numpy() if len(dec) else [])
+    dec = dec.assign(_k=role_keys(dec) if len(dec) else [], _r=_resolve_chain(dec["RKID"].astype(str), merged_map).to_numpy() if len(dec) else [])
     dec = dec.sort_values(["_k", "decided", "RWBH"], kind="mergesort")
     row_of_key = pd.Series(np.arange(n), index=role_key)
     same = dec[dec["decision"] == "SAME"].drop_duplicates("_k", keep="last")

@@ -24,13 +24,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from linkage.base import LINK_KEY
+from linkage.base import role_keys
 from linkage.states import date_sensitive, state_id_keys
-
-
-def _keys(frame: pd.DataFrame) -> np.ndarray:
-    k = frame[LINK_KEY].astype(str)
-    return (k["BM"] + "|" + k["BH"] + "|" + k["YWZJ"] + "|" + k["JS"]).to_numpy(dtype=object)
 
 
 def _sharing(values: np.ndarray, chosen: np.ndarray) -> np.ndarray:
@@ -50,14 +45,14 @@ def recheck_rows(roles: pd.DataFrame, links: pd.DataFrame, prev_links: pd.DataFr
     today's role fingerprints by role key; `old_roles`: yesterday's version of the roles that changed or
     disappeared; `tasks`: the tasks after today's returns; `since`: the last date processed before.
     """
-    keys = _keys(roles)
+    keys = role_keys(roles)
     cols = ["RKID", "PPFS", "PPDF"]
 
     def by_key(frame: pd.DataFrame, index: np.ndarray) -> pd.DataFrame:
         f = frame[cols + [c for c in ("role_fp",) if c in frame.columns]].set_axis(pd.Index(index))
         return f[~f.index.duplicated(keep="last")]
 
-    today = by_key(links, _keys(links)) if len(links) else pd.DataFrame(columns=cols)
+    today = by_key(links, role_keys(links)) if len(links) else pd.DataFrame(columns=cols)
     prev = by_key(prev_links, prev_links["role_key"].to_numpy(dtype=object)) if len(prev_links) \
         else pd.DataFrame(columns=cols + ["role_fp"])
     t = today.reindex(keys)
@@ -78,7 +73,7 @@ def recheck_rows(roles: pd.DataFrame, links: pd.DataFrame, prev_links: pd.DataFr
     if len(tasks):
         reopen = tasks[(tasks["close_reason"] == "RETURN")
                        & tasks["closed_date"].astype(str).isin([str(since), str(business_date)])]
-        seeds |= _sharing(keys, _keys(reopen))
+        seeds |= _sharing(keys, role_keys(reopen))
     seeds |= date_sensitive(roles, sources, business_date, since)
 
     # the values the seeds had and have: persons, IDs and records whose roles may now read differently
