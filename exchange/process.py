@@ -450,21 +450,36 @@ def date_states(state, roles: pd.DataFrame, links: pd.DataFrame, view: dict, tas
              and len(prev_links) > 0 and bool((prev_links["role_fp"] != "").all()))
     if not known:
         return evaluate_states(roles, links, view, date), {"mode": "full", "rechecked": len(roles)}
-    affected, frame = recheck_rows(roles, links, prev_links, changes[0], changes[1], tasks, overlays, view, date,
-                                   state.last_run)
-    keys = db.role_key(roles).to_numpy(dtype=object)
-    part = evaluate_states(roles[frame], links, view, date)
-    part = part[pd.Index(db.role_key(part)).isin(keys[affected])] if len(part) else part
-    # the other roles' states are yesterday's: the tasks raised on the last run
+    from linkage.base import role_keys
+
+    fingerprints = changes[0]  # indexed by the role keys of `roles`, in their order (role_changes)
+    keys, link_keys = fingerprints.index.to_numpy(dtype=object), role_keys(links)
+    if len(keys) != len(roles):
+        raise ValueError("the role fingerprints are not those of today's roles")
+    affected, frame = recheck_rows(roles, keys, links, link_keys, prev_links, fingerprints.to_numpy(dtype=object),
+                                   changes[1], tasks, overlays, view, date, state.last_run)
+    # the frame alone: its links and its records (the rules read no others), so the cost follows the frame
+    sub = roles[frame]
+    sub_links = links[pd.Index(link_keys).isin(keys[frame])]
+    wanted = sub.groupby("BH")["YWZJ"].agg(set).to_dict() if len(sub) else {}
+    sub_view = {bh: (src[src["_key"].isin(wanted[bh])] if bh in wanted and len(src) else src.iloc[:0])
+                for bh, src in view.items()}
+    part = evaluate_states(sub, sub_links, sub_view, date)
+    kindex = pd.Index(keys)  # roles are unique by key; one hash table serves every lookup below
+
+    def where(frame_: pd.DataFrame) -> np.ndarray:
+        return kindex.get_indexer(role_keys(frame_)) if len(frame_) else np.zeros(0, dtype=np.int64)
+
+    at = where(part)
+    part = part[(at >= 0) & affected[np.maximum(at, 0)]]
+    # the other roles' states are yesterday's: the tasks raised on the last run (a role gone since is
+    # not among today's roles at all)
     raised = tasks[(tasks["last_raised"] == state.last_run)] if len(tasks) else tasks
-    untouched = keys[~affected]  # (a role gone since is not among today's roles at all)
-    kept = raised[pd.Index(db.role_key(raised)).isin(untouched)] if len(raised) else raised
+    at = where(raised)
+    kept = raised[(at >= 0) & ~affected[np.maximum(at, 0)]]
     states = pd.concat([part, kept.reindex(columns=STATE_COLUMNS)], ignore_index=True)
     # the order of a full evaluation: state, then role
-    pos = pd.Series(np.arange(len(keys)), index=keys)
-    pos = pos[~pos.index.duplicated()]
-    order = np.lexsort((pos.reindex(db.role_key(states)).fillna(len(keys)).to_numpy(),
-                        states["HCZT"].map(STATE_ORDER).fillna(len(STATE_ORDER)).to_numpy()))
+    order = np.lexsort((where(states), states["HCZT"].map(STATE_ORDER).fillna(len(STATE_ORDER)).to_numpy()))
     states = states.iloc[order].reset_index(drop=True)[STATE_COLUMNS].fillna("").astype(str)
     return states, {"mode": "incremental", "rechecked": int(affected.sum()), "frame": int(frame.sum())}
 

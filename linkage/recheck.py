@@ -36,36 +36,50 @@ def _sharing(values: np.ndarray, chosen: np.ndarray) -> np.ndarray:
     return pd.Series(values, dtype=object).isin(set(chosen)).to_numpy(dtype=bool) & (values != "")
 
 
-def recheck_rows(roles: pd.DataFrame, links: pd.DataFrame, prev_links: pd.DataFrame, fingerprints: pd.Series,
-                 old_roles: pd.DataFrame, tasks: pd.DataFrame, overlays: pd.DataFrame, sources: dict,
-                 business_date: str, since: str) -> tuple[np.ndarray, np.ndarray]:
+def _positions(index_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Position of each of `keys` among `index_keys` (the last one if repeated), -1 where absent."""
+    index = pd.Index(index_keys)
+    if not index.is_unique:
+        last = ~pd.Series(index_keys).duplicated(keep="last").to_numpy()
+        pos = np.flatnonzero(~last)
+        return np.where((i := pd.Index(index_keys[~last]).get_indexer(keys)) >= 0, pos[np.maximum(i, 0)], -1)
+    return index.get_indexer(keys)
+
+
+def _take(values: np.ndarray, pos: np.ndarray, empty="") -> np.ndarray:
+    out = np.full(len(pos), empty, dtype=object)
+    out[pos >= 0] = values[pos[pos >= 0]]
+    return out
+
+
+def recheck_rows(roles: pd.DataFrame, keys: np.ndarray, links: pd.DataFrame, link_keys: np.ndarray,
+                 prev_links: pd.DataFrame, fingerprints: np.ndarray, old_roles: pd.DataFrame, tasks: pd.DataFrame,
+                 overlays: pd.DataFrame, sources: dict, business_date: str, since: str) -> tuple[np.ndarray, np.ndarray]:
     """(affected, frame): boolean masks over `roles` (see the module docstring).
 
-    `links`: today's links; `prev_links`: yesterday's, with `role_key` and `role_fp`; `fingerprints`:
-    today's role fingerprints by role key; `old_roles`: yesterday's version of the roles that changed or
-    disappeared; `tasks`: the tasks after today's returns; `since`: the last date processed before.
+    `keys`, `link_keys`: the role keys of `roles` and of `links` (today's links); `prev_links`:
+    yesterday's, with `role_key` and `role_fp`; `fingerprints`: today's role fingerprints, row by row;
+    `old_roles`: yesterday's version of the roles that changed or disappeared; `tasks`: the tasks after
+    today's returns; `since`: the last date processed before.
     """
-    keys = role_keys(roles)
-    cols = ["RKID", "PPFS", "PPDF"]
+    at = _positions(link_keys, keys)
+    prev_keys = prev_links["role_key"].to_numpy(dtype=object)
+    was = _positions(prev_keys, keys)
 
-    def by_key(frame: pd.DataFrame, index: np.ndarray) -> pd.DataFrame:
-        f = frame[cols + [c for c in ("role_fp",) if c in frame.columns]].set_axis(pd.Index(index))
-        return f[~f.index.duplicated(keep="last")]
+    def today(col):
+        return _take(links[col].astype(str).to_numpy(dtype=object), at)
 
-    today = by_key(links, role_keys(links)) if len(links) else pd.DataFrame(columns=cols)
-    prev = by_key(prev_links, prev_links["role_key"].to_numpy(dtype=object)) if len(prev_links) \
-        else pd.DataFrame(columns=cols + ["role_fp"])
-    t = today.reindex(keys)
-    p = prev.reindex(keys)
-    person = t["RKID"].fillna("").astype(str).to_numpy(dtype=object)
+    def before(col):
+        return _take(prev_links[col].astype(str).to_numpy(dtype=object), was)
+
+    person = today("RKID")
     id_key = state_id_keys(roles)
     record = (roles["BH"].astype(str) + "|" + roles["YWZJ"].astype(str)).to_numpy(dtype=object)
-    fp = fingerprints.reindex(keys).fillna("").to_numpy(dtype=object)
-    seeds = p["role_fp"].fillna("").astype(str).to_numpy(dtype=object) != fp
-    seeds |= p["RKID"].fillna("").astype(str).to_numpy(dtype=object) != person
-    seeds |= p["PPFS"].fillna("").astype(str).to_numpy(dtype=object) != t["PPFS"].fillna("").astype(str).to_numpy(dtype=object)
-    prev_score = pd.to_numeric(p["PPDF"], errors="coerce").fillna(-1).to_numpy(dtype=float)
-    score = pd.to_numeric(t["PPDF"], errors="coerce").fillna(-1).to_numpy(dtype=float)
+
+    prev_person = before("RKID")
+    seeds = (before("role_fp") != fingerprints) | (prev_person != person) | (before("PPFS") != today("PPFS"))
+    prev_score = pd.to_numeric(pd.Series(before("PPDF")), errors="coerce").fillna(-1).to_numpy(dtype=float)
+    score = pd.to_numeric(pd.Series(today("PPDF")), errors="coerce").fillna(-1).to_numpy(dtype=float)
     seeds |= np.abs(prev_score - score) >= 5e-5
     if len(overlays):
         answered = overlays[overlays["decided"].astype(str) == str(business_date)]
@@ -77,13 +91,16 @@ def recheck_rows(roles: pd.DataFrame, links: pd.DataFrame, prev_links: pd.DataFr
     seeds |= date_sensitive(roles, sources, business_date, since)
 
     # the values the seeds had and have: persons, IDs and records whose roles may now read differently
-    persons = [person[seeds], p["RKID"].fillna("").astype(str).to_numpy(dtype=object)[seeds]]
+    persons = [person[seeds], prev_person[seeds]]
     ids = [id_key[seeds]]
     records = [record[seeds]]
-    gone = prev[~prev.index.isin(keys)]
+    still = np.zeros(len(prev_keys), dtype=bool)
+    still[was[was >= 0]] = True
+    gone = prev_links[~still]
     if len(gone):
         persons.append(gone["RKID"].astype(str).to_numpy(dtype=object))
-        records.append(pd.Series(gone.index, dtype=object).str.split("|").str[1:3].str.join("|").to_numpy(dtype=object))
+        records.append(pd.Series(gone["role_key"].to_numpy(dtype=object)).str.split("|").str[1:3].str.join("|")
+                       .to_numpy(dtype=object))
     if old_roles is not None and len(old_roles):
         ids.append(state_id_keys(old_roles))
         records.append((old_roles["BH"].astype(str) + "|" + old_roles["YWZJ"].astype(str)).to_numpy(dtype=object))
