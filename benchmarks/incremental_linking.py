@@ -4,7 +4,8 @@
 
 Generates a city, processes its first date, then for every later date builds that date's roles once
 and links them both ways (`exchange.process.link_date` incremental and whole-city), printing the time
-of each, the work set and context sizes, and whether the links are identical; then commits the date
+of each, the work set and context sizes, and whether the links are identical; then evaluates its states
+both ways (`exchange.process.date_states`: what changed, every role) and compares them; then commits the date
 normally and goes on. Figures go to docs/linkage.md ("Incremental linking").
 """
 from __future__ import annotations
@@ -31,7 +32,8 @@ def main() -> None:
     import pandas as pd
 
     from exchange import daily, runner
-    from exchange.process import apply_extracts, apply_returns, link_date, live_overlays, overlay_sources
+    from exchange.process import (apply_extracts, apply_returns, date_states, link_date, live_overlays,
+                                  overlay_sources, role_changes)
     from fixtures.city import generate_city
     from linkage.roles import build_roles
     from store import db
@@ -51,8 +53,10 @@ def main() -> None:
             with engine.connect() as conn:
                 state = daily.load_state(conn)
             sources, reports, _ = apply_extracts(state, staged, frames, date)
-            _, overlays, decisions, _, _ = apply_returns(state, staged, frames, date, reports, sources)
-            roles = build_roles(overlay_sources(sources, live_overlays(overlays, sources)), date)
+            tasks, overlays, decisions, _, _ = apply_returns(state, staged, frames, date, reports, sources)
+            overlays = live_overlays(overlays, sources)
+            view = overlay_sources(sources, overlays)
+            roles = build_roles(view, date)
             dec = decisions.drop(columns=["decision_key"], errors="ignore")
             os.environ["POPBASE_INCREMENTAL_LINKING"] = "1"
             t = time.perf_counter()
@@ -65,11 +69,23 @@ def main() -> None:
             cols = ["BM", "BH", "YWZJ", "JS", "RKID", "PPFS"]
             same = inc.links[cols].sort_values(cols[:4]).reset_index(drop=True).equals(
                 full.links[cols].sort_values(cols[:4]).reset_index(drop=True))
+            # states: re-checking what changed against re-checking everything, on the whole-city links
+            t = time.perf_counter()
+            changes = role_changes(state, roles, date)
+            part, checked = date_states(state, roles, full.links, view, tasks, overlays, date, changes)
+            t_part = time.perf_counter() - t
+            t = time.perf_counter()
+            every, _ = date_states(state, roles, full.links, view, tasks, overlays, date, None)
+            t_every = time.perf_counter() - t
+            states_same = part.equals(every)
             info = inc.stats["incremental"]
             print(f"{date}: roles {len(roles):,}; incremental {t_inc:.1f} s ({info.get('mode')}, re-linked "
                   f"{info.get('relinked', 0):,}, context {info.get('context', 0):,}, rounds {info.get('rounds')}, "
                   f"keys {info.get('keys_s')} s, sub-runs {info.get('sub_run_s')} s); whole city {t_full:.1f} s; "
                   f"identical links: {same}", flush=True)
+            print(f"{date}: states {checked['mode']}: re-checked {checked.get('rechecked', 0):,}, evaluated "
+                  f"{checked.get('frame', 0):,}, {t_part:.1f} s (with the fingerprints); every role {t_every:.1f} s; "
+                  f"identical states: {states_same}", flush=True)
             if date != dates[-1]:  # the last date's commit would be timed by nobody
                 runner.process_one(work, engine, date, write_outputs=False)
         engine.dispose()
