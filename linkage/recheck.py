@@ -75,7 +75,6 @@ def recheck_rows(roles: pd.DataFrame, keys: np.ndarray, links: pd.DataFrame, lin
     person = today("RKID")
     id_key = state_id_keys(roles)
     record = (roles["BH"].astype(str) + "|" + roles["YWZJ"].astype(str)).to_numpy(dtype=object)
-
     prev_person = before("RKID")
     seeds = (before("role_fp") != fingerprints) | (prev_person != person) | (before("PPFS") != today("PPFS"))
     prev_score = pd.to_numeric(pd.Series(before("PPDF")), errors="coerce").fillna(-1).to_numpy(dtype=float)
