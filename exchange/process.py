@@ -381,8 +381,8 @@ def old_roles_of_changes(state, fingerprints: pd.Series, date: str) -> pd.DataFr
 
 
 def incremental_on(cfg: dict, incremental: bool = True) -> bool:
-    """Whether a date re-links and re-checks only what changed (config `incremental.enabled`, or the
-    environment: POPBASE_INCREMENTAL_LINKING=1 turns it on, POPBASE_FULL_RELINK=1 off)."""
+    """Whether a date re-links only what its changes reach (config `incremental.enabled`, off by default,
+    or the environment: POPBASE_INCREMENTAL_LINKING=1 turns it on, POPBASE_FULL_RELINK=1 off)."""
     if not incremental or _env_flag("POPBASE_FULL_RELINK"):
         return False
     return bool(cfg.get("incremental", {}).get("enabled", False)) or _env_flag("POPBASE_INCREMENTAL_LINKING")
@@ -453,9 +453,12 @@ def date_states(state, roles: pd.DataFrame, links: pd.DataFrame, view: dict, tas
     from linkage.base import role_keys
 
     fingerprints = changes[0]  # indexed by the role keys of `roles`, in their order (role_changes)
-    keys, link_keys = fingerprints.index.to_numpy(dtype=object), role_keys(links)
-    if len(keys) != len(roles):
+    if len(fingerprints) != len(roles):
         raise ValueError("the role fingerprints are not those of today's roles")
+    kindex = fingerprints.index  # one hash table of the role keys serves every lookup below
+    if not kindex.is_unique:  # roles are unique by key (build_roles); if not, evaluate everything
+        return evaluate_states(roles, links, view, date), {"mode": "full", "rechecked": len(roles)}
+    keys, link_keys = kindex.to_numpy(dtype=object), role_keys(links)
     affected, frame = recheck_rows(roles, keys, links, link_keys, prev_links, fingerprints.to_numpy(dtype=object),
                                    changes[1], tasks, overlays, view, date, state.last_run)
     # the frame alone: its links and its records (the rules read no others), so the cost follows the frame
@@ -465,7 +468,6 @@ def date_states(state, roles: pd.DataFrame, links: pd.DataFrame, view: dict, tas
     sub_view = {bh: (src[src["_key"].isin(wanted[bh])] if bh in wanted and len(src) else src.iloc[:0])
                 for bh, src in view.items()}
     part = evaluate_states(sub, sub_links, sub_view, date)
-    kindex = pd.Index(keys)  # roles are unique by key; one hash table serves every lookup below
 
     def where(frame_: pd.DataFrame) -> np.ndarray:
         return kindex.get_indexer(role_keys(frame_)) if len(frame_) else np.zeros(0, dtype=np.int64)
