@@ -39,11 +39,12 @@ def _sharing(values: np.ndarray, chosen: np.ndarray) -> np.ndarray:
 def _positions(index_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
     """Position of each of `keys` among `index_keys` (the last one if repeated), -1 where absent."""
     index = pd.Index(index_keys)
-    if not index.is_unique:
-        last = ~pd.Series(index_keys).duplicated(keep="last").to_numpy()
-        pos = np.flatnonzero(~last)
-        return np.where((i := pd.Index(index_keys[~last]).get_indexer(keys)) >= 0, pos[np.maximum(i, 0)], -1)
-    return index.get_indexer(keys)
+    if index.is_unique:
+        return index.get_indexer(keys)
+    last = ~pd.Series(index_keys).duplicated(keep="last").to_numpy()  # the last row of each key
+    pos = np.flatnonzero(last)
+    i = pd.Index(index_keys[last]).get_indexer(keys)
+    return np.where(i >= 0, pos[np.maximum(i, 0)], -1)
 
 
 def _take(values: np.ndarray, pos: np.ndarray, empty="") -> np.ndarray:

@@ -234,3 +234,13 @@ def test_todays_decisions_link_as_a_rebuild_would(both_modes):
     got = res.links.set_index(KEY)
     assert got.loc[tuple(fuzzy.iloc[0][KEY]), "RKID"] != fuzzy.iloc[0]["RKID"]
     assert got.loc[tuple(fuzzy.iloc[1][KEY]), "RKID"] == other.iloc[0]["RKID"]
+
+
+def test_recheck_positions_take_the_last_of_repeated_keys():
+    import numpy as np
+
+    from linkage.recheck import _positions
+
+    keys = np.array(["a", "c", "b"], dtype=object)
+    assert _positions(np.array(["a", "b"], dtype=object), keys).tolist() == [0, -1, 1]
+    assert _positions(np.array(["a", "b", "a"], dtype=object), keys).tolist() == [2, -1, 1]
