@@ -132,6 +132,25 @@ def _digits_to_int(m: np.ndarray) -> np.ndarray:
     return out
 
 
+def leading_digits(values: np.ndarray, width: int, exact: bool = False) -> np.ndarray:
+    """The first `width` characters of each string as an int64 when they are all ASCII digits (with
+    `exact`: and nothing follows them), else -1. One pass over code points, not per string."""
+    m = _ascii_matrix(np.asarray(values, dtype=object), width + 1)
+    ok = _is_digit(m[:, :width]).all(axis=1)
+    if exact:
+        ok &= m[:, width] == 0
+    return np.where(ok, _digits_to_int(m[:, :width]), -1)
+
+
+def id_shaped(values: np.ndarray) -> np.ndarray:
+    """Which strings have a citizen ID's shape: 17 digits and a digit or X, or 15 digits, nothing more."""
+    m = _ascii_matrix(np.asarray(values, dtype=object), 19)
+    digit = _is_digit(m)
+    ok18 = digit[:, :17].all(axis=1) & (digit[:, 17] | (m[:, 17] == _X)) & (m[:, 18] == 0)
+    ok15 = digit[:, :15].all(axis=1) & (m[:, 15] == 0)
+    return ok18 | ok15
+
+
 def _possible_birth(ccyymmdd: np.ndarray, business_date: int | None) -> np.ndarray:
     """(n, 8) CCYYMMDD code points → bool: real date, ≥ 19000101 and (if given) ≤ business date."""
     y = _digits_to_int(ccyymmdd[:, 0:4])

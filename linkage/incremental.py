@@ -36,7 +36,8 @@ import pandas as pd
 from linkage import fuzzy as fz
 from linkage import names as nm
 from linkage.base import LINK_KEY, role_keys
-from linkage.link import DEFAULT_TABLE_ORDER, LinkResult, _canonical, _partner_rows, link_roles
+from linkage.ids import id_shaped, leading_digits
+from linkage.link import DEFAULT_TABLE_ORDER, LinkResult, _canonical, _isin, _partner_rows, link_roles
 from linkage.repair import repair_candidates
 
 FUZZY_METHODS = ("FUZZY", "POSSIBLE", "UNMATCHED")
@@ -77,41 +78,14 @@ def role_fingerprints(roles: pd.DataFrame) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------ neighbourhood keys
-def _digit_number(values: np.ndarray, width: int, exact: bool) -> np.ndarray:
-    """The first `width` characters of each string as an int64 when they are all digits (with `exact`:
-    and nothing follows them), else -1. Works on the characters' code points, not per string."""
-    n = len(values)
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    chars = np.asarray(values, dtype=object).astype(f"U{width + 1}").view(np.uint32).reshape(n, width + 1)
-    d = chars[:, :width].astype(np.int64) - 48
-    ok = ((d >= 0) & (d <= 9)).all(axis=1)
-    if exact:
-        ok &= chars[:, width] == 0
-    return np.where(ok, d @ (10 ** np.arange(width - 1, -1, -1, dtype=np.int64)), -1)
-
-
-def _id_shaped(values: np.ndarray) -> np.ndarray:
-    """Which strings look like a citizen ID: 17 digits and a digit or X, or 15 digits."""
-    n = len(values)
-    if n == 0:
-        return np.zeros(0, dtype=bool)
-    chars = np.asarray(values, dtype=object).astype("U19").view(np.uint32).reshape(n, 19)
-    d = chars.astype(np.int64) - 48
-    digit = (d >= 0) & (d <= 9)
-    ok18 = digit[:, :17].all(axis=1) & (digit[:, 17] | (chars[:, 17] == ord("X"))) & (chars[:, 18] == 0)
-    ok15 = digit[:, :15].all(axis=1) & (chars[:, 15] == 0)
-    return ok18 | ok15
-
-
 def _field_variants(U: pd.DataFrame, partner: np.ndarray, person_id: np.ndarray) -> dict[str, list[np.ndarray]]:
     """Every value each blocking field of `linkage.fuzzy.prepare` can take for each row, whatever the
     linker decides about the row's ID (trusted or not, repaired or not). Digit fields are int64 (-1: none)."""
     col = {c: U[c].fillna("").astype(str).to_numpy(dtype=object) for c in
            ("name_key", "birth", "id_birth", "sex", "id_sex", "region", "id18", "id_norm", "id_prefix", "BH", "JS")}
     parts = nm.name_blocking_keys(pd.Series(col["name_key"]))
-    birth = _digit_number(col["birth"], 8, exact=True)
-    birth_t = np.where(birth < 0, _digit_number(col["id_birth"], 8, exact=True), birth)
+    birth = leading_digits(col["birth"], 8, exact=True)
+    birth_t = np.where(birth < 0, leading_digits(col["id_birth"], 8, exact=True), birth)
     sex = np.where(np.isin(col["sex"], ["1", "2"]), col["sex"], "")
     sex_t = np.where((sex == "") & np.isin(col["id_sex"], ["1", "2"]), col["id_sex"], sex)
     codes, uniq = pd.factorize(col["region"])  # few distinct regions: strip each once
@@ -120,13 +94,13 @@ def _field_variants(U: pd.DataFrame, partner: np.ndarray, person_id: np.ndarray)
     if len(zf):  # a husband borrows his wife's region when he has none (as in link_roles)
         empty = region_raw[zf] == ""
         region_raw[zf[empty]] = region_raw[partner[zf[empty]]]
-    region = _digit_number(region_raw, 6, exact=True)
-    idr = [_digit_number(v, 6, exact=False) for v in (col["id18"], col["id_norm"], col["id_prefix"], person_id)]
+    region = leading_digits(region_raw, 6, exact=True)
+    idr = [leading_digits(v, 6, exact=False) for v in (col["id18"], col["id_norm"], col["id_prefix"], person_id)]
     # as a fuzzy query a role has no trusted ID: its ID evidence is a broken ID or a damaged one's
     # prefix (link_roles: idk B / P), never its own or its person's valid ID
     status = U["id_status"].fillna("").astype(str).to_numpy(dtype=object)
     damage = U["id_damage"].fillna("").astype(str).to_numpy(dtype=object)
-    q_idr = np.where(np.isin(status, ["CHECKSUM", "FORMAT"]) & (damage == "") & _id_shaped(col["id_norm"]), idr[1],
+    q_idr = np.where(np.isin(status, ["CHECKSUM", "FORMAT"]) & (damage == "") & id_shaped(col["id_norm"]), idr[1],
                      np.where((damage != "") & (col["id_prefix"] != ""), idr[2], -1))
     out = {
         "name_key": [col["name_key"]],
@@ -187,10 +161,6 @@ def block_keys(U: pd.DataFrame, partner: np.ndarray, person_id: np.ndarray, spou
         out[name] = [combine(keys, combo) for combo in itertools.product(*[coded[k][0] for k in keys])]
         qout[name] = combine(keys, [coded[k][0][query[k]] for k in keys])
     return out, qout
-
-
-def _isin(values: np.ndarray, universe) -> np.ndarray:
-    return pd.Series(values, dtype=object).isin(universe).to_numpy(dtype=bool)
 
 
 def _nonempty(values: np.ndarray) -> set:
@@ -270,7 +240,7 @@ class _Neighbourhood:
         blocks, query_blocks = block_keys(U, partner, person_id, spouse_person, cfg["fuzzy"]["blocking"])
         # one code space per pass for its variants and its query key (the last one)
         self.blocks = {name: _Group(*arrs, query_blocks[name]) for name, arrs in blocks.items()}
-        fields = {"birth": _digit_number(U["birth"].fillna("").astype(str).to_numpy(dtype=object), 8, exact=True) < 0}
+        fields = {"birth": leading_digits(U["birth"].fillna("").astype(str).to_numpy(dtype=object), 8, exact=True) < 0}
         self.query_filter = {}
         for i, spec in enumerate(cfg["fuzzy"]["blocking"]):
             missing = [f for f in spec.get("queries_missing", ()) if f in fields]

@@ -42,6 +42,7 @@ from scipy.sparse.csgraph import connected_components
 from linkage import fuzzy as fz
 from linkage import names as nm
 from linkage.base import CORE_ATTRIBUTES, LINK_KEY, PERSON_COLUMNS, attributes_for, empty_persons, rkid_for, role_keys
+from linkage.ids import id_shaped
 from linkage.repair import repair_ids
 
 CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "linkage.json"
@@ -530,7 +531,7 @@ def link_roles(roles: pd.DataFrame, persons_prev: pd.DataFrame | None, links_pre
     if len(repaired_id):
         ri = repaired_id.index.to_numpy()
         idk[ri] = "V"; idv[ri] = repaired_id.to_numpy()
-    shape_ok = pd.Series(id_norm).str.fullmatch(r"[0-9]{17}[0-9X]|[0-9]{15}").fillna(False).to_numpy(bool)
+    shape_ok = id_shaped(id_norm)
     b_rows = ~anchored & np.isin(status, ["CHECKSUM", "FORMAT"]) & (damage == "") & shape_ok
     idk[b_rows] = "B"; idv[b_rows] = id_norm[b_rows]
     p_rows = ~anchored & (damage != "") & (prefix != "")

@@ -226,7 +226,6 @@ def loads(text: str):
     return json.loads(text) if text else {}
 
 
-
 def audit_for_person(conn: sa.Connection, rkid: str) -> pd.DataFrame:
     """Every traced change about one person: rows naming the RKID, and rows about its record roles."""
     keys = [r.role_key for r in conn.execute(sa.select(links.c.role_key).where(links.c.RKID == rkid))]
