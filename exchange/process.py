@@ -18,6 +18,7 @@ import pandas as pd
 
 from exchange.apply import apply_delivery
 from exchange.tables import DEPARTMENTS, RETURN_TABLE, TABLES
+from linkage.base import role_keys
 from linkage.roles import build_roles
 from store import db
 
@@ -225,8 +226,6 @@ def overlay_sources(sources: dict[str, pd.DataFrame], overlays: pd.DataFrame) ->
 
 def person_attributes(persons: pd.DataFrame, roles: pd.DataFrame, links: pd.DataFrame) -> pd.DataFrame:
     """JZXZ, HJDZ_XZQH, SJJZD_XZQH, RHZT, SWBZ, LYBM of every live person, from its linked roles."""
-    from linkage.base import role_keys
-
     p = persons.copy()
     # each role's person, by role key (a merge on four object columns costs ~10 s at 2 M roles)
     lk = pd.Series(links["RKID"].to_numpy(dtype=object), index=role_keys(links))
@@ -362,8 +361,6 @@ def old_roles_of_changes(state, fingerprints: pd.Series, date: str) -> pd.DataFr
     """Yesterday's version of every role that changed or disappeared since it was linked (for the
     neighbourhood of incremental linking: an old value can have been some other role's candidate).
     `fingerprints`: today's role fingerprints by role key."""
-    from linkage.incremental import role_keys
-
     prev = state.links.set_index("role_key")["role_fp"] if len(state.links) else pd.Series(dtype=object)
     old_keys = prev.index[~prev.index.isin(fingerprints.index)
                           | (fingerprints.reindex(prev.index).fillna("") != prev).to_numpy()]
@@ -399,7 +396,7 @@ def recheck_on(cfg: dict, incremental: bool = True) -> bool:
 def role_changes(state, roles: pd.DataFrame, date: str, with_old: bool = True) -> tuple[pd.Series, pd.DataFrame | None]:
     """Today's role fingerprints (by role key) and, `with_old`, yesterday's version of the roles that
     changed or disappeared."""
-    from linkage.incremental import role_fingerprints, role_keys
+    from linkage.incremental import role_fingerprints
 
     fingerprints = pd.Series(role_fingerprints(roles), index=role_keys(roles))
     return fingerprints, (old_roles_of_changes(state, fingerprints, date) if with_old else None)
@@ -410,7 +407,7 @@ def link_date(state, roles: pd.DataFrame, decisions: pd.DataFrame, date: str, li
     """Link the date's roles: incrementally when switched on and the base has what that needs (a stored
     model and the fingerprints of yesterday's roles), else the whole city. `changes`: `role_changes(...)`
     if the caller has them. Returns (LinkResult, model payload)."""
-    from linkage.incremental import link_incremental, role_keys
+    from linkage.incremental import link_incremental
     from linkage.link import link_roles, load_config
 
     cfg = link_config or load_config()
@@ -450,8 +447,6 @@ def date_states(state, roles: pd.DataFrame, links: pd.DataFrame, view: dict, tas
              and len(prev_links) > 0 and bool((prev_links["role_fp"] != "").all()))
     if not known:
         return evaluate_states(roles, links, view, date), {"mode": "full", "rechecked": len(roles)}
-    from linkage.base import role_keys
-
     fingerprints = changes[0]  # indexed by the role keys of `roles`, in their order (role_changes)
     if len(fingerprints) != len(roles):
         raise ValueError("the role fingerprints are not those of today's roles")
