@@ -83,6 +83,7 @@ def main() -> None:
                   f"{info.get('relinked', 0):,}, context {info.get('context', 0):,}, rounds {info.get('rounds')}, "
                   f"keys {info.get('keys_s')} s, sub-runs {info.get('sub_run_s')} s); whole city {t_full:.1f} s; "
                   f"identical links: {same}", flush=True)
+            print(f"{date}: incremental details {info}", flush=True)
             print(f"{date}: states {checked['mode']}: re-checked {checked.get('rechecked', 0):,}, evaluated "
                   f"{checked.get('frame', 0):,}, {t_part:.1f} s (with the fingerprints); every role {t_every:.1f} s; "
                   f"identical states: {states_same}", flush=True)

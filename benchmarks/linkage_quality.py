@@ -130,6 +130,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--city", default="", help="use an already generated city folder")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--config", default="", help="a linking configuration other than config/linkage.json (to compare)")
     ap.add_argument("--json", default="", help="write the figures to this file")
     ap.add_argument("--tracemalloc", action="store_true", help="also measure the link stage's Python heap peak")
     args = ap.parse_args()
@@ -138,7 +139,7 @@ def main() -> None:
     from linkage.link import link_roles, load_config
     from linkage.roles import build_roles
 
-    cfg = load_config()
+    cfg = load_config(args.config or None)
     work = Path(args.city) if args.city else Path(tempfile.mkdtemp(prefix="popbase-linkq-"))
     report: dict = {"persons": args.persons, "seed": args.seed, "config_version": cfg.get("version"), "dates": {}}
     if not args.city:

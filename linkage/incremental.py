@@ -218,6 +218,8 @@ class _Neighbourhood:
         self.n = n
         self.N = len(U)
         self.prev_rkid = prev_rkid
+        self.timings: dict[str, float] = {}
+        t = time.perf_counter()
         status = U["id_status"].astype(str).to_numpy(dtype=object)
         id18 = U["id18"].astype(str).to_numpy(dtype=object)
         id_norm = U["id_norm"].astype(str).to_numpy(dtype=object)
@@ -237,6 +239,8 @@ class _Neighbourhood:
         self.partner = partner
         spouse_person = np.where(partner >= 0, prev_rkid[np.maximum(partner, 0)], "")
         self.spouse_person = spouse_person
+        self.timings["ids_records"] = round(time.perf_counter() - t, 2)
+        t = time.perf_counter()
         blocks, query_blocks = block_keys(U, partner, person_id, spouse_person, cfg["fuzzy"]["blocking"])
         # one code space per pass for its variants and its query key (the last one)
         self.blocks = {name: _Group(*arrs, query_blocks[name]) for name, arrs in blocks.items()}
@@ -252,6 +256,8 @@ class _Neighbourhood:
         self.id_group = _Group(self.id_key)
         self.record_group = _Group(self.record)
         self.citizen = _Group(self.citizen_id)
+        self.timings["blocks_groups"] = round(time.perf_counter() - t, 2)
+        t = time.perf_counter()
         # damaged IDs of current rows and the IDs they could be repaired to
         damage = U["id_damage"].astype(str).to_numpy(dtype=object)
         broken = np.flatnonzero((np.isin(status[:n], ["CHECKSUM", "FORMAT"]) | (damage[:n] != "")))
@@ -260,6 +266,7 @@ class _Neighbourhood:
         code = self.citizen.code_of(cand["id18"].to_numpy(dtype=object)) if len(cand) else np.zeros(0, np.int64)
         self.repair_row = cand["row"].to_numpy(np.int64)[code >= 0] if len(cand) else np.zeros(0, np.int64)
         self.repair_id = code[code >= 0]  # the citizen ID each could be repaired to
+        self.timings["repairs"] = round(time.perf_counter() - t, 2)
         # roles pinned to a person by a decision: the decision's row (-1: no current role) and person
         if len(decisions):
             dr = pd.Series(decisions["RKID"].astype(str).to_numpy(dtype=object)).map(lambda r: merged.get(r, r))
@@ -398,10 +405,16 @@ def link_incremental(roles: pd.DataFrame, old_roles: pd.DataFrame, persons_prev:
         W[:n] |= _isin(prev_rkid, removed_rkids)
     W = nb.close(W, blocks=True, decisions=True)
     info = {"roles": n, "seeds": int(seeds.sum()), "old_versions": len(O), "removed": int(removed.sum()),
-            "rounds": 0, "mode": "incremental", "keys_s": round(t_keys, 2)}
+            "rounds": 0, "mode": "incremental", "keys_s": round(t_keys, 2), "keys_parts_s": nb.timings,
+            "work_set_s": round(time.perf_counter() - t0 - t_keys, 2), "work_set": int(W[:n].sum())}
     # the context follows the rows that can be fuzzy queries: fuzzy (or pinned) yesterday, or without an
-    # ID key; a role that turns out to be a query anyway (an ID now held by someone else) is added below
-    Q = W & (_isin(u_ppfs, QUERY_METHODS) | (nb.id_key == ""))
+    # ID key and without a known ID their damaged one could be repaired to (most damaged IDs are repaired,
+    # and a query with a broken ID blocks on surname x ID region, which holds thousands of roles). A role
+    # that turns out to be a query anyway (a repair not confirmed, an ID now held by someone else) is
+    # added below and the sub-run repeated.
+    repairable = np.zeros(N, dtype=bool)
+    repairable[nb.repair_row] = True
+    Q = W & (_isin(u_ppfs, QUERY_METHODS) | ((nb.id_key == "") & ~repairable))
     Q[n:] = False
     extra_partner: set = set()
     extra_ctx = np.zeros(N, dtype=bool)
@@ -409,7 +422,10 @@ def link_incremental(roles: pd.DataFrame, old_roles: pd.DataFrame, persons_prev:
         info["rounds"] = rnd
         if W[:n].sum() > max_share * max(n, 1):
             break
-        C = ~W & nb.in_blocks(nb.pass_keys(Q, as_queries=True))
+        qk = nb.pass_keys(Q, as_queries=True)
+        C = ~W & nb.in_blocks(qk)
+        if rnd == 1:  # what each blocking pass brings (for the log: which blocks make the context)
+            info["context_by_pass"] = {k: int((~W & nb.in_blocks({k: v}))[:n].sum()) for k, v in qk.items()}
         wb = W.copy()
         wb[n:] = True
         C |= nb.holding_repairs_of(wb)
@@ -417,6 +433,7 @@ def link_incremental(roles: pd.DataFrame, old_roles: pd.DataFrame, persons_prev:
             C |= _isin(nb.spouse_person, extra_partner)
         C |= extra_ctx
         C[n:] = False
+        info.setdefault("context_direct", []).append(int(C[:n].sum()))  # before the closure
         C = nb.close(C, decisions=True) & ~W
         C[n:] = False
         S = (W | C)[:n]
