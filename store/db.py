@@ -11,6 +11,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
@@ -145,14 +146,45 @@ def write_meta(conn: sa.Connection, key: str, value: str) -> None:
     conn.execute(meta.insert().values(key=key, value=value))
 
 
+def _fetch(conn: sa.Connection, stmt) -> tuple[list, list[str]]:
+    """Rows (plain tuples) and column names of `stmt`, through the driver's own cursor when the statement
+    allows: SQLAlchemy's Row objects cost about as much again as the fetch itself on millions of rows."""
+    compiled = stmt.compile(dialect=conn.dialect)
+    sql = str(compiled)
+    if "POSTCOMPILE" in sql:  # expanding IN lists: let SQLAlchemy render them
+        result = conn.execute(stmt)
+        return [tuple(r) for r in result.fetchall()], list(result.keys())
+    params = compiled.params
+    if compiled.positional:
+        params = tuple(params[k] for k in compiled.positiontup)
+    cur = conn.connection.driver_connection.cursor()  # same connection, same transaction
+    try:
+        cur.execute(sql, params)
+        rows = cur.fetchall()
+        cols = [d[0] for d in cur.description]
+    finally:
+        cur.close()
+    return rows, cols
+
+
 def read_frame(conn: sa.Connection, table: sa.Table, where=None) -> pd.DataFrame:
-    """A whole table (or a filtered part) as a frame of strings."""
+    """A whole table (or a filtered part) as a frame of strings.
+
+    Text columns that are NOT NULL come back as they are (they hold strings, "" for missing); any other
+    column is turned into text, NULL into ""."""
     stmt = sa.select(table)
     if where is not None:
         stmt = stmt.where(where)
-    result = conn.execute(stmt)
-    frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()), dtype=object)
-    return frame.where(frame.notna(), "").astype(str) if not frame.empty else frame.astype(object)
+    rows, cols = _fetch(conn, stmt)
+    if not rows:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in cols})
+    frame = pd.DataFrame.from_records(rows, columns=cols)
+    del rows
+    for c in table.columns:
+        if c.name in frame and (not isinstance(c.type, sa.Text) or (c.nullable and not c.primary_key)):
+            col = frame[c.name]
+            frame[c.name] = col.where(col.notna(), "").astype(str)
+    return frame
 
 
 def _write_rows(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> None:
@@ -187,21 +219,33 @@ def _delete_keys(conn: sa.Connection, table: sa.Table, keys: list[str]) -> None:
 
 
 def diff_frames(old: pd.DataFrame, new: pd.DataFrame, key: str) -> tuple[list[str], pd.DataFrame]:
-    """Keys to delete and rows to (re)insert so that `old` becomes `new` (values compared as text)."""
+    """Keys to delete and rows to (re)insert so that `old` becomes `new` (values compared as text).
+
+    Rows are aligned by key with one hash lookup and compared column by column (no merged copy of both
+    frames); the rows to insert come sorted by key."""
     cols = list(new.columns)
     new = new.astype(str)
     if old.empty:
         return [], new
-    old = old.reindex(columns=cols, fill_value="").astype(str)
-    merged = new.merge(old, on=key, how="outer", suffixes=("", "__old"), indicator=True)
-    gone = merged.loc[merged["_merge"] == "right_only", key].tolist()
-    both = merged["_merge"] == "both"
-    changed = pd.Series(False, index=merged.index)
+    old = old.reindex(columns=cols, fill_value="")
+    okeys = old[key].astype(str).to_numpy(dtype=object)
+    nkeys = new[key].to_numpy(dtype=object)
+    oindex = pd.Index(okeys)
+    if not oindex.is_unique or not pd.Index(nkeys).is_unique:
+        raise ValueError(f"{key} repeats: a table's key must be unique")
+    pos = oindex.get_indexer(nkeys)
+    present = pos >= 0
+    changed = ~present
+    at = pos[present]
     for c in cols:
-        if c != key:
-            changed |= merged[c].ne(merged[f"{c}__old"])
-    upd = merged.loc[both & changed, key].tolist()
-    to_insert = merged.loc[(merged["_merge"] == "left_only") | (both & changed), cols]
+        if c == key:
+            continue
+        o = (old[c] if old[c].dtype == object else old[c].astype(str)).to_numpy(dtype=object)[at]
+        changed[present] |= o != new[c].to_numpy(dtype=object)[present]
+    gone = okeys[~oindex.isin(nkeys)].tolist()
+    upd = nkeys[present & changed].tolist()
+    to_insert = new[changed]
+    to_insert = to_insert.iloc[np.argsort(to_insert[key].to_numpy(dtype=object), kind="stable")]
     return gone + upd, to_insert
 
 

@@ -1,0 +1,67 @@
+"""store.db: reading tables as text and writing a date's changes as deletes + inserts, on both backends."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from store import db
+
+
+def _links(n: int, rkid: str = "RK1") -> pd.DataFrame:
+    keys = [f"police|hukou|R{i:05d}|SELF" for i in range(n)]
+    return pd.DataFrame({"role_key": keys, "BM": "police", "BH": "hukou", "YWZJ": [k.split("|")[2] for k in keys],
+                         "JS": "SELF", "RKID": rkid, "PPFS": "ID_EXACT", "PPDF": "1.0", "role_fp": "f"})
+
+
+def test_diff_frames_finds_gone_changed_and_new_rows_only():
+    old = _links(6)
+    new = old.iloc[[5, 3, 2, 0]].copy()  # rows 1 and 4 gone, order shuffled
+    new.loc[new["role_key"] == old["role_key"][3], "RKID"] = "RK2"  # changed
+    extra = _links(1).assign(role_key="police|hukou|R99999|SELF", YWZJ="R99999")
+    new = pd.concat([new, extra], ignore_index=True)
+    delete, insert = db.diff_frames(old, new, "role_key")
+    k = old["role_key"].tolist()
+    assert sorted(delete) == sorted([k[1], k[4], k[3]])
+    assert insert["role_key"].tolist() == sorted([k[3], "police|hukou|R99999|SELF"])  # sorted by key
+    assert insert.loc[insert["role_key"] == k[3], "RKID"].item() == "RK2"
+    # nothing changed: nothing to write, whatever the order
+    delete, insert = db.diff_frames(old, old.iloc[::-1], "role_key")
+    assert delete == [] and insert.empty
+
+
+def test_diff_frames_compares_as_text_and_refuses_repeated_keys():
+    old = _links(3).assign(PPDF="0.5")
+    new = _links(3).assign(PPDF=0.5)  # the same value, not yet text
+    delete, insert = db.diff_frames(old, new, "role_key")
+    assert delete == [] and insert.empty
+    with pytest.raises(ValueError, match="repeats"):
+        db.diff_frames(old, pd.concat([new, new]), "role_key")
+
+
+def test_read_frame_gives_text_and_sync_frame_round_trips(db_url):
+    engine = db.make_engine(db_url)
+    db.metadata.create_all(engine)
+    old = _links(2000)
+    with engine.begin() as conn:
+        assert db.read_frame(conn, db.links).empty
+        db.sync_frame(conn, db.links, db.read_frame(conn, db.links), old)
+    new = old.copy()
+    new.loc[10:19, "RKID"] = "RK9"
+    new = new.drop(index=range(100, 150))
+    with engine.begin() as conn:
+        before = db.read_frame(conn, db.links)
+        assert before.sort_values("role_key").reset_index(drop=True).equals(old.sort_values("role_key").reset_index(drop=True))
+        assert db.sync_frame(conn, db.links, before, new) == 10
+    with engine.connect() as conn:
+        got = db.read_frame(conn, db.links).sort_values("role_key").reset_index(drop=True)
+        assert got.equals(new.sort_values("role_key").reset_index(drop=True))
+        part = db.read_frame(conn, db.links, db.links.c.RKID == "RK9")  # a filter with a bound value
+        assert sorted(part["role_key"]) == sorted(new.loc[10:19, "role_key"])
+        # a non-text column (audit.id) comes back as text; IN lists go through SQLAlchemy
+    with engine.begin() as conn:
+        db.append_frame(conn, db.audit, pd.DataFrame([{c: "x" for c in db.AUDIT_COLUMNS} | {"RKID": "RK9"}]))
+    with engine.connect() as conn:
+        audit = db.read_frame(conn, db.audit, db.audit.c.entity_key.in_(["x", "y"]))
+        assert len(audit) == 1 and isinstance(audit["id"].iloc[0], str) and audit["id"].iloc[0].isdigit()
+        assert len(db.audit_for_person(conn, "RK9")) == 1
+    engine.dispose()
