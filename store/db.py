@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -146,40 +147,72 @@ def write_meta(conn: sa.Connection, key: str, value: str) -> None:
     conn.execute(meta.insert().values(key=key, value=value))
 
 
-def _fetch(conn: sa.Connection, stmt) -> tuple[list, list[str]]:
-    """Rows (plain tuples) and column names of `stmt`, through the driver's own cursor when the statement
-    allows: SQLAlchemy's Row objects cost about as much again as the fetch itself on millions of rows."""
+FETCH_ROWS = 50_000  # rows per fetch: bounds the duplicate strings alive at once while reading
+
+
+def _fetch(conn: sa.Connection, stmt, size: int | None = None) -> Iterator[tuple[list, list[str]]]:
+    """Rows (plain tuples, `size` at a time) and column names of `stmt`, through the driver's own cursor
+    when the statement allows: SQLAlchemy's Row objects cost about as much again as the fetch itself on
+    millions of rows."""
     compiled = stmt.compile(dialect=conn.dialect)
     sql = str(compiled)
     if "POSTCOMPILE" in sql:  # expanding IN lists: let SQLAlchemy render them
         result = conn.execute(stmt)
-        return [tuple(r) for r in result.fetchall()], list(result.keys())
+        yield [tuple(r) for r in result.fetchall()], list(result.keys())
+        return
+    size = size or FETCH_ROWS
     params = compiled.params
     if compiled.positional:
         params = tuple(params[k] for k in compiled.positiontup)
     cur = conn.connection.driver_connection.cursor()  # same connection, same transaction
     try:
         cur.execute(sql, params)
-        rows = cur.fetchall()
         cols = [d[0] for d in cur.description]
+        while True:
+            rows = cur.fetchmany(size)
+            yield rows, cols
+            if len(rows) < size:
+                break
     finally:
         cur.close()
-    return rows, cols
+
+
+def _intern(values: np.ndarray, pool: dict) -> np.ndarray:
+    """`values` with equal strings sharing one object (from `pool`): the driver makes a new string for
+    every cell, and a column such as sex or a district code repeats a handful of values millions of times."""
+    codes, uniq = pd.factorize(values, use_na_sentinel=False)
+    canon = np.empty(len(uniq), dtype=object)
+    canon[:] = [pool.setdefault(u, u) for u in uniq]
+    return canon[codes]
 
 
 def read_frame(conn: sa.Connection, table: sa.Table, where=None) -> pd.DataFrame:
     """A whole table (or a filtered part) as a frame of strings.
 
     Text columns that are NOT NULL come back as they are (they hold strings, "" for missing); any other
-    column is turned into text, NULL into ""."""
+    column is turned into text, NULL into "". Columns that repeat their values (judged on the first
+    rows) share one string object per value."""
     stmt = sa.select(table)
     if where is not None:
         stmt = stmt.where(where)
-    rows, cols = _fetch(conn, stmt)
-    if not rows:
+    parts: list[pd.DataFrame] = []
+    pools: dict[str, dict] | None = None
+    cols: list[str] = []
+    for rows, cols in _fetch(conn, stmt):
+        if not rows:
+            continue
+        part = pd.DataFrame.from_records(rows, columns=cols)
+        del rows
+        if pools is None:
+            head = part.iloc[:5000]
+            pools = {c: {} for c in cols if len(set(head[c])) < 0.5 * len(head)}
+        for c, pool in pools.items():
+            part[c] = _intern(part[c].to_numpy(dtype=object), pool)
+        parts.append(part)
+    if not parts:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in cols})
-    frame = pd.DataFrame.from_records(rows, columns=cols)
-    del rows
+    frame = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+    del parts
     for c in table.columns:
         if c.name in frame and (not isinstance(c.type, sa.Text) or (c.nullable and not c.primary_key)):
             col = frame[c.name]
