@@ -79,10 +79,20 @@ def read_all(way: str, url: str) -> dict:
         for table in tables:
             frames[table.name] = db.read_frame(conn, table) if way == "popbase" else plain_read(conn, table)
     seconds = time.perf_counter() - t
+    held, peak = rss_mib() - base_rss, peak_mib()  # before counting (which needs memory of its own)
     rows = sum(len(f) for f in frames.values())
+    seen: set = set()  # memory held by the distinct string objects of the frames (shared ones once)
+    strings = 0
+    for f in frames.values():
+        for c in f.columns:
+            for v in f[c].to_numpy(dtype=object):
+                if id(v) not in seen:
+                    seen.add(id(v))
+                    strings += sys.getsizeof(v)
+    del seen
     digest = {name: int(pd.util.hash_pandas_object(f, index=False).sum() % (1 << 61)) for name, f in frames.items()}
-    return {"way": way, "seconds": round(seconds, 1), "rows": rows, "rss_mib": round(rss_mib() - base_rss),
-            "peak_mib": round(peak_mib()), "digest": digest}
+    return {"way": way, "seconds": round(seconds, 1), "rows": rows, "strings_mib": round(strings / 2**20),
+            "rss_mib": round(held), "peak_mib": round(peak), "digest": digest}
 
 
 def simulate_changes(frame, key):
@@ -132,8 +142,8 @@ def main() -> None:
                              check=True)
         results[way] = json.loads(out.stdout.strip().splitlines()[-1])
         r = results[way]
-        print(f"read every table, {way:8s}: {r['seconds']:6.1f} s for {r['rows']:,} rows; RSS +{r['rss_mib']:,} MiB "
-              f"once read, peak {r['peak_mib']:,} MiB", flush=True)
+        print(f"read every table, {way:8s}: {r['seconds']:6.1f} s for {r['rows']:,} rows; strings {r['strings_mib']:,} MiB; "
+              f"RSS +{r['rss_mib']:,} MiB once read, peak {r['peak_mib']:,} MiB", flush=True)
     print(f"same frames: {results['plain']['digest'] == results['popbase']['digest']}", flush=True)
 
     import sqlalchemy as sa
