@@ -224,12 +224,15 @@ def overlay_sources(sources: dict[str, pd.DataFrame], overlays: pd.DataFrame) ->
 # Person attributes that depend on table statuses (spec section 6)
 
 
-def person_attributes(persons: pd.DataFrame, roles: pd.DataFrame, links: pd.DataFrame) -> pd.DataFrame:
-    """JZXZ, HJDZ_XZQH, SJJZD_XZQH, RHZT, SWBZ, LYBM of every live person, from its linked roles."""
+def person_attributes(persons: pd.DataFrame, roles: pd.DataFrame, links: pd.DataFrame,
+                      role_key: np.ndarray | None = None, link_key: np.ndarray | None = None) -> pd.DataFrame:
+    """JZXZ, HJDZ_XZQH, SJJZD_XZQH, RHZT, SWBZ, LYBM of every live person, from its linked roles.
+    `role_key` / `link_key`: `role_keys(roles)` / `role_keys(links)` when the caller has them."""
     p = persons.copy()
     # each role's person, by role key (a merge on four object columns costs ~10 s at 2 M roles)
-    lk = pd.Series(links["RKID"].to_numpy(dtype=object), index=role_keys(links))
-    rkid = lk[~lk.index.duplicated(keep="last")].reindex(role_keys(roles)).to_numpy(dtype=object)
+    lk = pd.Series(links["RKID"].to_numpy(dtype=object), index=role_keys(links) if link_key is None else link_key)
+    rkid = lk[~lk.index.duplicated(keep="last")].reindex(role_keys(roles) if role_key is None else role_key)
+    rkid = rkid.to_numpy(dtype=object)
     has = pd.notna(rkid)
     r = roles.loc[has, ["BM", "BH", "active", "ZT", "ZJLX", "region"]].reset_index(drop=True)
     r["RKID"] = rkid[has]
@@ -435,10 +438,12 @@ def link_date(state, roles: pd.DataFrame, decisions: pd.DataFrame, date: str, li
 
 
 def date_states(state, roles: pd.DataFrame, links: pd.DataFrame, view: dict, tasks: pd.DataFrame,
-                overlays: pd.DataFrame, date: str, changes: tuple | None) -> tuple[pd.DataFrame, dict]:
+                overlays: pd.DataFrame, date: str, changes: tuple | None,
+                link_key: np.ndarray | None = None) -> tuple[pd.DataFrame, dict]:
     """The date's states: re-checking only the roles today's changes reach (linkage/recheck.py) when
     yesterday's states are known (the tasks raised on the last run) and `changes` are given; else
-    every role. Returns (states, figures for the log)."""
+    every role. `link_key`: `role_keys(links)` when the caller has them. Returns (states, figures for
+    the log)."""
     from linkage.recheck import recheck_rows
     from linkage.states import STATE_COLUMNS, STATE_ORDER, evaluate_states
 
@@ -453,7 +458,7 @@ def date_states(state, roles: pd.DataFrame, links: pd.DataFrame, view: dict, tas
     kindex = fingerprints.index  # one hash table of the role keys serves every lookup below
     if not kindex.is_unique:  # roles are unique by key (build_roles); if not, evaluate everything
         return evaluate_states(roles, links, view, date), {"mode": "full", "rechecked": len(roles)}
-    keys, link_keys = kindex.to_numpy(dtype=object), role_keys(links)
+    keys, link_keys = kindex.to_numpy(dtype=object), (role_keys(links) if link_key is None else link_key)
     affected, frame = recheck_rows(roles, keys, links, link_keys, prev_links, fingerprints.to_numpy(dtype=object),
                                    changes[1], tasks, overlays, view, date, state.last_run)
     # the frame alone: its links and its records (the rules read no others), so the cost follows the frame
@@ -517,7 +522,11 @@ def process_date(state, stage_result, staged: dict[str, pd.DataFrame], date: str
              date, inc.get("mode"), f"{inc.get('relinked', 0):,}", f"{len(roles):,}", f"{inc.get('context', 0):,}",
              inc.get("rounds", 0), inc.get("seconds", ""), inc.get("keys_s", ""), inc.get("sub_run_s", ""))
     links = res.links.copy()
-    persons = person_attributes(res.persons, roles, links)
+    # the role keys of today's roles (role_changes indexed the fingerprints by them, in roles order) and
+    # of the links, built once and handed to every whole-city step below (~2 s each at 2 M roles)
+    role_key = changes[0].index.to_numpy(dtype=object) if len(changes[0]) == len(roles) else role_keys(roles)
+    link_key = role_keys(links)
+    persons = person_attributes(res.persons, roles, links, role_key, link_key)
     done("persons")
     ev = res.events
     link_audit = None
@@ -530,7 +539,8 @@ def process_date(state, stage_result, staged: dict[str, pd.DataFrame], date: str
             "new": ev.get("new", ""), "cause": "linking " + ev["kind"], "actor": "popbase",
         })
 
-    states, checked = date_states(state, roles, links, view, tasks, overlays, date, changes if recheck else None)
+    states, checked = date_states(state, roles, links, view, tasks, overlays, date, changes if recheck else None,
+                                  link_key)
     done("states")
     log.info("states %s: %s, re-checked %s of %s roles (evaluated %s)", date, checked["mode"],
              f"{checked['rechecked']:,}", f"{len(roles):,}", f"{checked.get('frame', len(roles)):,}")
@@ -539,7 +549,7 @@ def process_date(state, stage_result, staged: dict[str, pd.DataFrame], date: str
     done("tasks")
 
     links_db = links.copy()
-    links_db["role_key"] = db.role_key(links_db)
+    links_db["role_key"] = link_key  # the same "BM|BH|YWZJ|JS" as store.db.role_key
     links_db["PPDF"] = np.char.mod("%.4f", links_db["PPDF"].to_numpy(dtype=float))
     persons_db = persons.reindex(columns=db.PERSON_COLUMNS, fill_value="").fillna("").astype(str)
 
@@ -549,7 +559,7 @@ def process_date(state, stage_result, staged: dict[str, pd.DataFrame], date: str
                         model=model_payload)
     batches = [{"batch_id": b, "department": r["department"], "folder_date": date, "run_date": date,
                 "report": json.dumps(r, ensure_ascii=False)} for b, r in reports.items()]
-    rates = quality_rates(roles, links)
+    rates = quality_rates(roles, links, role_key=role_key, link_key=link_key)
     done("quality rates")
     summary = build_summary(stage_result, reports, tasks, links, rates, date, prior_reports)
     summary["totals"]["persons"] = int((persons_db["status"] == "live").sum())

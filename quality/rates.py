@@ -87,8 +87,9 @@ def _with_breakdown(m: pd.DataFrame, with_links: bool) -> dict[str, Any]:
     return out
 
 
-def quality_rates(roles: pd.DataFrame, links: pd.DataFrame | None = None) -> dict[str, Any]:
-    """City-wide rates over the roles frame, with a per-table breakdown (`by_table`)."""
+def quality_rates(roles: pd.DataFrame, links: pd.DataFrame | None = None, role_key=None, link_key=None) -> dict[str, Any]:
+    """City-wide rates over the roles frame, with a per-table breakdown (`by_table`). `role_key` /
+    `link_key`: the `BM|BH|YWZJ|JS` strings of the roles / links (row-aligned) when the caller has them."""
     tables = column(roles, "BH").str.strip()
     jobs = column(roles, "JS").str.strip()
     status = column(roles, "id_status").str.strip()
@@ -105,11 +106,11 @@ def quality_rates(roles: pd.DataFrame, links: pd.DataFrame | None = None) -> dic
     m["birth_applies"] = ~(tables + "|" + jobs).isin(_NO_BIRTH)
     with_links = links is not None
     if with_links:
-        m["linked"] = _linked(roles, links)
+        m["linked"] = _linked(roles, links, role_key, link_key)
     return _with_breakdown(m, with_links)
 
 
-def _linked(roles: pd.DataFrame, links: pd.DataFrame) -> pd.Series:
+def _linked(roles: pd.DataFrame, links: pd.DataFrame, role_key=None, link_key=None) -> pd.Series:
     """Per role: does it have a link whose PPFS counts as linked?"""
     if roles.empty:
         return pd.Series(False, index=roles.index, dtype=bool)
@@ -117,10 +118,12 @@ def _linked(roles: pd.DataFrame, links: pd.DataFrame) -> pd.Series:
         return column(frame, "BM") + "|" + column(frame, "BH") + "|" + column(frame, "YWZJ") + "|" + column(frame, "JS")
 
     ppfs = column(links, "PPFS").str.strip()
-    good = keys(links)[ppfs.ne("") & ~ppfs.isin(NOT_LINKED)]
+    lk = keys(links) if link_key is None else pd.Series(link_key, index=links.index)
+    good = lk[(ppfs.ne("") & ~ppfs.isin(NOT_LINKED)).to_numpy()]
     if good.empty:
         return pd.Series(False, index=roles.index, dtype=bool)
-    return pd.Series(keys(roles).isin(good).to_numpy(dtype=bool), index=roles.index, dtype=bool)
+    rk = keys(roles) if role_key is None else pd.Series(role_key, index=roles.index)
+    return pd.Series(rk.isin(good).to_numpy(dtype=bool), index=roles.index, dtype=bool)
 
 
 def delivery_rates(df: pd.DataFrame, table: str, business_date: str = "") -> dict[str, Any]:
