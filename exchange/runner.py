@@ -36,12 +36,19 @@ def pending_before(home: Path, engine: sa.Engine, date: str) -> list[str]:
     return [d for d in landed_dates(home) if d < date and d not in done]
 
 
+def outputs_due(home: Path, date: str, latest_processed: str) -> bool:
+    """Whether to (re)write a date's outputs. They show the base right after the date, so once a later
+    date has been processed (`latest_processed`, read before this date's commit) an earlier date's
+    outputs are left as they were written, unless they are missing."""
+    return date >= latest_processed or not (Path(home) / "out" / "exports" / date).exists()
+
+
 def process_one(home: Path, engine: sa.Engine, date: str, write_outputs: bool = True) -> dict:
     """Stage, commit and write the outputs of one date (no lock: the caller holds it)."""
     staged = daily.stage(home, date)
     latest_before = max(processed_dates(engine), default="")
     summary = daily.commit(home, engine, date, staged)
-    if write_outputs and (date >= latest_before or not (Path(home) / "out" / "exports" / date).exists()):
+    if write_outputs and outputs_due(home, date, latest_before):
         outputs.write_all(home, engine, date)
     else:
         log.info("outputs of %s kept as they are: later dates have been processed since", date)

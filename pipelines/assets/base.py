@@ -35,7 +35,7 @@ def population_base(context: AssetExecutionContext, popbase: PopbaseResource):
             # The outputs show the base right after this date, so they are written before the lock is
             # released: a concurrent run of a later date (a backfill launched as one run per date)
             # could otherwise commit before this run's output steps start. Same rule as runner.process_one.
-            if date >= latest_before or not (home / "out" / "exports" / date).exists():
+            if runner.outputs_due(home, date, latest_before):
                 outputs.write_all(home, engine, date)
             context.log.info(f"{date}: base and outputs up to date")
     last = summaries[dates[-1]]

@@ -33,7 +33,7 @@ def _dates_to_write(context, popbase):
     engine, home = popbase.engine(), popbase.home_path
     with run_lock(engine, home):
         latest = max(runner.processed_dates(engine), default="")
-        keep = [d for d in keys if d >= latest or not (home / "out" / "exports" / d).exists()]
+        keep = [d for d in keys if runner.outputs_due(home, d, latest)]
         for d in set(keys) - set(keep):
             context.log.info(f"{d}: later dates were processed since; its outputs are kept as they were written")
         yield keep
