@@ -11,7 +11,10 @@ Pieces, each usable on its own:
   are too few; u-probabilities from random pairs, with the exact-agreement levels of name and birth
   date computed from value frequencies (and term-frequency adjusted per value).
 - `candidate_pairs(...)` → blocked candidate pairs, pass by pass, block by block, in bounded chunks
-  (blocks larger than `max_pairs_per_block` are skipped: the other passes cover them).
+  (blocks larger than `max_pairs_per_block` are skipped: the other passes cover them). The blocks
+  skipped on the date the model is trained are kept with the model (`FSModel.skip_blocks`) and later
+  dates skip exactly those, so that whether a query meets a candidate never depends on which other
+  queries happen to share its block that day (incremental linking needs that locality).
 - `score_queries(P, queries, entity, model, config)` → for each query row, its candidate entities
   with the Bayes factor (bits) and the posterior match probability, normalised over the candidates
   (a query with two equally good candidates gets at most 0.5 for each).
@@ -142,6 +145,7 @@ class Prepared:
         self.region = _fixed_bytes(df["region"].to_numpy(), 6)
         self.cols = {c: df[c].to_numpy() for c in df.columns}
         self._codes: dict[str, tuple[np.ndarray, int]] = {}
+        self._uniq: dict[str, np.ndarray] = {}
         self.set_partner(np.full(len(df), -1, dtype=np.int64))
 
     def set_partner(self, partner_entity: np.ndarray) -> None:
@@ -162,8 +166,17 @@ class Prepared:
                 c = c.astype(np.int64)
                 c[v == ""] = -1
                 got = (c, len(uniq))
+                self._uniq[field_] = np.asarray(uniq, dtype=object)
             self._codes[field_] = got
         return got
+
+    def stable_hash(self, field_: str, rows: np.ndarray) -> np.ndarray:
+        """uint64 hash of the value of `field_` at `rows`, the same in every run (codes are not)."""
+        c, _ = self.codes(field_)
+        h = pd.util.hash_array(self._uniq[field_], categorize=False) if len(self._uniq[field_]) else \
+            np.zeros(0, dtype=np.uint64)
+        c = c[rows]
+        return np.where(c >= 0, h[np.maximum(c, 0)] if len(h) else np.uint64(0), np.uint64(0)).astype(np.uint64)
 
     def __len__(self) -> int:
         return len(self.df)
@@ -367,6 +380,8 @@ class FSModel:
     n_random: int = 0
     cap: float = 20.0
     meta: dict = field(default_factory=dict)
+    # blocks skipped on the training date, per pass (sorted uint64 `block_hash`es); None: decide by size
+    skip_blocks: dict[str, np.ndarray] | None = None
 
     @property
     def log2_prior_odds(self) -> float:
@@ -422,6 +437,8 @@ class FSModel:
             "birth_tf": [self.birth_tf.index.tolist(), self.birth_tf.to_numpy().tolist()],
             "n_entities": self.n_entities, "prior_has_match": self.prior_has_match, "source": self.source,
             "n_labelled": self.n_labelled, "n_random": self.n_random, "cap": self.cap, "meta": self.meta,
+            "skip_blocks": None if self.skip_blocks is None else
+            {k: [int(x) for x in v] for k, v in self.skip_blocks.items()},
         }
         raw = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         return base64.b64encode(zlib.compress(raw, 6)).decode("ascii")
@@ -439,7 +456,9 @@ class FSModel:
                    partner_bits=np.asarray(b["partner_bits"], dtype=np.float64),
                    name_tf=tf(b["name_tf"]), birth_tf=tf(b["birth_tf"]), n_entities=int(b["n_entities"]),
                    prior_has_match=float(b["prior_has_match"]), source=b["source"], n_labelled=int(b["n_labelled"]),
-                   n_random=int(b["n_random"]), cap=float(b["cap"]), meta=dict(b.get("meta", {})))
+                   n_random=int(b["n_random"]), cap=float(b["cap"]), meta=dict(b.get("meta", {})),
+                   skip_blocks=None if b.get("skip_blocks") is None else
+                   {k: np.asarray(v, dtype=np.uint64) for k, v in b["skip_blocks"].items()})
 
     def describe(self) -> dict:
         return {
@@ -633,13 +652,25 @@ def _block_codes(P: Prepared, rows: np.ndarray, keys: list[str]) -> tuple[np.nda
     return rows[ok], key[ok]
 
 
+def block_hash(P: Prepared, rows: np.ndarray, keys: list[str]) -> np.ndarray:
+    """Stable uint64 hash of each row's block in a pass (the same block value gives the same hash in
+    every run: the skip list kept with the model is made of these)."""
+    h = np.full(len(rows), np.uint64(0xCBF29CE484222325), dtype=np.uint64)
+    for k in keys:
+        h = (h * np.uint64(0x100000001B3)) ^ P.stable_hash(k, rows)
+    return h
+
+
 def candidate_pairs(P: Prepared, queries: np.ndarray, targets: np.ndarray, passes: list[dict],
-                    max_pairs_per_block: int, chunk_pairs: int, stats: dict | None = None
-                    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                    max_pairs_per_block: int, chunk_pairs: int, stats: dict | None = None,
+                    skip: dict[str, np.ndarray] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Blocked (query row, target row) pairs, pass by pass, in chunks of about `chunk_pairs`.
 
-    A pair is produced once even when several passes find it; self pairs are left out. Blocks whose
-    pair count exceeds `max_pairs_per_block` are skipped (counted in `stats`).
+    A pair is produced once even when several passes find it; self pairs are left out. Without
+    `skip`, blocks whose pair count exceeds `max_pairs_per_block` are skipped (counted in `stats`;
+    their `block_hash`es are listed in `stats[pass]["skip_hashes"]`). With `skip` (pass name → sorted
+    uint64 block hashes, `FSModel.skip_blocks`), exactly the listed blocks are skipped, whatever their
+    size today; the spouse pass (`partner`, whose keys are this run's entity numbers) then skips nothing.
     """
     stats = stats if stats is not None else {}
     n = len(P)
@@ -661,7 +692,20 @@ def candidate_pairs(P: Prepared, queries: np.ndarray, targets: np.ndarray, passe
         nt = np.bincount(tc, minlength=len(uniq)).astype(np.int64)
         size = nq * nt
         live = size > 0
-        too_big = size > int(spec.get("max_pairs_per_block", max_pairs_per_block))
+        if skip is None:
+            too_big = size > int(spec.get("max_pairs_per_block", max_pairs_per_block))
+            if too_big.any() and keys != ["partner"]:
+                rep = np.full(len(uniq), -1, dtype=np.int64)  # one member row per skipped block
+                all_rows = np.concatenate([q_rows, t_rows])
+                rep[codes[::-1]] = all_rows[::-1]
+                hashes = block_hash(P, rep[too_big], keys)
+                st["skip_hashes"] = sorted(set(st.get("skip_hashes", [])) | set(int(x) for x in hashes))
+        elif keys == ["partner"] or not len(skip.get(pname, ())):
+            too_big = np.zeros(len(uniq), dtype=bool)
+        else:
+            listed = np.isin(block_hash(P, q_rows, keys), np.asarray(skip[pname], dtype=np.uint64))
+            too_big = np.bincount(qc[listed], minlength=len(uniq)) > 0
+            too_big &= live
         st["blocks"] += int(live.sum())
         st["skipped_blocks"] += int(too_big.sum())
         st["skipped_pairs"] += int(size[too_big].sum())
@@ -723,6 +767,7 @@ def score_queries(P: Prepared, queries: np.ndarray, targets: np.ndarray, entity:
 
     Returns columns `q` (query row), `entity`, `bits` (log2 Bayes factor of the best pair),
     `p` (posterior, normalised over the query's candidates), sorted by q, p desc, entity.
+    Blocks skipped: the model's `skip_blocks` when it has them, else by size (`candidate_pairs`).
     `exclude`: frame of (`q`, `entity`) pairs that must not be proposed (NOT_SAME decisions).
     """
     fz = cfg["fuzzy"]
@@ -733,7 +778,8 @@ def score_queries(P: Prepared, queries: np.ndarray, targets: np.ndarray, entity:
     keep_min = float(fz.get("keep_min_bits", -10.0))
     out_q, out_e, out_b = [], [], []
     for left, right in candidate_pairs(P, queries, targets_d, fz["blocking"], int(fz["max_pairs_per_block"]),
-                                       int(fz["chunk_pairs"]), stats.setdefault("blocking", {})):
+                                       int(fz["chunk_pairs"]), stats.setdefault("blocking", {}),
+                                       skip=model.skip_blocks):
         e = entity[right]
         own = entity[left] == e
         left, right, e = left[~own], right[~own], e[~own]

@@ -60,6 +60,7 @@ class LinkResult:
     events: pd.DataFrame
     stats: dict = field(default_factory=dict)
     model: fz.FSModel | None = None  # the Fellegi–Sunter model the run used (trained or given)
+    link_keys: np.ndarray | None = None  # role_keys(links), when the run has them anyway (incremental)
 
 
 def load_config(path: str | Path | None = None) -> dict:
@@ -559,6 +560,7 @@ def link_roles(roles: pd.DataFrame, persons_prev: pd.DataFrame | None, links_pre
     if model is None and len(lab[0]) < int(fcfg["training"].get("min_labelled_pairs", 500)) and len(queries):
         em_source = fz.candidate_pairs(P, queries, np.arange(n), fcfg["blocking"], int(fcfg["max_pairs_per_block"]),
                                        int(fcfg["chunk_pairs"]))
+    trained_here = model is None
     if model is None:
         model = fz.train_model(P, entity, lab, cfg, em_pairs=em_source)
     timings["fuzzy_train"] = time.perf_counter() - t
@@ -573,8 +575,13 @@ def link_roles(roles: pd.DataFrame, persons_prev: pd.DataFrame | None, links_pre
     cluster = asg["cluster"]
     ppfs[queries] = asg["ppfs"][queries]
     ppdf[queries] = asg["ppdf"][queries]
+    blocking = fstats.get("blocking", {})
+    if trained_here:  # the blocks skipped today are the ones later dates skip (fuzzy.candidate_pairs)
+        model.skip_blocks = {k: np.asarray(v.get("skip_hashes", []), dtype=np.uint64) for k, v in blocking.items()}
+    for v in blocking.values():
+        v.pop("skip_hashes", None)
     stats["model"] = model.describe()
-    stats["blocking"] = fstats.get("blocking", {})
+    stats["blocking"] = blocking
     stats["candidates"] = fstats.get("candidates", 0)
 
     # ---- 4. RKIDs

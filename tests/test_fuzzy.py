@@ -84,6 +84,54 @@ def test_candidate_pairs_cap_and_dedup():
     assert stats["c"]["skipped_blocks"] == 1  # 2 x 8 = 16 pairs > 10
 
 
+def test_skipped_blocks_are_kept_and_reused():
+    """The blocks skipped by size on the training date are recorded; given that list, exactly those are
+    skipped on a later date, whatever the sizes then (a query's candidates must not depend on how many
+    other queries share its block that day)."""
+    roles = pd.DataFrame({
+        "name_key": ["王伟"] * 6 + ["李娜"] * 2, "birth": ["19900101"] * 8, "id_birth": [""] * 8,
+        "sex": ["1"] * 8, "id_sex": [""] * 8, "region": ["320102"] * 8, "address": [""] * 8,
+    })
+    P = fz.prepare(roles, np.zeros(8, bool), np.full(8, "", object), np.full(8, "", object))
+    passes = [{"name": "a", "keys": ["name_key", "birth"]}, {"name": "c", "keys": ["birth"]}]
+    stats = {}
+    list(fz.candidate_pairs(P, np.array([0, 6]), np.arange(8), passes, max_pairs_per_block=10, chunk_pairs=100,
+                            stats=stats))
+    assert stats["c"]["skipped_blocks"] == 1 and len(stats["c"]["skip_hashes"]) == 1
+    assert "skip_hashes" not in stats["a"]
+    kept = {k: np.asarray(v.get("skip_hashes", []), dtype=np.uint64) for k, v in stats.items()}
+    # the hash is the block's value, not this run's codes: a frame in another order gives the same one
+    P2 = fz.prepare(roles.iloc[::-1].reset_index(drop=True), np.zeros(8, bool), np.full(8, "", object),
+                    np.full(8, "", object))
+    assert fz.block_hash(P2, np.array([0]), ["birth"])[0] == kept["c"][0]
+
+    def pairs(**kw):
+        got = list(fz.candidate_pairs(P, np.array([0]), np.arange(8), passes, chunk_pairs=100, **kw))
+        return {(int(a), int(b)) for ls, rs in got for a, b in zip(ls, rs)}
+
+    # one query: 8 pairs fit the cap, so by size the birth block is compared (0 meets 李娜 6, 7) ...
+    assert (0, 6) in pairs(max_pairs_per_block=10)
+    # ... but with the kept list it is skipped as on the training date; name+birth still pairs 王伟s
+    st = {}
+    got = pairs(max_pairs_per_block=10, skip=kept, stats=st)
+    assert (0, 6) not in got and (0, 1) in got and st["c"]["skipped_blocks"] == 1
+    # and a block not on the list is compared however big it has grown
+    assert (0, 6) in pairs(max_pairs_per_block=1, skip={"a": kept["a"], "c": np.zeros(0, np.uint64)})
+
+
+def test_model_keeps_its_skip_list():
+    roles, _ = _pathological_roles(600)
+    res = link_roles(roles, None, None, None, "20260301", load_config())
+    assert res.model.skip_blocks is not None and len(res.model.skip_blocks["surname_birth"]) >= 1
+    again = fz.FSModel.from_payload(res.model.to_payload())
+    assert {k: v.tolist() for k, v in again.skip_blocks.items()} == {k: v.tolist() for k, v in res.model.skip_blocks.items()}
+    assert "skip_hashes" not in res.stats["blocking"]["surname_birth"]
+    # reused on a later date: the same blocks are skipped, and the links are the same
+    res2 = link_roles(roles, res.persons, res.links, None, "20260302", load_config(), model=again)
+    assert res2.stats["blocking"]["surname_birth"]["skipped_blocks"] == res.stats["blocking"]["surname_birth"]["skipped_blocks"]
+    assert res2.links["RKID"].tolist() == res.links["RKID"].tolist()
+
+
 def _pathological_roles(n_people: int, seed: int = 3) -> tuple[pd.DataFrame, np.ndarray]:
     """n_people all named 王x born the same day in the same district; a third of them also appear in
     the resident survey without an ID number."""
