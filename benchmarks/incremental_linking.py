@@ -27,6 +27,9 @@ def main() -> None:
     ap.add_argument("--persons", type=int, default=100_000)
     ap.add_argument("--days", type=int, default=2)
     ap.add_argument("--seed", type=int, default=3)
+    ap.add_argument("--work", help="keep the generated city and its first date here, and reuse them when the "
+                                   "folder exists (with --days 1 nothing later is committed)")
+    ap.add_argument("--profile", action="store_true", help="print where the incremental link spends its time")
     args = ap.parse_args()
 
     import pandas as pd
@@ -38,12 +41,15 @@ def main() -> None:
     from linkage.roles import build_roles
     from store import db
 
-    work = Path(tempfile.mkdtemp(prefix="popbase-inc-"))
+    reuse = bool(args.work) and Path(args.work).exists()
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="popbase-inc-"))
     try:
-        generate_city(work, persons=args.persons, days=args.days, seed=args.seed)
+        if not reuse:
+            generate_city(work, persons=args.persons, days=args.days, seed=args.seed)
         engine = db.make_engine(f"sqlite:///{work / 'popbase.db'}")
         dates = runner.landed_dates(work)
-        runner.process_one(work, engine, dates[0], write_outputs=False)
+        if not reuse:
+            runner.process_one(work, engine, dates[0], write_outputs=False)
         for date in dates[1:]:
             staged = daily.stage(work, date)
             daily.classify_batches(staged, daily.processed_batches(engine), date)
@@ -59,9 +65,18 @@ def main() -> None:
             roles = build_roles(view, date)
             dec = decisions.drop(columns=["decision_key"], errors="ignore")
             os.environ["POPBASE_INCREMENTAL_LINKING"] = "1"
+            prof = None
+            if args.profile:
+                import cProfile
+                prof = cProfile.Profile()
+                prof.enable()
             t = time.perf_counter()
             inc, _ = link_date(state, roles, dec, date)
             t_inc = time.perf_counter() - t
+            if prof is not None:
+                import pstats
+                prof.disable()
+                pstats.Stats(prof).sort_stats("cumulative").print_stats(45)
             os.environ["POPBASE_INCREMENTAL_LINKING"] = ""
             t = time.perf_counter()
             full, _ = link_date(state, roles, dec, date, incremental=False)
@@ -91,7 +106,8 @@ def main() -> None:
                 runner.process_one(work, engine, date, write_outputs=False)
         engine.dispose()
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if not args.work:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

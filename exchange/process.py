@@ -340,10 +340,11 @@ def _task_audit(rows: pd.DataFrame, date: str, old: str, new: str, cause) -> pd.
 # ----------------------------------------------------------------------------------------------------
 
 
-def _links_from_db(links: pd.DataFrame) -> pd.DataFrame:
-    out = links.copy()
-    out["PPDF"] = pd.to_numeric(out["PPDF"], errors="coerce").fillna(0.0) if len(out) else pd.Series(dtype=float)
-    return out.drop(columns=[c for c in ("role_key",) if c in out.columns])
+def _links_from_db(links: pd.DataFrame, keep_keys: bool = False) -> pd.DataFrame:
+    """The stored links as the linker takes them (`keep_keys`: with their `role_key`)."""
+    out = links.drop(columns=[] if keep_keys else [c for c in ("role_key",) if c in links.columns])
+    out = out.assign(PPDF=pd.to_numeric(out["PPDF"], errors="coerce").fillna(0.0) if len(out) else pd.Series(dtype=float))
+    return out
 
 
 def stored_model(payload: str, cfg: dict):
@@ -415,9 +416,10 @@ def link_date(state, roles: pd.DataFrame, decisions: pd.DataFrame, date: str, li
 
     cfg = link_config or load_config()
     model = stored_model(state.model, cfg)
-    prev_links = _links_from_db(state.links)
+    prev_links = _links_from_db(state.links, keep_keys=True)
     on = incremental_on(cfg, incremental)
-    can = on and model is not None and len(prev_links) > 0 and bool((prev_links["role_fp"] != "").all())
+    can = (on and model is not None and model.skip_blocks is not None and len(prev_links) > 0
+           and bool((prev_links["role_fp"] != "").all()))
     if changes is None or (can and changes[1] is None):
         changes = role_changes(state, roles, date, with_old=can)
     fingerprints, old = changes
@@ -426,14 +428,16 @@ def link_date(state, roles: pd.DataFrame, decisions: pd.DataFrame, date: str, li
         res = link_incremental(roles, old, state.persons, prev_links, decisions, date, cfg, model, fingerprints,
                                max_share=float(ic.get("max_share", 0.35)), max_rounds=int(ic.get("max_rounds", 8)))
     else:
-        res = link_roles(roles, state.persons, prev_links.drop(columns=["role_fp"]), decisions, date,
-                         config=cfg, model=model)
+        res = link_roles(roles, state.persons, prev_links.drop(columns=["role_fp", "role_key"], errors="ignore"),
+                         decisions, date, config=cfg, model=model)
         res.stats["incremental"] = {"mode": "full", "relinked": len(roles)}
     payload = state.model
     if model is None:
         res.model.meta["config_version"] = cfg.get("version", "")
         payload = res.model.to_payload()
-    res.links["role_fp"] = fingerprints.reindex(role_keys(res.links)).fillna("").to_numpy(dtype=object)
+    if res.link_keys is None:
+        res.link_keys = role_keys(res.links)
+    res.links["role_fp"] = fingerprints.reindex(res.link_keys).fillna("").to_numpy(dtype=object)
     return res, payload
 
 
@@ -525,7 +529,7 @@ def process_date(state, stage_result, staged: dict[str, pd.DataFrame], date: str
     # the role keys of today's roles (role_changes indexed the fingerprints by them, in roles order) and
     # of the links, built once and handed to every whole-city step below (~2 s each at 2 M roles)
     role_key = changes[0].index.to_numpy(dtype=object) if len(changes[0]) == len(roles) else role_keys(roles)
-    link_key = role_keys(links)
+    link_key = res.link_keys if res.link_keys is not None and len(res.link_keys) == len(links) else role_keys(links)
     persons = person_attributes(res.persons, roles, links, role_key, link_key)
     done("persons")
     ev = res.events

@@ -4,39 +4,43 @@
 
 `link_roles` clusters every role of the city. Its result for a role depends only on a neighbourhood:
 the role's ID group (stage 1), its person's other roles (RKID continuity), its record's other role
-(spouse evidence), the rows in its fuzzy blocks (if it has no usable ID) and the IDs its damaged ID
-could be repaired to. With the Fellegi–Sunter model fixed (the base keeps the model of its first date,
-`docs/linkage.md`), nothing else matters. So a date's run:
+(spouse evidence), the IDs its damaged ID could be repaired to and, if it has no usable ID, its kept
+candidate pairs: the pairs of its fuzzy blocks whose Bayes factor reaches the keep threshold
+(`fuzzy.score_queries`; pairs below it are dropped before the posterior is normalised, so they change
+nothing). That holds because the model is fixed (the base keeps the model of its first date) and so
+are the blocks it skips (`FSModel.skip_blocks`, also from the first date). So a date's run:
 
 1. **Seeds**: roles that are new, gone, or whose content changed (role fingerprint), and roles with a
    decision taken today.
-2. **Work set W**: the seeds closed under "shares an ID group, a previous person, a record, a fuzzy
-   block (for rows that may be fuzzy queries: not ID-linked yesterday), or a repair candidate".
+2. **Work set W**: the seeds closed under "shares an ID group, a previous person, a record, or a
+   repair candidate", and under reachable pairs with the rows that may be fuzzy queries (not ID-linked
+   yesterday): a query joins when it reaches a row of W or a query of W reaches it. Reachable
+   (`_Reach`) is a superset of "kept in a whole-city run, yesterday or today": every form a row can
+   take as a target (trusted or not, each ID it could be repaired to) is scored with the kept model.
    The old versions of changed and removed roles take part with their old values.
-3. **Context C**: the rows W's fuzzy queries compare against (everything in their blocks, the IDs their
-   damaged IDs could be repaired to, the spouses' persons), closed under ID group, person and record
-   so that their own clusters and RKIDs come out as they were.
-4. `link_roles` on W ∪ C. The run is accepted when every context row kept its RKID, method and score
-   and no role of W turned into a fuzzy query whose blocks were not in the context; otherwise the
-   offending rows join W or the context and the sub-run is repeated.
+3. **Context C**: the rows W's queries reach, the holders of the IDs their damaged IDs could be
+   repaired to, the spouses' persons; closed under ID group, person, record and decisions so that
+   their own links come out as they were, and the queries among them reach their candidates too.
+4. `link_roles` on W ∪ C. The run is accepted when every context row kept its RKID, method and score,
+   every fuzzy query of the sub-run had searched its candidates, every spouse person it used was there
+   and no person of the sub-run has roles outside it; otherwise the offending rows join W or C and the
+   sub-run is repeated.
 5. Rows outside W ∪ C keep yesterday's links; W's come from the sub-run.
 
-When W grows past `max_share` of the roles, or the checks do not settle within `max_rounds`, the
-whole city is linked (the same function as a rebuild), so the answer is always a rebuild's answer;
+When W or W ∪ C grows past `max_share` of the roles, or the checks do not settle within `max_rounds`,
+the whole city is linked (the same function as a rebuild), so the answer is always a rebuild's answer;
 `tests/test_incremental.py` compares the two on every date of a generated city.
 """
 from __future__ import annotations
 
-import itertools
 import time
 
 import numpy as np
 import pandas as pd
 
 from linkage import fuzzy as fz
-from linkage import names as nm
-from linkage.base import LINK_KEY, role_keys
-from linkage.ids import id_shaped, leading_digits
+from linkage.base import LINK_KEY, PERSON_COLUMNS, rkid_for, role_keys
+from linkage.ids import id_shaped
 from linkage.link import DEFAULT_TABLE_ORDER, LinkResult, _canonical, _isin, _partner_rows, link_roles
 from linkage.repair import repair_candidates
 
@@ -44,7 +48,7 @@ FUZZY_METHODS = ("FUZZY", "POSSIBLE", "UNMATCHED")
 QUERY_METHODS = FUZZY_METHODS + ("MANUAL",)
 # what the neighbourhood reads of a role (`_canonical` guarantees them, without NaN)
 NEIGHBOURHOOD_COLUMNS = LINK_KEY + ["ZJLX", "name_key", "id_norm", "id_status", "id18", "id_damage", "id_prefix",
-                                   "id_birth", "id_sex", "sex", "birth", "region"]
+                                   "id_birth", "id_sex", "sex", "birth", "region", "address"]
 FINGERPRINT_COLUMNS = [
     "XM", "ZJLX", "GMSFHM", "XB", "CSRQ", "MZ", "name", "name_key", "id_norm", "id_status", "id18", "id_damage",
     "id_prefix", "id_birth", "id_sex", "sex", "birth", "region", "address", "ZT", "active", "_ts",
@@ -77,90 +81,223 @@ def role_fingerprints(roles: pd.DataFrame) -> np.ndarray:
     return h.astype(str).astype(object)
 
 
-# ------------------------------------------------------------------------------------ neighbourhood keys
-def _field_variants(U: pd.DataFrame, partner: np.ndarray, person_id: np.ndarray) -> dict[str, list[np.ndarray]]:
-    """Every value each blocking field of `linkage.fuzzy.prepare` can take for each row, whatever the
-    linker decides about the row's ID (trusted or not, repaired or not). Digit fields are int64 (-1: none)."""
-    col = {c: U[c].fillna("").astype(str).to_numpy(dtype=object) for c in
-           ("name_key", "birth", "id_birth", "sex", "id_sex", "region", "id18", "id_norm", "id_prefix", "BH", "JS")}
-    parts = nm.name_blocking_keys(pd.Series(col["name_key"]))
-    birth = leading_digits(col["birth"], 8, exact=True)
-    birth_t = np.where(birth < 0, leading_digits(col["id_birth"], 8, exact=True), birth)
-    sex = np.where(np.isin(col["sex"], ["1", "2"]), col["sex"], "")
-    sex_t = np.where((sex == "") & np.isin(col["id_sex"], ["1", "2"]), col["id_sex"], sex)
-    codes, uniq = pd.factorize(col["region"])  # few distinct regions: strip each once
-    region_raw = pd.Series(uniq, dtype=object).str.strip().to_numpy(dtype=object)[codes]
-    zf = np.flatnonzero((col["BH"] == "women") & (col["JS"] == "ZF") & (partner >= 0))
-    if len(zf):  # a husband borrows his wife's region when he has none (as in link_roles)
-        empty = region_raw[zf] == ""
-        region_raw[zf[empty]] = region_raw[partner[zf[empty]]]
-    region = leading_digits(region_raw, 6, exact=True)
-    idr = [leading_digits(v, 6, exact=False) for v in (col["id18"], col["id_norm"], col["id_prefix"], person_id)]
-    # as a fuzzy query a role has no trusted ID: its ID evidence is a broken ID or a damaged one's
-    # prefix (link_roles: idk B / P), never its own or its person's valid ID
-    status = U["id_status"].fillna("").astype(str).to_numpy(dtype=object)
-    damage = U["id_damage"].fillna("").astype(str).to_numpy(dtype=object)
-    q_idr = np.where(np.isin(status, ["CHECKSUM", "FORMAT"]) & (damage == "") & id_shaped(col["id_norm"]), idr[1],
-                     np.where((damage != "") & (col["id_prefix"] != ""), idr[2], -1))
-    out = {
-        "name_key": [col["name_key"]],
-        "surname": [parts["surname"].to_numpy(dtype=object)],
-        "given": [parts["given"].to_numpy(dtype=object)],
-        "pinyin": [parts["pinyin"].to_numpy(dtype=object)],
-        "birth": [birth, birth_t],
-        "byear": [np.where(b >= 0, b // 10000, -1) for b in (birth, birth_t)],
-        "bmd": [np.where(b >= 0, b % 10000, -1) for b in (birth, birth_t)],
-        "sex": [sex, sex_t],
-        "region": [region],
-        "region4": [np.where(region >= 0, region // 100, -1)],
-        "idregion": idr + [q_idr],
-    }
-    # the value each field has when the role is a query: first variant, except the ID region
-    query = {f: 0 for f in out}
-    query["idregion"] = len(idr)
-    return out, query
+# ------------------------------------------------------------------------------------ reachable pairs
+class _Reach:
+    """Which rows can form a kept candidate pair (`fuzzy.score_queries`) in a whole-city run, on
+    yesterday's values or today's: a superset computed without knowing the run's ID stage.
 
+    As a fuzzy query a row's comparison values are fixed by the row itself (no trusted ID; ID evidence
+    from its broken ID or a damaged one's prefix). As a target they depend on what the ID stage makes
+    of it, so each row stands here in every form it can take: untrusted with its query evidence, trusted
+    with its valid citizen ID, trusted with each ID its damaged one could be repaired to, trusted with
+    its other document. A pair is reachable when it shares a block of some pass (the model's skip list
+    applied to the query, as in `candidate_pairs`) and its Bayes factor, with the spouse feature counted
+    at its best when both have a spouse, reaches the keep threshold; since the real pair is one of the
+    forms compared, every pair a whole-city run keeps is reachable.
+    """
 
-def _codes(variants: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
-    """Shared integer codes of a field's variants (-1 for empty)."""
-    codes, uniq = _dense(np.concatenate(variants))
-    n = len(variants[0])
-    return [codes[i * n:(i + 1) * n] for i in range(len(variants))], len(uniq)
+    def __init__(self, U: pd.DataFrame, n: int, partner: np.ndarray, spouse_person: np.ndarray, citizen_id: np.ndarray,
+                 repair_row: np.ndarray, repair_ids: np.ndarray, pq: np.ndarray, cfg: dict, model: fz.FSModel):
+        t = time.perf_counter()
+        N = len(U)
+        self.n, self.N = n, N
+        self.cfg, self.model = cfg, model
+        fzc = cfg["fuzzy"]
+        self.passes = [(spec.get("name", f"pass{i}"), list(spec["keys"]), list(spec.get("queries_missing", ())))
+                       for i, spec in enumerate(fzc["blocking"])]
+        self.chunk = int(fzc["chunk_pairs"])
+        self.cuts = tuple(fzc.get("address_levels", (0.7, 0.4)))
+        self.keep_min = float(fzc.get("keep_min_bits", -10.0)) - model.log2_prior_odds
+        status = U["id_status"].to_numpy(dtype=object)
+        damage = U["id_damage"].to_numpy(dtype=object)
+        id_norm = U["id_norm"].to_numpy(dtype=object)
+        prefix = U["id_prefix"].to_numpy(dtype=object)
+        # the ID evidence of a row as a query (link_roles: B a broken ID, P a damaged ID's known prefix)
+        idk_q = np.full(N, "", dtype=object)
+        idv_q = np.full(N, "", dtype=object)
+        b = np.isin(status, ["CHECKSUM", "FORMAT"]) & (damage == "") & id_shaped(id_norm)
+        idk_q[b], idv_q[b] = "B", id_norm[b]
+        pr = (damage != "") & (prefix != "")
+        pv = pd.Series(prefix[pr], dtype=object)
+        cut = (damage[pr] == "EXCEL_SCI") & (pv.str.len().to_numpy() > 6)
+        idk_q[pr] = "P"
+        idv_q[pr] = np.where(cut, pv.str[:-1].to_numpy(dtype=object), pv.to_numpy(dtype=object))
+        # the forms a row can take as a target
+        zjlx_doc = (status == "OTHER_DOC") & (id_norm != "")
+        rows_v = np.flatnonzero(citizen_id != "")
+        rows_d = np.flatnonzero(zjlx_doc)
+        src = np.concatenate([np.arange(N), rows_v, repair_row, rows_d]).astype(np.int64)
+        trust = np.concatenate([np.zeros(N, bool), np.ones(len(src) - N, bool)])
+        idk = np.concatenate([idk_q, np.full(len(rows_v) + len(repair_row), "V", dtype=object),
+                              np.full(len(rows_d), "", dtype=object)])
+        idv = np.concatenate([idv_q, citizen_id[rows_v], np.asarray(repair_ids, dtype=object),
+                              np.full(len(rows_d), "", dtype=object)])
+        # a husband named in his wife's family-planning record borrows her region and address (link_roles)
+        over = {}
+        bh = U["BH"].to_numpy(dtype=object)
+        js = U["JS"].to_numpy(dtype=object)
+        zf = np.flatnonzero((bh == "women") & (js == "ZF") & (partner >= 0))
+        for c in ("region", "address"):
+            col = U[c].to_numpy(dtype=object).copy()
+            if len(zf):
+                empty = col[zf] == ""
+                col[zf[empty]] = col[partner[zf[empty]]]
+            over[c] = col[src]
+        frame = U[["name_key", "birth", "id_birth", "sex", "id_sex"]].iloc[src].reset_index(drop=True)
+        self.P = fz.prepare(frame, trust, idk, idv, overrides=over)
+        pc, _ = pd.factorize(spouse_person)
+        pc = pc.astype(np.int64)
+        pc[spouse_person == ""] = -1
+        self.P.set_partner(pc[src])
+        self.src = src
+        self.has_spouse = (partner >= 0)[src]
+        self.pq = pq
+        self.pq_rows = np.flatnonzero(pq)  # possible queries (rows of U; their query form is P row = U row)
+        self.is_pq_form = pq[src]
+        self.current_form = src < n
+        self._index: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        self._keys: dict[str, np.ndarray] = {}
+        self.timings = {"prepare": round(time.perf_counter() - t, 2)}
+        self.pairs_scored = 0
 
+    # -- blocks
+    def _key(self, name: str, keys: list[str]) -> np.ndarray:
+        """int64 block key of every form in a pass (-1: not in it)."""
+        got = self._keys.get(name)
+        if got is None:
+            P = self.P
+            key = np.zeros(len(P), dtype=np.int64)
+            ok = np.ones(len(P), dtype=bool)
+            for k in keys:
+                c, m = P.codes(k)
+                ok &= c >= 0
+                key = key * (m + 1) + (c + 1)
+            got = np.where(ok, key, -1)
+            self._keys[name] = got
+        return got
 
-def block_keys(U: pd.DataFrame, partner: np.ndarray, person_id: np.ndarray, spouse_person: np.ndarray,
-               passes: list[dict]) -> tuple[dict[str, list[np.ndarray]], dict[str, np.ndarray]]:
-    """int64 block key of every row for every pass and every variant of its values (-1: not in the
-    pass), and the one key each row has as a fuzzy query (same codes).
+    def _query_ok(self, rows: np.ndarray, name: str, keys: list[str], missing: list[str]) -> np.ndarray:
+        """Query forms `rows` that take part in a pass: in a block, lacking the fields the pass is for,
+        and not in a block the model skips."""
+        ok = self._key(name, keys)[rows] >= 0
+        for k in missing:
+            ok &= self.P.cols[k][rows] == ""
+        skip = self.model.skip_blocks.get(name) if self.model.skip_blocks is not None else None
+        if keys != ["partner"] and skip is not None and len(skip) and ok.any():
+            sel = np.flatnonzero(ok)
+            ok[sel[np.isin(fz.block_hash(self.P, rows[sel], keys), skip)]] = False
+        return ok
 
-    The `queries_missing` restriction is ignored here: a superset of blocks is safe (more context)."""
-    fields, query = _field_variants(U, partner, person_id)
-    coded = {f: _codes(v) for f, v in fields.items()}
-    pc, _ = pd.factorize(spouse_person)
-    pc = pc.astype(np.int64)
-    pc[spouse_person == ""] = -1
-    out: dict[str, list[np.ndarray]] = {}
-    qout: dict[str, np.ndarray] = {}
+    def _sorted(self, tag: str, name: str, rows) -> tuple[np.ndarray, np.ndarray]:
+        """(sorted block keys, their forms) of the forms `rows` (or `rows()`) in a pass: an index to look
+        blocks up in, built once per tag."""
+        got = self._index.get((tag, name))
+        if got is None:
+            rows = rows() if callable(rows) else rows
+            kr = self._keys[name][rows]  # `_key` has built it
+            rows = rows[kr >= 0]
+            kr = kr[kr >= 0]
+            o = np.argsort(kr, kind="stable")
+            got = (kr[o], rows[o])
+            self._index[(tag, name)] = got
+        return got
 
-    def combine(keys, combo):
-        key = np.zeros(len(U), dtype=np.int64)
-        ok = np.ones(len(U), dtype=bool)
-        for k, c in zip(keys, combo):
-            m = coded[k][1]
-            ok &= c >= 0
-            key = key * (m + 1) + (c + 1)
-        return np.where(ok, key, -1)
+    def _expand(self, probe: np.ndarray, probe_keys: np.ndarray, idx: tuple[np.ndarray, np.ndarray]):
+        """(probe form, indexed form) pairs sharing a block, in chunks of about `chunk_pairs`."""
+        sk, sr = idx
+        lo = np.searchsorted(sk, probe_keys, side="left")
+        hi = np.searchsorted(sk, probe_keys, side="right")
+        cnt = (hi - lo).astype(np.int64)
+        has = cnt > 0
+        probe, lo, cnt = probe[has], lo[has], cnt[has]
+        if not len(probe):
+            return
+        csum = np.cumsum(cnt)
+        start = 0
+        while start < len(probe):
+            base = csum[start - 1] if start else 0
+            stop = int(np.searchsorted(csum, base + self.chunk, side="right"))
+            stop = max(stop, start + 1)
+            c = cnt[start:stop]
+            tot = int(c.sum())
+            owner = np.repeat(np.arange(start, stop), c)
+            off = np.arange(tot) - np.repeat(np.cumsum(c) - c, c)
+            yield probe[owner], sr[lo[owner] + off]
+            start = stop
 
-    for i, spec in enumerate(passes):
-        name = spec.get("name", f"pass{i}")
-        keys = list(spec["keys"])
-        if keys == ["partner"]:
-            out[name] = [pc]
-            qout[name] = pc
-            continue
-        out[name] = [combine(keys, combo) for combo in itertools.product(*[coded[k][0] for k in keys])]
-        qout[name] = combine(keys, [coded[k][0][query[k]] for k in keys])
-    return out, qout
+    def _score(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        """Pairs (query form, target form) whose best possible Bayes factor reaches the keep threshold."""
+        m, P = self.model, self.P
+        keep = self.src[left] != self.src[right]
+        left, right = left[keep], right[keep]
+        self.pairs_scored += len(left)
+        if not len(left):
+            return np.zeros(0, dtype=bool), left, right
+        lv = fz.compare_pairs(P, left, right, self.cuts, features=("birth", "sex", "region", "id"))
+        b = np.zeros(len(left), dtype=np.float64)
+        for f in ("birth", "sex", "region", "id"):
+            b += m.feature_bits(P, left, f, lv[f])
+        b += np.where(self.has_spouse[left] & self.has_spouse[right], m.max_bits("partner"), 0.0)
+        alive = np.ones(len(left), dtype=bool)
+        for i, f in enumerate(("name", "address")):
+            room = sum(m.max_bits(g) for g in ("name", "address")[i:])
+            alive &= b + room >= self.keep_min
+            sel = np.flatnonzero(alive)
+            if not len(sel):
+                break
+            b[sel] += m.feature_bits(P, left[sel], f,
+                                     fz.compare_pairs(P, left[sel], right[sel], self.cuts, features=(f,))[f])
+        return alive & (b >= self.keep_min), left, right
+
+    def _pairs(self, queries: np.ndarray, target_forms: np.ndarray, tag: str, by_target: bool = False):
+        """Reachable (query row, target row) pairs of U between query rows `queries` and target forms
+        `target_forms` (rows of P). `by_target`: look the targets' blocks up among the queries (when
+        the queries are many and the targets few)."""
+        out_q, out_t = [], []
+        for name, keys, missing in self.passes:
+            key = self._key(name, keys)
+            if by_target:
+                idx = self._sorted(tag + ":q", name,
+                                   lambda: queries[self._query_ok(queries, name, keys, missing)])
+                probe = target_forms[key[target_forms] >= 0]
+                gen = ((lq, lt) for lt, lq in self._expand(probe, key[probe], idx))
+            else:
+                q = queries[self._query_ok(queries, name, keys, missing)]
+                idx = self._sorted(tag + ":t", name, target_forms)
+                gen = self._expand(q, key[q], idx)
+            for left, right in gen:
+                hit, left, right = self._score(left, right)
+                out_q.append(self.src[left[hit]])
+                out_t.append(self.src[right[hit]])
+        if not out_q:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return np.concatenate(out_q), np.concatenate(out_t)
+
+    def neighbours(self, rows: np.ndarray) -> np.ndarray:
+        """Possible queries whose result can depend on the rows `rows` (mask over U): those with a
+        reachable pair to one of them, and those one of them (as a query) reaches."""
+        out = np.zeros(self.N, dtype=bool)
+        sel = np.flatnonzero(rows)
+        if not len(sel):
+            return out
+        forms = np.flatnonzero(rows[self.src])
+        q, _ = self._pairs(self.pq_rows, forms, "pq", by_target=True)
+        out[q] = True
+        mine = sel[np.isin(sel, self.pq_rows)]
+        if len(mine):
+            _, t = self._pairs(mine, np.flatnonzero(self.is_pq_form & self.current_form), "pq")
+            out[t] = True
+        return out & self.pq
+
+    def targets(self, rows: np.ndarray) -> np.ndarray:
+        """Current rows the query rows `rows` (mask over U) reach: a superset of their candidates."""
+        out = np.zeros(self.N, dtype=bool)
+        q = np.flatnonzero(rows)
+        if len(q):
+            _, t = self._pairs(q, np.flatnonzero(self.current_form), "all")
+            out[t] = True
+        out[self.n:] = False
+        return out
 
 
 def _nonempty(values: np.ndarray) -> set:
@@ -210,10 +347,10 @@ class _Group:
 
 
 class _Neighbourhood:
-    """Keys of every row of U = current roles (first n) + old versions of changed roles."""
+    """Relations between the rows of U = current roles (first n) + old versions of changed roles."""
 
     def __init__(self, U: pd.DataFrame, n: int, prev_rkid: np.ndarray, prev_ppfs: np.ndarray, seeds: np.ndarray,
-                 person_id: np.ndarray, cfg: dict, business_date: str, decisions: pd.DataFrame, merged: dict,
+                 cfg: dict, model: fz.FSModel, business_date: str, decisions: pd.DataFrame, merged: dict,
                  row_keys: np.ndarray):
         self.n = n
         self.N = len(U)
@@ -237,35 +374,26 @@ class _Neighbourhood:
             old = _partner_rows(U[spouse_cols].iloc[n:].reset_index(drop=True))
             partner[n:] = np.where(old >= 0, old + n, -1)
         self.partner = partner
-        spouse_person = np.where(partner >= 0, prev_rkid[np.maximum(partner, 0)], "")
-        self.spouse_person = spouse_person
-        self.timings["ids_records"] = round(time.perf_counter() - t, 2)
-        t = time.perf_counter()
-        blocks, query_blocks = block_keys(U, partner, person_id, spouse_person, cfg["fuzzy"]["blocking"])
-        # one code space per pass for its variants and its query key (the last one)
-        self.blocks = {name: _Group(*arrs, query_blocks[name]) for name, arrs in blocks.items()}
-        fields = {"birth": leading_digits(U["birth"].fillna("").astype(str).to_numpy(dtype=object), 8, exact=True) < 0}
-        self.query_filter = {}
-        for i, spec in enumerate(cfg["fuzzy"]["blocking"]):
-            missing = [f for f in spec.get("queries_missing", ()) if f in fields]
-            if missing and len(missing) == len(spec.get("queries_missing", ())):
-                self.query_filter[spec.get("name", f"pass{i}")] = np.logical_and.reduce([fields[f] for f in missing])
+        self.spouse_person = np.where(partner >= 0, prev_rkid[np.maximum(partner, 0)], "")
         # rows that may be fuzzy queries: not ID-linked yesterday, new, changed, or old versions
         self.pq = _isin(prev_ppfs, QUERY_METHODS) | (prev_rkid == "") | seeds
         self.person = _Group(prev_rkid)
         self.id_group = _Group(self.id_key)
         self.record_group = _Group(self.record)
         self.citizen = _Group(self.citizen_id)
-        self.timings["blocks_groups"] = round(time.perf_counter() - t, 2)
+        self.timings["ids_records"] = round(time.perf_counter() - t, 2)
         t = time.perf_counter()
         # damaged IDs of current rows and the IDs they could be repaired to
         damage = U["id_damage"].astype(str).to_numpy(dtype=object)
-        broken = np.flatnonzero((np.isin(status[:n], ["CHECKSUM", "FORMAT"]) | (damage[:n] != "")))
+        broken = np.flatnonzero(np.isin(status, ["CHECKSUM", "FORMAT"]) | (damage != ""))
         known = self.citizen.values[self.citizen.values != ""]
-        cand = repair_candidates(U, broken, list(known), cfg, business_date)  # `broken` are current rows
+        cand = repair_candidates(U, broken, list(known), cfg, business_date)
         code = self.citizen.code_of(cand["id18"].to_numpy(dtype=object)) if len(cand) else np.zeros(0, np.int64)
-        self.repair_row = cand["row"].to_numpy(np.int64)[code >= 0] if len(cand) else np.zeros(0, np.int64)
-        self.repair_id = code[code >= 0]  # the citizen ID each could be repaired to
+        rrow = cand["row"].to_numpy(np.int64)[code >= 0] if len(cand) else np.zeros(0, np.int64)
+        rid = code[code >= 0]
+        current = rrow < n  # the closure follows today's rows; the old versions' repairs are forms to reach
+        self.repair_row = rrow[current]
+        self.repair_id = rid[current]  # the citizen ID each could be repaired to
         self.timings["repairs"] = round(time.perf_counter() - t, 2)
         # roles pinned to a person by a decision: the decision's row (-1: no current role) and person
         if len(decisions):
@@ -275,34 +403,9 @@ class _Neighbourhood:
         else:
             self.decision_row = np.zeros(0, np.int64)
             self.decision_person = np.zeros(0, np.int64)
-
-    def pass_keys(self, sel: np.ndarray, as_queries: bool = False) -> dict[str, np.ndarray]:
-        """The blocks of the rows `sel`, per pass; `as_queries`: only the blocks each row queries in
-        (a pass with `queries_missing` serves only rows lacking those fields, judged on their untrusted
-        values)."""
-        out = {}
-        for name, g in self.blocks.items():
-            if as_queries:
-                s = sel & self.query_filter[name] if name in self.query_filter else sel
-                out[name] = g.table(s, variants=[-1])
-            else:
-                out[name] = g.table(sel, variants=range(len(g.codes) - 1))
-        return out
-
-    def in_blocks(self, keys: dict[str, np.ndarray], as_queries: bool = False) -> np.ndarray:
-        """Rows in a block marked in `keys` (any variant; `as_queries`: with their key as a query)."""
-        hit = np.zeros(self.N, dtype=bool)
-        for name, g in self.blocks.items():
-            t = keys.get(name)
-            if t is None or not t.any():
-                continue
-            if as_queries:
-                s = self.query_filter.get(name)
-                q = g.hit(t, variants=[-1])
-                hit |= q if s is None else (q & s)
-            else:
-                hit |= g.hit(t, variants=range(len(g.codes) - 1))
-        return hit
+        self.reach = _Reach(U, n, partner, self.spouse_person, self.citizen_id, rrow,
+                            self.citizen.values[rid] if len(rid) else np.zeros(0, dtype=object), self.pq, cfg, model)
+        self.timings["reach_prepare"] = self.reach.timings["prepare"]
 
     def repaired_to(self, sel: np.ndarray) -> np.ndarray:
         """Rows whose damaged ID could be repaired to a citizen ID held by a row of `sel`."""
@@ -319,23 +422,22 @@ class _Neighbourhood:
         t[self.repair_id[sel[self.repair_row]] + 1] = True
         return self.citizen.hit(t)
 
-    def close(self, mask: np.ndarray, blocks: bool = False, decisions: bool = False) -> np.ndarray:
+    def close(self, mask: np.ndarray, fuzzy: bool = False, decisions: bool = False) -> np.ndarray:
         """`mask` closed under shared person, ID group and record; with `decisions`, under the persons
-        decisions pin roles to; with `blocks` (and decisions), under fuzzy blocks for possible queries
-        and repair candidates."""
+        decisions pin roles to; with `fuzzy` (and decisions), under reachable fuzzy pairs with possible
+        queries (either way: round 2 weighs queries against each other) and repair candidates."""
         mask = mask.copy()
+        expanded = np.zeros(self.N, dtype=bool)  # rows whose fuzzy neighbours were added
         while True:
             sel = mask
             grow = self.person.hit(self.person.table(sel))
             grow |= self.id_group.hit(self.id_group.table(sel))
             grow |= self.record_group.hit(self.record_group.table(sel))
-            if blocks:
-                # possible queries whose blocks hold a row of the set, or in whose block a row of the
-                # set queries (round 2 weighs queries against each other)
-                grow |= self.pq & (self.in_blocks(self.pass_keys(sel), as_queries=True)
-                                   | self.in_blocks(self.pass_keys(sel, as_queries=True)))
+            if fuzzy:
+                grow |= self.reach.neighbours(sel & ~expanded)
+                expanded |= sel
                 grow |= self.repaired_to(sel)
-            if (blocks or decisions) and len(self.decision_row):
+            if (fuzzy or decisions) and len(self.decision_row):
                 # roles pinned to (or declared not to be) a person of the set, and the persons the
                 # set's roles are pinned to
                 persons = self.person.table(sel)
@@ -360,18 +462,26 @@ def link_incremental(roles: pd.DataFrame, old_roles: pd.DataFrame, persons_prev:
 
     `links_prev` must carry `role_fp` (the fingerprint of each role as it was linked); `old_roles`:
     the roles of changed or removed records as they were; `fingerprints`: today's, by role key, if the
-    caller has them already. See the module docstring.
+    caller has them already; `model` must carry its skip list (`FSModel.skip_blocks`). See the module
+    docstring.
     """
     t0 = time.perf_counter()
     order = cfg.get("table_order", DEFAULT_TABLE_ORDER)
-    R = _canonical(roles, order)
+    # the roles as they come (order does not matter here; the sub-run sorts its own), gaps filled
+    R = roles.reset_index(drop=True)
+    R = R.assign(**{c: (R[c].fillna("") if c in R else "") for c in NEIGHBOURHOOD_COLUMNS
+                    if c not in R or R[c].hasnans})
     n = len(R)
-    keys = role_keys(R)
-    fp = (fingerprints.reindex(keys).fillna("").to_numpy(dtype=object) if fingerprints is not None
-          else role_fingerprints(R))
-    lp = links_prev.copy()
-    lpk = role_keys(lp) if len(lp) else np.zeros(0, dtype=object)
-    lp.index = pd.Index(lpk)
+    if fingerprints is not None and len(fingerprints) == n:  # by role key, in the roles' order
+        keys = fingerprints.index.to_numpy(dtype=object)
+        fp = fingerprints.to_numpy(dtype=object)
+    else:
+        keys = role_keys(R)
+        fp = (fingerprints.reindex(keys).fillna("").to_numpy(dtype=object) if fingerprints is not None
+              else role_fingerprints(roles.reset_index(drop=True)))  # as exchange.process.role_changes does
+    lpk = (links_prev["role_key"].to_numpy(dtype=object) if "role_key" in links_prev
+           else role_keys(links_prev) if len(links_prev) else np.zeros(0, dtype=object))
+    lp = links_prev[[c for c in ("RKID", "PPFS", "PPDF", "role_fp") if c in links_prev]].set_axis(pd.Index(lpk), axis=0)
     lp = lp[~lp.index.duplicated(keep="last")]
     prev = lp.reindex(keys)
     prev_rkid = prev["RKID"].fillna("").astype(str).to_numpy(dtype=object)
@@ -393,61 +503,75 @@ def link_incremental(roles: pd.DataFrame, old_roles: pd.DataFrame, persons_prev:
     u_rkid = np.concatenate([prev_rkid, O_rkid])
     u_ppfs = np.concatenate([prev_ppfs, np.full(len(O), "", dtype=object)])
     u_seeds = np.concatenate([seeds, np.ones(len(O), dtype=bool)])
-    pp = persons_prev
+    pp = persons_prev.reset_index(drop=True)
+    pp_index = pd.Index(pp["RKID"].astype(str).to_numpy(dtype=object))
     merged = dict(zip(pp.loc[pp["status"] == "retired", "RKID"], pp.loc[pp["status"] == "retired", "merged_into"]))
-    person_gmsfhm = pp.set_index("RKID")["GMSFHM"] if len(pp) else pd.Series(dtype=object)
-    person_id = pd.Series(u_rkid).map(person_gmsfhm).fillna("").astype(str).to_numpy(dtype=object)
-    nb = _Neighbourhood(U, n, u_rkid, u_ppfs, u_seeds, person_id, cfg, business_date, dec, merged, keys)
+    nb = _Neighbourhood(U, n, u_rkid, u_ppfs, u_seeds, cfg, model, business_date, dec, merged, keys)
     t_keys = time.perf_counter() - t0
 
     W = u_seeds.copy()
     if removed_rkids:
         W[:n] |= _isin(prev_rkid, removed_rkids)
-    W = nb.close(W, blocks=True, decisions=True)
+    W = nb.close(W, fuzzy=True, decisions=True)
     info = {"roles": n, "seeds": int(seeds.sum()), "old_versions": len(O), "removed": int(removed.sum()),
             "rounds": 0, "mode": "incremental", "keys_s": round(t_keys, 2), "keys_parts_s": nb.timings,
             "work_set_s": round(time.perf_counter() - t0 - t_keys, 2), "work_set": int(W[:n].sum())}
-    # the context follows the rows that can be fuzzy queries: fuzzy (or pinned) yesterday, or without an
-    # ID key and without a known ID their damaged one could be repaired to (most damaged IDs are repaired,
-    # and a query with a broken ID blocks on surname x ID region, which holds thousands of roles). A role
-    # that turns out to be a query anyway (a repair not confirmed, an ID now held by someone else) is
-    # added below and the sub-run repeated.
+    # the context is what the rows that can be fuzzy queries reach: fuzzy (or pinned) yesterday, or
+    # without an ID key and without a known ID their damaged one could be repaired to (most damaged IDs
+    # are repaired). A role that turns out to be a query anyway (a repair not confirmed, an ID now held
+    # by someone else) is added below and the sub-run repeated.
     repairable = np.zeros(N, dtype=bool)
     repairable[nb.repair_row] = True
     Q = W & (_isin(u_ppfs, QUERY_METHODS) | ((nb.id_key == "") & ~repairable))
     Q[n:] = False
+    searched = np.zeros(N, dtype=bool)
+    reached = np.zeros(N, dtype=bool)
     extra_partner: set = set()
     extra_ctx = np.zeros(N, dtype=bool)
+    t_ctx = 0.0
     for rnd in range(1, max_rounds + 1):
         info["rounds"] = rnd
         if W[:n].sum() > max_share * max(n, 1):
             break
-        qk = nb.pass_keys(Q, as_queries=True)
-        C = ~W & nb.in_blocks(qk)
-        if rnd == 1:  # what each blocking pass brings (for the log: which blocks make the context)
-            info["context_by_pass"] = {k: int((~W & nb.in_blocks({k: v}))[:n].sum()) for k, v in qk.items()}
-        wb = W.copy()
-        wb[n:] = True
-        C |= nb.holding_repairs_of(wb)
-        if extra_partner:
-            C |= _isin(nb.spouse_person, extra_partner)
-        C |= extra_ctx
-        C[n:] = False
-        info.setdefault("context_direct", []).append(int(C[:n].sum()))  # before the closure
-        C = nb.close(C, decisions=True) & ~W
-        C[n:] = False
+        # context: the rows the queries reach, closed so that their own links come out as before; the
+        # queries among them (yesterday's fuzzy roles) must reach all their candidates too
+        t_c = time.perf_counter()
+        C = np.zeros(N, dtype=bool)
+        while True:
+            frontier = (Q | (C & nb.pq)) & ~searched
+            frontier[n:] = False
+            if frontier.any():
+                reached |= nb.reach.targets(frontier)
+                searched |= frontier
+            C_new = ~W & reached
+            wb = W | C_new
+            wb[n:] = True
+            C_new |= nb.holding_repairs_of(wb)
+            if extra_partner:
+                C_new |= _isin(nb.spouse_person, extra_partner)
+            C_new |= extra_ctx
+            C_new[n:] = False
+            C_new = nb.close(C_new | C, decisions=True) & ~W
+            C_new[n:] = False
+            if not (C_new & ~C).any() and not ((Q | (C_new & nb.pq)) & ~searched)[:n].any():
+                C = C_new
+                break
+            C = C_new
+        t_ctx += time.perf_counter() - t_c
+        info.setdefault("context_direct", []).append(int((reached & ~W)[:n].sum()))
         S = (W | C)[:n]
         if S.sum() > max_share * max(n, 1):  # linking everything is cheaper
             info["context"] = int(C[:n].sum())
             break
         rows = np.flatnonzero(S)
         sub_roles = R.iloc[rows]
-        sub_links = lp.loc[lp.index.isin(keys[rows])].reset_index(drop=True)
+        sub_links = links_prev[pd.Index(lpk).isin(keys[rows])].drop(columns=["role_key"], errors="ignore")
         t_sub = time.perf_counter()
-        res = link_roles(sub_roles, persons_prev, sub_links, decisions, business_date, config=cfg, model=model)
+        sub_persons = _persons_of(pp, pp_index, R, rows, prev_rkid, dec, merged)
+        res = link_roles(sub_roles, sub_persons, sub_links, decisions, business_date, config=cfg, model=model)
         info["sub_run_s"] = round(info.get("sub_run_s", 0) + time.perf_counter() - t_sub, 2)
         got = res.links.set_index(role_keys(res.links))
-        # checks: context rows unchanged; fuzzy queries of W inside the Q used for the context
+        # checks: context rows unchanged; every fuzzy query of the sub-run searched for its candidates
         crow = np.flatnonzero(C[:n])
         g = got.reindex(keys[crow])
         p = lp.reindex(keys[crow])
@@ -455,45 +579,90 @@ def link_incremental(roles: pd.DataFrame, old_roles: pd.DataFrame, persons_prev:
                 & (g["PPFS"].to_numpy(dtype=object) == p["PPFS"].astype(str).to_numpy(dtype=object))
                 & (np.abs(g["PPDF"].to_numpy(dtype=float) - pd.to_numeric(p["PPDF"], errors="coerce").fillna(-1).to_numpy()) < 5e-5))
         bad_c = crow[~same]
-        wrow = np.flatnonzero(W[:n])
-        gw = got.reindex(keys[wrow])
-        actual_q = wrow[_isin(gw["PPFS"].to_numpy(dtype=object), FUZZY_METHODS)]
-        missing_q = actual_q[~Q[actual_q]]
-        sp = nb.partner[actual_q]
+        srow = np.flatnonzero(S)
+        gs = got.reindex(keys[srow])
+        actual_q = srow[_isin(gs["PPFS"].to_numpy(dtype=object), FUZZY_METHODS)]
+        missing_q = actual_q[~searched[actual_q]]
+        wq = actual_q[W[actual_q]]
+        sp = nb.partner[wq]
         sp = sp[sp >= 0]
-        covered = _nonempty(nb.spouse_person[np.flatnonzero(Q)]) | extra_partner
+        covered = _nonempty(nb.spouse_person[np.flatnonzero(searched[:n])]) | extra_partner
         new_partner = set(got["RKID"].reindex(keys[sp]).dropna().astype(str)) - covered
+        if new_partner:  # only a person some role outside the sub-run had as its spouse's can bring one in
+            outside_sp = nb.spouse_person[:n][~S]
+            new_partner &= set(pd.unique(outside_sp[_isin(outside_sp, new_partner)]))
         # a person of the sub-run must not have roles outside it (its attributes come from its roles)
         shared = ~np.concatenate([S, np.ones(N - n, dtype=bool)]) & _isin(u_rkid, set(got["RKID"]))
         if not len(bad_c) and not len(missing_q) and not new_partner and not shared.any():
-            info.update(relinked=int(W[:n].sum()), context=int(C[:n].sum()), sub_run=len(rows))
-            return _merge(R, keys, lp, rows, res, info, t0)
+            info.update(relinked=int(W[:n].sum()), context=int(C[:n].sum()), sub_run=len(rows),
+                        context_s=round(t_ctx, 2), pairs_scored=nb.reach.pairs_scored)
+            return _merge(R, keys, lp, rows, res, info, t0, pp, pp_index)
+        info.setdefault("failed_checks", []).append(
+            {"context_changed": len(bad_c), "unsearched_queries": len(missing_q), "new_spouse_persons": len(new_partner),
+             "persons_outside": int(shared.sum())})
         if len(bad_c):
             W[bad_c] = True
-            W = nb.close(W, blocks=True, decisions=True)
+            W = nb.close(W, fuzzy=True, decisions=True)
         extra_ctx |= shared
         Q[missing_q] = True
         Q[bad_c] = True
         extra_partner |= new_partner
-    info.update(mode="full (the changes reach too far)", relinked=n, sub_run=n)
-    res = link_roles(roles, persons_prev, links_prev.drop(columns=["role_fp"], errors="ignore"), decisions,
-                     business_date, config=cfg, model=model)
+    info.update(mode="full (the changes reach too far)", relinked=n, sub_run=n, context_s=round(t_ctx, 2),
+                pairs_scored=nb.reach.pairs_scored)
+    res = link_roles(roles, persons_prev, links_prev.drop(columns=["role_fp", "role_key"], errors="ignore"),
+                     decisions, business_date, config=cfg, model=model)
     res.stats["incremental"] = info | {"seconds": round(time.perf_counter() - t0, 2)}
     return res
 
 
+def _persons_of(pp: pd.DataFrame, pp_index: pd.Index, R: pd.DataFrame, rows: np.ndarray, prev_rkid: np.ndarray,
+                decisions: pd.DataFrame, merged: dict) -> pd.DataFrame:
+    """The persons a sub-run over the roles `rows` can read or change: the roles' persons, the persons
+    decisions name, the survivors their merges lead to, and the persons whose RKID a role of the
+    sub-run would be issued (a retired RKID is never reused, `link_roles` checks against these). The
+    rest of the city's persons stay as they are (`_merge`), so the sub-run does not copy, sort and
+    compare two million of them."""
+    want = set(prev_rkid[rows]) - {""}
+    if len(decisions):
+        want |= set(decisions["RKID"].astype(str))
+    frontier = set(want)
+    while frontier:  # merge chains
+        nxt = {merged[r] for r in frontier if r in merged} - want
+        want |= nxt
+        frontier = nxt
+    pos = pp_index.get_indexer(np.asarray(sorted(want), dtype=object))
+    hit = [pos[pos >= 0]]
+    keys = R[LINK_KEY].to_numpy(dtype=object)[rows]
+    salt = 0
+    while len(keys):
+        cand = np.asarray([rkid_for(*k, salt) for k in keys], dtype=object)
+        at = pp_index.get_indexer(cand)
+        hit.append(at[at >= 0])
+        keys = keys[at >= 0]  # issued: the role would be given the next salt
+        salt += 1
+    return pp.iloc[np.unique(np.concatenate(hit))]
+
+
 def _merge(R: pd.DataFrame, keys: np.ndarray, lp: pd.DataFrame, rows: np.ndarray, res: LinkResult, info: dict,
-           t0: float) -> LinkResult:
-    """Yesterday's links for the rows outside the sub-run, the sub-run's for the rest."""
+           t0: float, pp: pd.DataFrame, pp_index: pd.Index) -> LinkResult:
+    """Yesterday's links and persons outside the sub-run, the sub-run's for the rest (as `link_roles`
+    would write them: every column text, sorted by RKID)."""
     outside = np.ones(len(R), dtype=bool)
     outside[rows] = False
     keep = lp.reindex(keys[outside])
-    kept = pd.DataFrame({c: R[c].to_numpy(dtype=object)[outside] for c in LINK_KEY})
+    kept = pd.DataFrame({c: R[c].astype(str).to_numpy(dtype=object)[outside] for c in LINK_KEY})
     kept["RKID"] = keep["RKID"].astype(str).to_numpy(dtype=object)
     kept["PPFS"] = keep["PPFS"].astype(str).to_numpy(dtype=object)
     kept["PPDF"] = pd.to_numeric(keep["PPDF"], errors="coerce").fillna(0.0).to_numpy(dtype=np.float64)
     links = pd.concat([kept, res.links[kept.columns]], ignore_index=True)
+    rest = pp[~pp_index.isin(res.persons["RKID"])]
+    rest = rest.reindex(columns=PERSON_COLUMNS).astype(object).fillna("")
+    persons = pd.concat([rest, res.persons[PERSON_COLUMNS]], ignore_index=True)
+    persons = persons.sort_values("RKID", kind="mergesort").reset_index(drop=True)
     stats = dict(res.stats)
+    stats["persons_live"] = int((persons["status"] == "live").sum())
     stats["ppfs"] = {k: int(v) for k, v in links["PPFS"].value_counts().sort_index().items()}
     stats["incremental"] = info | {"seconds": round(time.perf_counter() - t0, 2)}
-    return LinkResult(links=links, persons=res.persons, events=res.events, stats=stats, model=res.model)
+    link_keys = np.concatenate([keys[outside], role_keys(res.links)])
+    return LinkResult(links=links, persons=persons, events=res.events, stats=stats, model=res.model,
+                      link_keys=link_keys)

@@ -218,6 +218,64 @@ def test_hard_changes_link_as_a_rebuild_would(both_modes):
     assert res.stats["incremental"]["relinked"] < len(roles) / 5
 
 
+def test_fuzzy_neighbourhoods_link_as_a_rebuild_would(both_modes):
+    """The two ways a change reaches a role through fuzzy matching alone: a new record without an ID
+    matches a person none of whose records changed (the person must come in as context), and a new
+    person appears beside the candidate of an unchanged fuzzy-linked role (that role must be re-linked:
+    two equally good candidates share its posterior)."""
+    from linkage.ids import check_digit
+
+    _, _, engines = both_modes
+    engine = engines["incremental"]
+    with engine.connect() as conn:
+        state0 = daily.load_state(conn)
+    links = state0.links
+    keyed = links.set_index(KEY)
+    hk = state0.sources["hukou"]
+    hk_live = hk[hk["_deleted"] != "1"]
+    hk_rkid = keyed["RKID"].reindex(pd.MultiIndex.from_arrays(
+        [["police"] * len(hk_live), ["hukou"] * len(hk_live), hk_live["_key"], ["SELF"] * len(hk_live)]))
+    # a fuzzy-linked role whose person has a household record: its twin on paper will compete
+    fuzzy = links[(links["PPFS"] == "FUZZY") & links["RKID"].isin(set(hk_rkid.dropna()))]
+    assert len(fuzzy), "the city has a fuzzy-linked role of a person with a household record"
+    q = fuzzy.iloc[0]
+    twin_of = hk_live[hk_rkid.to_numpy() == q["RKID"]].index[0]
+    # a low-benefit record of a person with nothing else changing today
+    dibao = state0.sources["dibao"]
+    db_live = dibao[dibao["_deleted"] != "1"]
+    db_rkid = keyed["RKID"].reindex(pd.MultiIndex.from_arrays(
+        [["civil"] * len(db_live), ["dibao"] * len(db_live), db_live["_key"], ["SELF"] * len(db_live)])).to_numpy()
+    pick = [i for i, r in enumerate(db_rkid) if r != q["RKID"]][-1]
+    lone_rkid = db_rkid[pick]
+
+    def edit(src):
+        h = src["hukou"]
+        twin = h.loc[[twin_of]].copy()
+        own = twin["GMSFHM"].iloc[0]
+        # same region, birth date and sex digit, another sequence number: another person on paper
+        body = pd.Series([own[:14] + ("98" if own[14:16] == "99" else "99") + own[16]])
+        twin["GMSFHM"] = (body + check_digit(body)).to_numpy()
+        twin["_key"] = twin["RYBH"] = "RNEWTWIN01"
+        src["hukou"] = pd.concat([h, twin], ignore_index=True)
+        d = src["dibao"]
+        row = d.loc[[db_live.index[pick]]].copy()
+        row["_key"] = row["DBRYBH"] = "NEWDB0002"
+        row["GMSFHM"] = ""
+        src["dibao"] = pd.concat([d, row], ignore_index=True)
+
+    state, roles = _state_and_roles(engine, edit)
+    res = _links_both_ways(state, roles, state.decisions.drop(columns=["decision_key"]))
+    info = res.stats["incremental"]
+    got = res.links.set_index(KEY)
+    new_row = got.loc[("civil", "dibao", "NEWDB0002", "SELF")]
+    assert new_row["PPFS"] == "FUZZY" and new_row["RKID"] == lone_rkid  # found its person ...
+    assert info["context"] > 0  # ... which came in as context
+    # the unchanged fuzzy role now has two candidates: it no longer joins its person for sure
+    after = got.loc[tuple(q[KEY])]
+    assert (after["PPFS"], after["RKID"]) != ("FUZZY", q["RKID"]) or after["PPDF"] < float(q["PPDF"]) - 1e-4
+    assert info["relinked"] < len(roles) / 5
+
+
 def test_todays_decisions_link_as_a_rebuild_would(both_modes):
     """A NOT_SAME and a SAME decision taken today re-link their roles exactly as a rebuild does."""
     _, _, engines = both_modes
