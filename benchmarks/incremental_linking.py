@@ -37,6 +37,7 @@ def main() -> None:
     from exchange import daily, runner
     from exchange.process import (apply_extracts, apply_returns, date_states, link_date, live_overlays,
                                   overlay_sources, role_changes)
+    import linkage.incremental  # noqa: F401  (imported here, not inside the first timed call)
     from fixtures.city import generate_city
     from linkage.roles import build_roles
     from store import db
@@ -76,7 +77,7 @@ def main() -> None:
             if prof is not None:
                 import pstats
                 prof.disable()
-                pstats.Stats(prof).sort_stats("cumulative").print_stats(45)
+                pstats.Stats(prof).sort_stats("cumulative").print_stats(int(os.environ.get("PROFILE_LINES", "45")))
             os.environ["POPBASE_INCREMENTAL_LINKING"] = ""
             t = time.perf_counter()
             full, _ = link_date(state, roles, dec, date, incremental=False)

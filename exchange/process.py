@@ -382,9 +382,12 @@ def old_roles_of_changes(state, fingerprints: pd.Series, date: str) -> pd.DataFr
 
 
 def incremental_on(cfg: dict, incremental: bool = True) -> bool:
-    """Whether a date re-links only what its changes reach (config `incremental.enabled`, off by default,
-    or the environment: POPBASE_INCREMENTAL_LINKING=1 turns it on, POPBASE_FULL_RELINK=1 off)."""
+    """Whether a date re-links only what its changes reach: config `incremental.enabled`, unless the
+    environment says otherwise (POPBASE_INCREMENTAL_LINKING=1 on, =0 off; POPBASE_FULL_RELINK=1 off)."""
     if not incremental or _env_flag("POPBASE_FULL_RELINK"):
+        return False
+    env = os.environ.get("POPBASE_INCREMENTAL_LINKING", "").strip().lower()
+    if env in ("0", "false", "no"):
         return False
     return bool(cfg.get("incremental", {}).get("enabled", False)) or _env_flag("POPBASE_INCREMENTAL_LINKING")
 

@@ -104,14 +104,9 @@ def prepare(roles: pd.DataFrame, trust_id: np.ndarray, id_kind: np.ndarray, id_v
     key = col("name_key")
     parts = nm.name_blocking_keys(pd.Series(key))
     birth = _per_unique(col("birth"), lambda u: u if len(u) == 8 and u.isdigit() else "")
-    idb = col("id_birth")
-    fill = (birth == "") & trust_id
-    birth[fill] = idb[fill]
     sex = col("sex").copy()
     sex[~np.isin(sex, ["1", "2"])] = ""
-    ids = col("id_sex")
-    fill = (sex == "") & trust_id & np.isin(ids, ["1", "2"])
-    sex[fill] = ids[fill]
+    birth, sex = _trusted(birth, sex, trust_id, col("id_birth"), col("id_sex"))
     region = _per_unique(col("region"), lambda u: u.strip() if len(u.strip()) == 6 and u.strip().isdigit() else "")
     P = pd.DataFrame(
         {
@@ -123,16 +118,31 @@ def prepare(roles: pd.DataFrame, trust_id: np.ndarray, id_kind: np.ndarray, id_v
             "sex": sex,
             "region": region,
             "address": _per_unique(col("address"), _norm_address),
-            "idk": np.asarray(id_kind, dtype=object),
-            "idv": np.asarray(id_value, dtype=object),
-            "byear": _per_unique(birth, lambda u: u[:4]),
-            "bmd": _per_unique(birth, lambda u: u[4:]),
             "region4": _per_unique(region, lambda u: u[:4]),
-            "idregion": _per_unique(np.asarray(id_value, dtype=object),
-                                    lambda u: u[:6] if len(u) >= 6 and u[:6].isdigit() else ""),
+            **_id_and_birth_parts(birth, id_kind, id_value),
         }
     )
     return Prepared(P)
+
+
+def _trusted(birth: np.ndarray, sex: np.ndarray, trust_id: np.ndarray, id_birth: np.ndarray,
+             id_sex: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Birth date and sex, missing ones taken from the ID where the ID is trusted."""
+    birth = birth.copy()
+    fill = (birth == "") & trust_id
+    birth[fill] = np.asarray(id_birth, dtype=object)[fill]
+    sex = sex.copy()
+    ids = np.asarray(id_sex, dtype=object)
+    fill = (sex == "") & trust_id & np.isin(ids, ["1", "2"])
+    sex[fill] = ids[fill]
+    return birth, sex
+
+
+def _id_and_birth_parts(birth: np.ndarray, id_kind, id_value) -> dict[str, np.ndarray]:
+    return {"idk": np.asarray(id_kind, dtype=object), "idv": np.asarray(id_value, dtype=object),
+            "byear": _per_unique(birth, lambda u: u[:4]), "bmd": _per_unique(birth, lambda u: u[4:]),
+            "idregion": _per_unique(np.asarray(id_value, dtype=object),
+                                    lambda u: u[:6] if len(u) >= 6 and u[:6].isdigit() else "")}
 
 
 class Prepared:
@@ -180,6 +190,26 @@ class Prepared:
 
     def __len__(self) -> int:
         return len(self.df)
+
+    def with_forms(self, rows: np.ndarray, id_birth: np.ndarray, id_sex: np.ndarray, id_kind: np.ndarray,
+                   id_value: np.ndarray) -> "Prepared":
+        """These rows followed by copies of `rows` as they are when their ID is trusted (`prepare` with
+        trust_id: missing birth date and sex from `id_birth`/`id_sex`) with the ID evidence `id_kind`/
+        `id_value`. Rows prepared untrusted (with `prepare`) go in; names, regions and addresses are
+        copied with their blocking codes instead of being recomputed (incremental linking's forms)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        birth, sex = _trusted(self.cols["birth"][rows], self.cols["sex"][rows], np.ones(len(rows), dtype=bool),
+                              id_birth, id_sex)
+        extra = {c: self.cols[c][rows] for c in ("name_key", "surname", "given", "pinyin", "region", "address",
+                                                  "region4")}
+        extra.update(birth=birth, sex=sex, **_id_and_birth_parts(birth, id_kind, id_value))
+        df = pd.DataFrame({c: np.concatenate([self.cols[c], extra[c]]) for c in self.df.columns})
+        out = Prepared(df)
+        for f in ("name_key", "surname", "given", "pinyin", "region", "region4"):  # same values: same codes
+            c, m = self.codes(f)
+            out._codes[f] = (np.concatenate([c, c[rows]]), m)
+            out._uniq[f] = self._uniq[f]
+        return out
 
 
 # ------------------------------------------------------------------------------------- comparisons

@@ -126,11 +126,11 @@ class _Reach:
         zjlx_doc = (status == "OTHER_DOC") & (id_norm != "")
         rows_v = np.flatnonzero(citizen_id != "")
         rows_d = np.flatnonzero(zjlx_doc)
-        src = np.concatenate([np.arange(N), rows_v, repair_row, rows_d]).astype(np.int64)
-        trust = np.concatenate([np.zeros(N, bool), np.ones(len(src) - N, bool)])
-        idk = np.concatenate([idk_q, np.full(len(rows_v) + len(repair_row), "V", dtype=object),
+        trusted = np.concatenate([rows_v, repair_row, rows_d]).astype(np.int64)
+        src = np.concatenate([np.arange(N), trusted])
+        idk = np.concatenate([np.full(len(rows_v) + len(repair_row), "V", dtype=object),
                               np.full(len(rows_d), "", dtype=object)])
-        idv = np.concatenate([idv_q, citizen_id[rows_v], np.asarray(repair_ids, dtype=object),
+        idv = np.concatenate([citizen_id[rows_v], np.asarray(repair_ids, dtype=object),
                               np.full(len(rows_d), "", dtype=object)])
         # a husband named in his wife's family-planning record borrows her region and address (link_roles)
         over = {}
@@ -142,9 +142,12 @@ class _Reach:
             if len(zf):
                 empty = col[zf] == ""
                 col[zf[empty]] = col[partner[zf[empty]]]
-            over[c] = col[src]
-        frame = U[["name_key", "birth", "id_birth", "sex", "id_sex"]].iloc[src].reset_index(drop=True)
-        self.P = fz.prepare(frame, trust, idk, idv, overrides=over)
+            over[c] = col
+        # every row untrusted (its form as a query), then the trusted forms
+        frame = U[["name_key", "birth", "id_birth", "sex", "id_sex"]]
+        base = fz.prepare(frame, np.zeros(N, dtype=bool), idk_q, idv_q, overrides=over)
+        self.P = base.with_forms(trusted, U["id_birth"].to_numpy(dtype=object)[trusted],
+                                 U["id_sex"].to_numpy(dtype=object)[trusted], idk, idv)
         pc, _ = pd.factorize(spouse_person)
         pc = pc.astype(np.int64)
         pc[spouse_person == ""] = -1
@@ -323,6 +326,13 @@ class _Group:
         self.codes = [codes[i * n:(i + 1) * n] for i in range(len(variants))]  # one per variant
         self.size = len(self.values)
 
+    def only(self, rows: np.ndarray) -> "_Group":
+        """The same groups restricted to the rows `rows` (the others in none); same code space."""
+        out = object.__new__(_Group)
+        out.values, out.size = self.values, self.size
+        out.codes = [np.where(rows, c, -1) for c in self.codes]
+        return out
+
     def code_of(self, values: np.ndarray) -> np.ndarray:
         """The group code of each value (-1: no row has it)."""
         code = pd.Index(self.values).get_indexer(values).astype(np.int64)
@@ -363,9 +373,14 @@ class _Neighbourhood:
         zjlx = U["ZJLX"].astype(str).str.strip().to_numpy(dtype=object)
         citizen = np.isin(status, ["VALID18", "VALID15"]) & (id18 != "")
         doc = (status == "OTHER_DOC") & (id_norm != "")
-        self.id_key = np.where(citizen, id18, np.where(doc, "DOC:" + zjlx + "|" + id_norm, ""))
-        self.citizen_id = np.where(citizen, id18, "")
-        self.record = (U["BH"].astype(str) + "|" + U["YWZJ"].astype(str)).to_numpy(dtype=object)
+        self.id_key = np.where(citizen, id18, "").astype(object)
+        if doc.any():
+            self.id_key[doc] = "DOC:" + zjlx[doc] + "|" + id_norm[doc]
+        self.citizen_id = np.where(citizen, id18, "").astype(object)
+        # a record: table and business key, as one integer
+        bh_code, bh_uniq = pd.factorize(U["BH"].astype(str).to_numpy(dtype=object))
+        yw_code, yw_uniq = pd.factorize(U["YWZJ"].astype(str).to_numpy(dtype=object))
+        record = bh_code.astype(np.int64) * (len(yw_uniq) + 1) + yw_code.astype(np.int64)
         # spouses within the same frame part (current with current, old with old)
         partner = np.full(self.N, -1, dtype=np.int64)
         spouse_cols = ["BH", "YWZJ", "JS"]
@@ -379,14 +394,14 @@ class _Neighbourhood:
         self.pq = _isin(prev_ppfs, QUERY_METHODS) | (prev_rkid == "") | seeds
         self.person = _Group(prev_rkid)
         self.id_group = _Group(self.id_key)
-        self.record_group = _Group(self.record)
-        self.citizen = _Group(self.citizen_id)
+        self.record_group = _Group(record)
+        self.citizen = self.id_group.only(citizen)  # the citizen IDs among the ID keys
         self.timings["ids_records"] = round(time.perf_counter() - t, 2)
         t = time.perf_counter()
         # damaged IDs of current rows and the IDs they could be repaired to
         damage = U["id_damage"].astype(str).to_numpy(dtype=object)
         broken = np.flatnonzero(np.isin(status, ["CHECKSUM", "FORMAT"]) | (damage != ""))
-        known = self.citizen.values[self.citizen.values != ""]
+        known = pd.unique(self.citizen_id[self.citizen_id != ""])
         cand = repair_candidates(U, broken, list(known), cfg, business_date)
         code = self.citizen.code_of(cand["id18"].to_numpy(dtype=object)) if len(cand) else np.zeros(0, np.int64)
         rrow = cand["row"].to_numpy(np.int64)[code >= 0] if len(cand) else np.zeros(0, np.int64)
@@ -482,11 +497,15 @@ def link_incremental(roles: pd.DataFrame, old_roles: pd.DataFrame, persons_prev:
     lpk = (links_prev["role_key"].to_numpy(dtype=object) if "role_key" in links_prev
            else role_keys(links_prev) if len(links_prev) else np.zeros(0, dtype=object))
     lp = links_prev[[c for c in ("RKID", "PPFS", "PPDF", "role_fp") if c in links_prev]].set_axis(pd.Index(lpk), axis=0)
-    lp = lp[~lp.index.duplicated(keep="last")]
-    prev = lp.reindex(keys)
-    prev_rkid = prev["RKID"].fillna("").astype(str).to_numpy(dtype=object)
-    prev_ppfs = prev["PPFS"].fillna("").astype(str).to_numpy(dtype=object)
-    prev_fp = prev["role_fp"].fillna("").astype(str).to_numpy(dtype=object)
+    if not lp.index.is_unique:
+        lp = lp[~lp.index.duplicated(keep="last")]
+    pos = lp.index.get_indexer(keys)  # each role's link of yesterday (-1: none); one hash lookup for all
+
+    def prev_of(c: str) -> np.ndarray:
+        v = lp[c].fillna("").astype(str).to_numpy(dtype=object)
+        return np.where(pos >= 0, v[np.maximum(pos, 0)] if len(v) else "", "").astype(object)
+
+    prev_rkid, prev_ppfs, prev_fp = prev_of("RKID"), prev_of("PPFS"), prev_of("role_fp")
     dec = decisions if decisions is not None else pd.DataFrame()
     seeds = (prev_fp != fp) | (prev_rkid == "")
     if len(dec):
@@ -496,7 +515,8 @@ def link_incremental(roles: pd.DataFrame, old_roles: pd.DataFrame, persons_prev:
     O = _canonical(old_roles, order) if old_roles is not None and len(old_roles) else R.iloc[:0]
     ok = role_keys(O) if len(O) else np.zeros(0, dtype=object)
     O_rkid = lp["RKID"].reindex(ok).fillna("").astype(str).to_numpy(dtype=object)
-    removed = ~lp.index.isin(keys)
+    removed = np.ones(len(lp), dtype=bool)
+    removed[pos[pos >= 0]] = False
     removed_rkids = set(lp.loc[removed, "RKID"].astype(str))
     U = pd.concat([R[NEIGHBOURHOOD_COLUMNS], O[NEIGHBOURHOOD_COLUMNS]], ignore_index=True)
     N = len(U)
@@ -596,7 +616,7 @@ def link_incremental(roles: pd.DataFrame, old_roles: pd.DataFrame, persons_prev:
         if not len(bad_c) and not len(missing_q) and not new_partner and not shared.any():
             info.update(relinked=int(W[:n].sum()), context=int(C[:n].sum()), sub_run=len(rows),
                         context_s=round(t_ctx, 2), pairs_scored=nb.reach.pairs_scored)
-            return _merge(R, keys, lp, rows, res, info, t0, pp, pp_index)
+            return _merge(R, keys, lp, pos, rows, res, info, t0, pp, pp_index)
         info.setdefault("failed_checks", []).append(
             {"context_changed": len(bad_c), "unsearched_queries": len(missing_q), "new_spouse_persons": len(new_partner),
              "persons_outside": int(shared.sum())})
@@ -643,22 +663,30 @@ def _persons_of(pp: pd.DataFrame, pp_index: pd.Index, R: pd.DataFrame, rows: np.
     return pp.iloc[np.unique(np.concatenate(hit))]
 
 
-def _merge(R: pd.DataFrame, keys: np.ndarray, lp: pd.DataFrame, rows: np.ndarray, res: LinkResult, info: dict,
-           t0: float, pp: pd.DataFrame, pp_index: pd.Index) -> LinkResult:
+def _merge(R: pd.DataFrame, keys: np.ndarray, lp: pd.DataFrame, pos: np.ndarray, rows: np.ndarray, res: LinkResult,
+           info: dict, t0: float, pp: pd.DataFrame, pp_index: pd.Index) -> LinkResult:
     """Yesterday's links and persons outside the sub-run, the sub-run's for the rest (as `link_roles`
-    would write them: every column text, sorted by RKID)."""
+    would write them: every column text, sorted by RKID). `pos`: each role's row in `lp`."""
     outside = np.ones(len(R), dtype=bool)
     outside[rows] = False
-    keep = lp.reindex(keys[outside])
+    at = pos[outside]  # roles outside the sub-run all had a link yesterday (the others are seeds)
     kept = pd.DataFrame({c: R[c].astype(str).to_numpy(dtype=object)[outside] for c in LINK_KEY})
-    kept["RKID"] = keep["RKID"].astype(str).to_numpy(dtype=object)
-    kept["PPFS"] = keep["PPFS"].astype(str).to_numpy(dtype=object)
-    kept["PPDF"] = pd.to_numeric(keep["PPDF"], errors="coerce").fillna(0.0).to_numpy(dtype=np.float64)
+    kept["RKID"] = lp["RKID"].astype(str).to_numpy(dtype=object)[at]
+    kept["PPFS"] = lp["PPFS"].astype(str).to_numpy(dtype=object)[at]
+    kept["PPDF"] = pd.to_numeric(lp["PPDF"], errors="coerce").fillna(0.0).to_numpy(dtype=np.float64)[at]
     links = pd.concat([kept, res.links[kept.columns]], ignore_index=True)
-    rest = pp[~pp_index.isin(res.persons["RKID"])]
-    rest = rest.reindex(columns=PERSON_COLUMNS).astype(object).fillna("")
-    persons = pd.concat([rest, res.persons[PERSON_COLUMNS]], ignore_index=True)
-    persons = persons.sort_values("RKID", kind="mergesort").reset_index(drop=True)
+    # persons: yesterday's (sorted by RKID) with the sub-run's put in their places
+    sub = res.persons[PERSON_COLUMNS].sort_values("RKID", kind="mergesort")
+    rest = pp[~pp_index.isin(sub["RKID"])].reindex(columns=PERSON_COLUMNS)
+    if any(rest[c].dtype != object or rest[c].hasnans for c in PERSON_COLUMNS):
+        rest = rest.astype(object).fillna("")
+    rest_rk = rest["RKID"].to_numpy(dtype=object)
+    if len(rest_rk) > 1 and not rest["RKID"].is_monotonic_increasing:
+        rest = rest.sort_values("RKID", kind="mergesort")
+        rest_rk = rest["RKID"].to_numpy(dtype=object)
+    at_rest = np.searchsorted(rest_rk, sub["RKID"].to_numpy(dtype=object))
+    order = np.insert(np.arange(len(rest)), at_rest, len(rest) + np.arange(len(sub)))
+    persons = pd.concat([rest, sub], ignore_index=True).iloc[order].reset_index(drop=True)
     stats = dict(res.stats)
     stats["persons_live"] = int((persons["status"] == "live").sum())
     stats["ppfs"] = {k: int(v) for k, v in links["PPFS"].value_counts().sort_index().items()}

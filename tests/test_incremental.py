@@ -100,13 +100,13 @@ class _Lines(logging.Handler):
 
 @pytest.fixture(scope="module")
 def both_modes(city_factory, tmp_path_factory):
-    """The same 7 days processed three ways: re-linking and re-checking only what changed, the default
-    configuration (whole-city linking, re-checking what changed), and everything."""
+    """The same 7 days processed three ways: the default configuration (re-linking and re-checking only
+    what changed), whole-city linking with re-checking what changed, and everything."""
     from tests.test_pipeline import snapshot
 
     city = city_factory(persons=2000, days=7, seed=7)
     root = tmp_path_factory.mktemp("modes")
-    modes = {"incremental": ("1", ""), "default": ("", ""), "full": ("", "1")}  # the two switches' values
+    modes = {"incremental": ("", ""), "whole_city_link": ("0", ""), "full": ("", "1")}  # the two switches' values
     homes = {m: copy_city(city, root / m) for m in modes}
     engines = {m: db.make_engine(f"sqlite:///{h / 'popbase.db'}") for m, h in homes.items()}
     lines = _Lines()
@@ -134,11 +134,11 @@ def both_modes(city_factory, tmp_path_factory):
 def test_incremental_linking_equals_relinking_everything_on_every_date(both_modes):
     per_date, lines, _ = both_modes
     assert len(per_date) == 8  # the historical date and 7 daily increments
-    for date, inc, default, full in per_date:
+    for date, inc, whole_link, full in per_date:
         for table in inc:  # persons, links, tasks, decisions, audit, sources, meta (the model), runs
             pd.testing.assert_frame_equal(inc[table], full[table], obj=f"{date} {table}")
-            # the default configuration: whole-city linking, re-checking only what changed
-            pd.testing.assert_frame_equal(default[table], full[table], obj=f"{date} {table} (default)")
+            # whole-city linking, re-checking only what changed (POPBASE_INCREMENTAL_LINKING=0)
+            pd.testing.assert_frame_equal(whole_link[table], full[table], obj=f"{date} {table} (whole-city linking)")
 
 
 def test_incremental_linking_relinks_a_small_part_of_the_city(both_modes):
@@ -154,7 +154,7 @@ def test_incremental_runs_recheck_a_small_part_of_the_city(both_modes):
     _, lines, _ = both_modes
     inc = [ln for ln in lines if ln.startswith("states") and ": incremental," in ln]
     full = [ln for ln in lines if ln.startswith("states") and ": full," in ln]
-    assert len(inc) == 7 * 2 and len(full) == 8 + 2, lines  # incremental and default: 7 dates each after the first
+    assert len(inc) == 7 * 2 and len(full) == 8 + 2, lines  # incremental and whole_city_link: 7 dates each after the first
     for ln in inc:
         checked, total, evaluated = (int(x.replace(",", "")) for x in
                                      re.search(r"re-checked ([\d,]+) of ([\d,]+) roles \(evaluated ([\d,]+)\)", ln).groups())
