@@ -97,7 +97,8 @@ class _Reach:
     """
 
     def __init__(self, U: pd.DataFrame, n: int, partner: np.ndarray, spouse_person: np.ndarray, citizen_id: np.ndarray,
-                 repair_row: np.ndarray, repair_ids: np.ndarray, pq: np.ndarray, cfg: dict, model: fz.FSModel):
+                 repair_row: np.ndarray, repair_ids: np.ndarray, pq: np.ndarray, decided: np.ndarray, cfg: dict,
+                 model: fz.FSModel):
         t = time.perf_counter()
         N = len(U)
         self.n, self.N = n, N
@@ -155,9 +156,10 @@ class _Reach:
         self.src = src
         self.has_spouse = (partner >= 0)[src]
         self.pq = pq
-        self.pq_rows = np.flatnonzero(pq)  # possible queries (rows of U; their query form is P row = U row)
         self.is_pq_form = pq[src]
         self.current_form = src < n
+        self.trusted_form = np.arange(len(src)) >= N
+        self.decided = decided
         self._index: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
         self._keys: dict[str, np.ndarray] = {}
         self.timings = {"prepare": round(time.perf_counter() - t, 2)}
@@ -284,18 +286,24 @@ class _Reach:
         if not len(sel):
             return out
         forms = np.flatnonzero(rows[self.src])
-        q, _ = self._pairs(self.pq_rows, forms, "pq", by_target=True)
+        q, _ = self._pairs(self.query_forms(self.pq), forms, "pq", by_target=True)
         out[q] = True
-        mine = sel[np.isin(sel, self.pq_rows)]
+        mine = self.query_forms(rows & self.pq)
         if len(mine):
             _, t = self._pairs(mine, np.flatnonzero(self.is_pq_form & self.current_form), "pq")
             out[t] = True
         return out & self.pq
 
+    def query_forms(self, rows: np.ndarray) -> np.ndarray:
+        """The forms the rows `rows` (mask over U) can be fuzzy queries in: untrusted, and for a role
+        with a decision also trusted (a NOT_SAME decision re-scores an ID-linked role as it stands,
+        `link_roles` step 5)."""
+        return np.flatnonzero(rows[self.src] & (~self.trusted_form | self.decided[self.src]))
+
     def targets(self, rows: np.ndarray) -> np.ndarray:
         """Current rows the query rows `rows` (mask over U) reach: a superset of their candidates."""
         out = np.zeros(self.N, dtype=bool)
-        q = np.flatnonzero(rows)
+        q = self.query_forms(rows)
         if len(q):
             _, t = self._pairs(q, np.flatnonzero(self.current_form), "all")
             out[t] = True
@@ -418,8 +426,11 @@ class _Neighbourhood:
         else:
             self.decision_row = np.zeros(0, np.int64)
             self.decision_person = np.zeros(0, np.int64)
+        decided = np.zeros(self.N, dtype=bool)
+        decided[self.decision_row[self.decision_row >= 0]] = True
         self.reach = _Reach(U, n, partner, self.spouse_person, self.citizen_id, rrow,
-                            self.citizen.values[rid] if len(rid) else np.zeros(0, dtype=object), self.pq, cfg, model)
+                            self.citizen.values[rid] if len(rid) else np.zeros(0, dtype=object), self.pq, decided,
+                            cfg, model)
         self.timings["reach_prepare"] = self.reach.timings["prepare"]
 
     def repaired_to(self, sel: np.ndarray) -> np.ndarray:

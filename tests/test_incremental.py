@@ -294,6 +294,52 @@ def test_todays_decisions_link_as_a_rebuild_would(both_modes):
     assert got.loc[tuple(fuzzy.iloc[1][KEY]), "RKID"] == other.iloc[0]["RKID"]
 
 
+def test_not_same_on_an_id_linked_role_searches_as_it_stands(both_modes):
+    """A NOT_SAME decision taken today on an ID-linked role re-scores it with its trusted values (birth
+    date and sex from its ID): here those alone make another, unchanged person its candidate, so that
+    person must come in as context."""
+    _, _, engines = both_modes
+    engine = engines["incremental"]
+    with engine.connect() as conn:
+        state0 = daily.load_state(conn)
+    hk = state0.sources["hukou"]
+    links = state0.links
+    keyed = links.set_index(KEY)
+    live = hk[(hk["_deleted"] != "1") & (hk["CSRQ"].str.len() == 8)].copy()
+    live["RKID"] = keyed["RKID"].reindex(pd.MultiIndex.from_arrays(
+        [["police"] * len(live), ["hukou"] * len(live), live["_key"], ["SELF"] * len(live)])).to_numpy()
+    # x: a person with another record under the same ID (which keeps claiming x's RKID after the
+    # decision, so x's household record is detached and re-scored); y: someone else born the same day
+    by_id = links[links["PPFS"] == "ID_EXACT"].groupby("RKID").size()
+    many = live[live["RKID"].map(by_id).fillna(0) >= 2]
+    pairs = many.merge(live, on="CSRQ", suffixes=("", "_y"))
+    pairs = pairs[(pairs["RKID"] != pairs["RKID_y"]) & (pairs["XM"].str[0] == pairs["XM_y"].str[0])
+                  & (pairs["XB"] == pairs["XB_y"])]  # same surname and sex: only the name's end differs
+    assert len(pairs), "the city has two people born the same day, one of them with several records"
+    x = pairs.iloc[0]
+    y = {c[:-2]: x[c] for c in pairs.columns if c.endswith("_y")}
+    x_key = ("police", "hukou", x["_key"], "SELF")
+    x_rkid, y_rkid = x["RKID"], y["RKID"]
+    assert x["GMSFHM"][6:14] == x["CSRQ"]
+
+    def edit(src):
+        h = src["hukou"]
+        i = h.index[h["_key"] == x["_key"]][0]
+        # x's record now carries y's address and district, and no birth date or sex of its own
+        h.loc[i, ["HJDZ", "HJDZ_XZQH", "CSRQ", "XB"]] = [y["HJDZ"], y["HJDZ_XZQH"], "", ""]
+
+    state, roles = _state_and_roles(engine, edit)
+    dec = pd.DataFrame([dict(zip(KEY, x_key)) | {"RKID": x_rkid, "decision": "NOT_SAME"}]).assign(
+        RWBH="T9", decided="20260310")
+    dec = pd.concat([state.decisions.drop(columns=["decision_key"]), dec], ignore_index=True)
+    res = _links_both_ways(state, roles, dec)
+    got = res.links.set_index(KEY).loc[x_key]
+    # detached and re-scored: y, met only through the birth date and sex in x's ID, is its candidate
+    assert got["RKID"] != x_rkid and got["PPFS"] in ("FUZZY", "POSSIBLE", "UNMATCHED"), got
+    assert got["PPDF"] < 0.999 or got["RKID"] == y_rkid, got
+    assert res.stats["incremental"]["context"] > 0
+
+
 def test_recheck_positions_take_the_last_of_repeated_keys():
     import numpy as np
 
