@@ -230,8 +230,9 @@ class _Reach:
             yield probe[owner], sr[lo[owner] + off]
             start = stop
 
-    def _score(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
-        """Pairs (query form, target form) whose best possible Bayes factor reaches the keep threshold."""
+    def _score(self, left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(mask, left, right): which pairs (query form, target form), self pairs left out, can reach the
+        keep threshold at best."""
         m, P = self.model, self.P
         keep = self.src[left] != self.src[right]
         left, right = left[keep], right[keep]
