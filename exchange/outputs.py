@@ -136,8 +136,10 @@ STATE_COLORS = "#4472C4 #ED7D31 #A5A5A5 #FFC000 #5B9BD5 #70AD47 #264478 #9E480E 
 
 
 def _text_width(text: str, px: int = 12) -> int:
-    """Rough rendered width: a CJK character is about one em, a Latin one about half."""
-    return sum(px if ord(ch) > 0x2E80 else px * 0.6 for ch in text)
+    """Rough rendered width: a CJK character is about one em, a capital letter, digit or underscore
+    (the state codes) about 0.7, other Latin characters about half."""
+    return sum(px if ord(ch) > 0x2E80 else px * 0.7 if (ch.isupper() or ch.isdigit() or ch == "_") else px * 0.55
+               for ch in text)
 
 
 def _bar_chart(title: str, data: dict[str, float], fmt="{:,.0f}", width=640) -> str:
