@@ -5,7 +5,8 @@
 Generates a city (`fixtures.city.generate_city`, default noise), loads every delivery of each business
 date through the exchange code (manifest → sha256 → parse → apply; replays and checksum failures
 skipped), builds roles (`linkage.roles.build_roles`), links (`linkage.link.link_roles`, carrying
-yesterday's persons and links), and compares with the truth (`truth/roles_<date>.parquet`):
+yesterday's persons and links; with `--kept-model`, also the first date's model and skip list, as the
+pipeline does), and compares with the truth (`truth/roles_<date>.parquet`):
 
 - pairwise precision / recall: pairs of roles with the same true `person_id` vs pairs with the same RKID;
 - cluster-level figures: persons over-split (one true person, several RKIDs) and over-merged;
@@ -133,6 +134,9 @@ def main() -> None:
     ap.add_argument("--config", default="", help="a linking configuration other than config/linkage.json (to compare)")
     ap.add_argument("--json", default="", help="write the figures to this file")
     ap.add_argument("--tracemalloc", action="store_true", help="also measure the link stage's Python heap peak")
+    ap.add_argument("--kept-model", action="store_true",
+                    help="link later dates with the first date's model and skip list, as the pipeline does "
+                         "(default: every date trains its own)")
     args = ap.parse_args()
 
     from fixtures.city import generate_city
@@ -152,6 +156,7 @@ def main() -> None:
     seen: set = set()
     persons = links = None
     prev_links = None
+    model = None  # --kept-model: the first date's
     for date in dates:
         fig: dict = {}
         t = time.perf_counter()
@@ -163,13 +168,13 @@ def main() -> None:
         fig["roles"] = int(len(roles))
         fig["rss_before_link_mib"] = peak_mib()
         t = time.perf_counter()
-        res = link_roles(roles, persons, links, None, date, cfg)
+        res = link_roles(roles, persons, links, None, date, cfg, model=model)
         fig["link_s"] = time.perf_counter() - t
         fig["link_stages_s"] = {k: round(v, 2) for k, v in res.stats["timings"].items()}
         fig["peak_rss_mib"] = peak_mib()
         if args.tracemalloc:  # Python-heap peak of the link stage alone (tracing slows it down ~3x)
             tracemalloc.start()
-            link_roles(roles, persons, links, None, date, cfg)
+            link_roles(roles, persons, links, None, date, cfg, model=model)
             fig["link_tracemalloc_peak_mib"] = tracemalloc.get_traced_memory()[1] / 2**20
             tracemalloc.stop()
         truth = truth_roles(work, date)
@@ -182,7 +187,7 @@ def main() -> None:
         fig["anomalies"] = ar.to_dict(orient="records")
         # stability: the same day again reproduces everything
         t = time.perf_counter()
-        again = link_roles(roles, persons, links, None, date, cfg)
+        again = link_roles(roles, persons, links, None, date, cfg, model=model)
         fig["rerun_s"] = time.perf_counter() - t
         fig["rerun_identical"] = bool(again.links.equals(res.links) and again.persons.equals(res.persons))
         if prev_links is not None:
@@ -213,6 +218,8 @@ def main() -> None:
         if len(ar):
             print(ar.to_string(index=False))
         persons, links, prev_links = res.persons, res.links, res.links
+        if args.kept_model and model is None:
+            model = res.model
     if args.json:
         Path(args.json).write_text(json.dumps(report, ensure_ascii=False, indent=1, default=str), encoding="utf-8")
     if not args.keep and not args.city:

@@ -357,6 +357,15 @@ def stored_model(payload: str, cfg: dict):
     return model if model.meta.get("config_version") == cfg.get("version") else None
 
 
+def _peak_gib() -> float:
+    """The process's resident-memory high-water mark in GiB (0 where the platform cannot tell)."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return 0.0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
 def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").lower() in ("1", "true", "yes")
 
@@ -502,10 +511,13 @@ def process_date(state, stage_result, staged: dict[str, pd.DataFrame], date: str
     phases: dict[str, float] = {}
     clock = [time.perf_counter()]
 
+    peaks: dict[str, float] = {}
+
     def done(phase: str) -> None:  # seconds per phase, logged at the end (where a long date goes)
         now = time.perf_counter()
         phases[phase] = phases.get(phase, 0.0) + now - clock[0]
         clock[0] = now
+        peaks[phase] = _peak_gib()  # the process's memory high-water mark after the phase
 
     sources, reports, rejects = apply_extracts(state, stage_result, staged, date)
     done("apply")
@@ -574,7 +586,8 @@ def process_date(state, stage_result, staged: dict[str, pd.DataFrame], date: str
     audit = pd.concat([audit] + [a[audit.columns] for a in (link_audit, task_audit) if a is not None and len(a)],
                       ignore_index=True)
     done("frames for the base")
-    log.info("%s in phases: %s", date, ", ".join(f"{k} {v:.1f} s" for k, v in phases.items()))
+    log.info("%s in phases: %s", date, ", ".join(
+        f"{k} {v:.1f} s" + (f" (peak {peaks[k]:.1f} GiB)" if peaks.get(k) else "") for k, v in phases.items()))
     return ProcessResult(new_state, audit, batches, summary, rejects, roles)
 
 
