@@ -487,10 +487,11 @@ def link_incremental(roles: pd.DataFrame, old_roles: pd.DataFrame, persons_prev:
                      max_rounds: int = 8) -> LinkResult:
     """Link `roles` as `link_roles` would, re-linking only what the changes since `links_prev` reach.
 
-    `links_prev` must carry `role_fp` (the fingerprint of each role as it was linked); `old_roles`:
-    the roles of changed or removed records as they were; `fingerprints`: today's, by role key, if the
-    caller has them already; `model` must carry its skip list (`FSModel.skip_blocks`). See the module
-    docstring.
+    `links_prev` must carry `role_fp` (the fingerprint of each role as it was linked), and may carry
+    `role_key`; `old_roles`: the roles of changed or removed records as they were; `fingerprints`:
+    today's, by role key, if the caller has them already (in the roles' order, as
+    `exchange.process.role_changes` gives them, saves building the keys); `model` must carry its skip
+    list (`FSModel.skip_blocks`). See the module docstring.
     """
     t0 = time.perf_counter()
     order = cfg.get("table_order", DEFAULT_TABLE_ORDER)
@@ -499,7 +500,9 @@ def link_incremental(roles: pd.DataFrame, old_roles: pd.DataFrame, persons_prev:
     R = R.assign(**{c: (R[c].fillna("") if c in R else "") for c in NEIGHBOURHOOD_COLUMNS
                     if c not in R or R[c].hasnans})
     n = len(R)
-    if fingerprints is not None and len(fingerprints) == n:  # by role key, in the roles' order
+    sample = np.unique(np.linspace(0, max(n - 1, 0), min(n, 64)).astype(np.int64)) if n else np.zeros(0, np.int64)
+    if (fingerprints is not None and len(fingerprints) == n  # by role key, in the roles' order (role_changes)?
+            and (role_keys(R.iloc[sample]) == fingerprints.index.to_numpy(dtype=object)[sample]).all()):
         keys = fingerprints.index.to_numpy(dtype=object)
         fp = fingerprints.to_numpy(dtype=object)
     else:

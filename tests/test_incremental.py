@@ -340,6 +340,35 @@ def test_not_same_on_an_id_linked_role_searches_as_it_stands(both_modes):
     assert res.stats["incremental"]["context"] > 0
 
 
+def test_fingerprints_in_another_order_give_the_same_links(both_modes):
+    """link_incremental takes the role keys from the fingerprints' index when they are in the roles'
+    order; handed them in another order it must notice and look them up instead."""
+    from exchange.process import link_date, role_changes
+
+    _, _, engines = both_modes
+
+    def edit(src):
+        hk = src["hukou"]
+        i = hk.index[hk["_deleted"] != "1"][5]
+        hk.loc[i, "XM"] = hk.loc[i, "XM"] + "明"
+
+    state, roles = _state_and_roles(engines["incremental"], edit)
+    dec = state.decisions.drop(columns=["decision_key"])
+    fingerprints, old = role_changes(state, roles, "20260310")
+    os.environ["POPBASE_INCREMENTAL_LINKING"] = "1"
+    try:
+        aligned, _ = link_date(state, roles, dec, "20260310", changes=(fingerprints, old))
+        shuffled, _ = link_date(state, roles, dec, "20260310", changes=(fingerprints.iloc[::-1], old))
+    finally:
+        os.environ.pop("POPBASE_INCREMENTAL_LINKING", None)
+    assert aligned.stats["incremental"]["mode"] == shuffled.stats["incremental"]["mode"] == "incremental"
+    cols = KEY + ["RKID", "PPFS", "PPDF", "role_fp"]
+    a = aligned.links[cols].sort_values(KEY).reset_index(drop=True)
+    b = shuffled.links[cols].sort_values(KEY).reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, b)
+    assert aligned.stats["incremental"]["seeds"] == shuffled.stats["incremental"]["seeds"] >= 1
+
+
 def test_recheck_positions_take_the_last_of_repeated_keys():
     import numpy as np
 
