@@ -495,10 +495,13 @@ def link_incremental(roles: pd.DataFrame, old_roles: pd.DataFrame, persons_prev:
     """
     t0 = time.perf_counter()
     order = cfg.get("table_order", DEFAULT_TABLE_ORDER)
-    # the roles as they come (order does not matter here; the sub-run sorts its own), gaps filled
-    R = roles.reset_index(drop=True)
-    R = R.assign(**{c: (R[c].fillna("") if c in R else "") for c in NEIGHBOURHOOD_COLUMNS
-                    if c not in R or R[c].hasnans})
+    # the roles as they come (order does not matter here; the sub-run sorts its own), gaps filled; not
+    # copied when there is nothing to fill (a copy of 2 M roles is half a GiB)
+    plain = isinstance(roles.index, pd.RangeIndex) and roles.index.start == 0 and roles.index.step == 1
+    R = roles if plain else roles.reset_index(drop=True)
+    fill = {c: (R[c].fillna("") if c in R else "") for c in NEIGHBOURHOOD_COLUMNS if c not in R or R[c].hasnans}
+    if fill:
+        R = R.assign(**fill)
     n = len(R)
     sample = np.unique(np.linspace(0, max(n - 1, 0), min(n, 64)).astype(np.int64)) if n else np.zeros(0, np.int64)
     if (fingerprints is not None and len(fingerprints) == n  # by role key, in the roles' order (role_changes)?
