@@ -156,6 +156,7 @@ class Prepared:
         self.cols = {c: df[c].to_numpy() for c in df.columns}
         self._codes: dict[str, tuple[np.ndarray, int]] = {}
         self._uniq: dict[str, np.ndarray] = {}
+        self._uniq_hash: dict[str, np.ndarray] = {}
         self.set_partner(np.full(len(df), -1, dtype=np.int64))
 
     def set_partner(self, partner_entity: np.ndarray) -> None:
@@ -183,8 +184,11 @@ class Prepared:
     def stable_hash(self, field_: str, rows: np.ndarray) -> np.ndarray:
         """uint64 hash of the value of `field_` at `rows`, the same in every run (codes are not)."""
         c, _ = self.codes(field_)
-        h = pd.util.hash_array(self._uniq[field_], categorize=False) if len(self._uniq[field_]) else \
-            np.zeros(0, dtype=np.uint64)
+        h = self._uniq_hash.get(field_)
+        if h is None:  # once per field: a field can have a million distinct values
+            u = self._uniq[field_]
+            h = pd.util.hash_array(u, categorize=False) if len(u) else np.zeros(0, dtype=np.uint64)
+            self._uniq_hash[field_] = h
         c = c[rows]
         return np.where(c >= 0, h[np.maximum(c, 0)] if len(h) else np.uint64(0), np.uint64(0)).astype(np.uint64)
 
