@@ -40,8 +40,8 @@ import pandas as pd
 
 from linkage import fuzzy as fz
 from linkage.base import LINK_KEY, PERSON_COLUMNS, rkid_for, role_keys
-from linkage.ids import id_shaped
-from linkage.link import DEFAULT_TABLE_ORDER, LinkResult, _canonical, _isin, _partner_rows, link_roles
+from linkage.link import (DEFAULT_TABLE_ORDER, LinkResult, _canonical, _isin, _partner_rows, borrowed_place, link_roles,
+                          query_id_evidence)
 from linkage.repair import repair_candidates
 
 FUZZY_METHODS = ("FUZZY", "POSSIBLE", "UNMATCHED")
@@ -97,56 +97,31 @@ class _Reach:
     """
 
     def __init__(self, U: pd.DataFrame, n: int, partner: np.ndarray, spouse_person: np.ndarray, citizen_id: np.ndarray,
-                 repair_row: np.ndarray, repair_ids: np.ndarray, pq: np.ndarray, decided: np.ndarray, cfg: dict,
-                 model: fz.FSModel):
+                 other_doc: np.ndarray, repair_row: np.ndarray, repair_ids: np.ndarray, pq: np.ndarray,
+                 decided: np.ndarray, cfg: dict, model: fz.FSModel):
         t = time.perf_counter()
         N = len(U)
         self.n, self.N = n, N
-        self.cfg, self.model = cfg, model
+        self.model = model
         fzc = cfg["fuzzy"]
         self.passes = [(spec.get("name", f"pass{i}"), list(spec["keys"]), list(spec.get("queries_missing", ())))
                        for i, spec in enumerate(fzc["blocking"])]
         self.chunk = int(fzc["chunk_pairs"])
         self.cuts = tuple(fzc.get("address_levels", (0.7, 0.4)))
         self.keep_min = float(fzc.get("keep_min_bits", -10.0)) - model.log2_prior_odds
-        status = U["id_status"].to_numpy(dtype=object)
-        damage = U["id_damage"].to_numpy(dtype=object)
-        id_norm = U["id_norm"].to_numpy(dtype=object)
-        prefix = U["id_prefix"].to_numpy(dtype=object)
-        # the ID evidence of a row as a query (link_roles: B a broken ID, P a damaged ID's known prefix)
-        idk_q = np.full(N, "", dtype=object)
-        idv_q = np.full(N, "", dtype=object)
-        b = np.isin(status, ["CHECKSUM", "FORMAT"]) & (damage == "") & id_shaped(id_norm)
-        idk_q[b], idv_q[b] = "B", id_norm[b]
-        pr = (damage != "") & (prefix != "")
-        pv = pd.Series(prefix[pr], dtype=object)
-        cut = (damage[pr] == "EXCEL_SCI") & (pv.str.len().to_numpy() > 6)
-        idk_q[pr] = "P"
-        idv_q[pr] = np.where(cut, pv.str[:-1].to_numpy(dtype=object), pv.to_numpy(dtype=object))
+        idk_q, idv_q = query_id_evidence(U)  # the ID evidence of a row as a query
         # the forms a row can take as a target
-        zjlx_doc = (status == "OTHER_DOC") & (id_norm != "")
         rows_v = np.flatnonzero(citizen_id != "")
-        rows_d = np.flatnonzero(zjlx_doc)
+        rows_d = np.flatnonzero(other_doc)
         trusted = np.concatenate([rows_v, repair_row, rows_d]).astype(np.int64)
         src = np.concatenate([np.arange(N), trusted])
         idk = np.concatenate([np.full(len(rows_v) + len(repair_row), "V", dtype=object),
                               np.full(len(rows_d), "", dtype=object)])
         idv = np.concatenate([citizen_id[rows_v], np.asarray(repair_ids, dtype=object),
                               np.full(len(rows_d), "", dtype=object)])
-        # a husband named in his wife's family-planning record borrows her region and address (link_roles)
-        over = {}
-        bh = U["BH"].to_numpy(dtype=object)
-        js = U["JS"].to_numpy(dtype=object)
-        zf = np.flatnonzero((bh == "women") & (js == "ZF") & (partner >= 0))
-        for c in ("region", "address"):
-            col = U[c].to_numpy(dtype=object).copy()
-            if len(zf):
-                empty = col[zf] == ""
-                col[zf[empty]] = col[partner[zf[empty]]]
-            over[c] = col
         # every row untrusted (its form as a query), then the trusted forms
         frame = U[["name_key", "birth", "id_birth", "sex", "id_sex"]]
-        base = fz.prepare(frame, np.zeros(N, dtype=bool), idk_q, idv_q, overrides=over)
+        base = fz.prepare(frame, np.zeros(N, dtype=bool), idk_q, idv_q, overrides=borrowed_place(U, partner))
         self.P = base.with_forms(trusted, U["id_birth"].to_numpy(dtype=object)[trusted],
                                  U["id_sex"].to_numpy(dtype=object)[trusted], idk, idv)
         pc, _ = pd.factorize(spouse_person)
@@ -429,7 +404,7 @@ class _Neighbourhood:
             self.decision_person = np.zeros(0, np.int64)
         decided = np.zeros(self.N, dtype=bool)
         decided[self.decision_row[self.decision_row >= 0]] = True
-        self.reach = _Reach(U, n, partner, self.spouse_person, self.citizen_id, rrow,
+        self.reach = _Reach(U, n, partner, self.spouse_person, self.citizen_id, doc, rrow,
                             self.citizen.values[rid] if len(rid) else np.zeros(0, dtype=object), self.pq, decided,
                             cfg, model)
         self.timings["reach_prepare"] = self.reach.timings["prepare"]

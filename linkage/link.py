@@ -283,6 +283,42 @@ def _partner_rows(R: pd.DataFrame) -> np.ndarray:
     return out
 
 
+def query_id_evidence(R: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The ID evidence each role brings as a fuzzy query (no trusted ID): `B` and its broken ID (15/18
+    characters, wrong checksum or format), `P` and a damaged ID's known prefix (Excel's 3.20102E+17
+    keeps one rounded digit too many beyond 6), `""` none. Also `linkage.incremental`'s query forms."""
+    n = len(R)
+    status = R["id_status"].astype(str).to_numpy(dtype=object)
+    damage = R["id_damage"].astype(str).to_numpy(dtype=object)
+    id_norm = R["id_norm"].astype(str).to_numpy(dtype=object)
+    prefix = R["id_prefix"].astype(str).to_numpy(dtype=object)
+    idk = np.full(n, "", dtype=object)
+    idv = np.full(n, "", dtype=object)
+    b = np.isin(status, ["CHECKSUM", "FORMAT"]) & (damage == "") & id_shaped(id_norm)
+    idk[b], idv[b] = "B", id_norm[b]
+    pr = (damage != "") & (prefix != "")
+    pv = pd.Series(prefix[pr], dtype=object)
+    cut = (damage[pr] == "EXCEL_SCI") & (pv.str.len().to_numpy() > 6)
+    idk[pr] = "P"
+    idv[pr] = np.where(cut, pv.str[:-1].to_numpy(dtype=object), pv.to_numpy(dtype=object))
+    return idk, idv
+
+
+def borrowed_place(R: pd.DataFrame, partner: np.ndarray) -> dict[str, np.ndarray]:
+    """Region and address columns where a husband named in his wife's family-planning record (`ZF`)
+    lives in her household: he gets its place when he has none (`prepare` overrides; empty: nobody)."""
+    zf = np.flatnonzero((R["BH"].to_numpy(dtype=object) == "women") & (R["JS"].to_numpy(dtype=object) == "ZF")
+                        & (partner >= 0))
+    out = {}
+    if len(zf):
+        for c in ("region", "address"):
+            col = R[c].to_numpy(dtype=object).copy()
+            empty = col[zf] == ""
+            col[zf[empty]] = col[partner[zf[empty]]]
+            out[c] = col
+    return out
+
+
 def _labelled_pairs(cluster: np.ndarray, usable: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(founder row, member row) of every ID cluster with several roles."""
     rows = np.flatnonzero(usable & (cluster >= 0))
@@ -522,35 +558,17 @@ def link_roles(roles: pd.DataFrame, persons_prev: pd.DataFrame | None, links_pre
     entity = cluster.copy()
     entity[queries] = n_anchor + np.arange(len(queries))
     trust = anchored & ~s1["detached"]
-    idk = np.full(n, "", dtype=object)
-    idv = np.full(n, "", dtype=object)
+    # ID evidence: anchored roles their valid (or repaired) ID, the others what their broken ID says
+    idk, idv = query_id_evidence(R)
+    idk[anchored], idv[anchored] = "", ""
     id18 = R["id18"].to_numpy(dtype=object)
-    id_norm = R["id_norm"].to_numpy(dtype=object)
-    prefix = R["id_prefix"].astype(str).to_numpy(dtype=object)
     cz = citizen_anch
     idk[cz] = "V"; idv[cz] = id18[cz]
     if len(repaired_id):
         ri = repaired_id.index.to_numpy()
         idk[ri] = "V"; idv[ri] = repaired_id.to_numpy()
-    shape_ok = id_shaped(id_norm)
-    b_rows = ~anchored & np.isin(status, ["CHECKSUM", "FORMAT"]) & (damage == "") & shape_ok
-    idk[b_rows] = "B"; idv[b_rows] = id_norm[b_rows]
-    p_rows = ~anchored & (damage != "") & (prefix != "")
-    sci = damage == "EXCEL_SCI"
-    pv = np.array([p[:-1] if s and len(p) > 6 else p for p, s in zip(prefix[p_rows], sci[p_rows])], dtype=object)
-    idk[p_rows] = "P"; idv[p_rows] = pv
     partner = _partner_rows(R)
-    # a husband named in his wife's family-planning record lives in her household: lend him its place
-    zf = np.flatnonzero((R["BH"].to_numpy(dtype=object) == "women") & (R["JS"].to_numpy(dtype=object) == "ZF")
-                        & (partner >= 0))
-    overrides = {}
-    if len(zf):
-        for c in ("region", "address"):
-            col = R[c].to_numpy(dtype=object).copy()
-            empty = col[zf] == ""
-            col[zf[empty]] = col[partner[zf[empty]]]
-            overrides[c] = col
-    P = fz.prepare(R, trust, idk, idv, overrides=overrides)
+    P = fz.prepare(R, trust, idk, idv, overrides=borrowed_place(R, partner))
     P.set_partner(np.where(partner >= 0, entity[np.maximum(partner, 0)], -1))
     timings["fuzzy_prepare"] = time.perf_counter() - t
     t = time.perf_counter()
