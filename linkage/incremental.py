@@ -471,7 +471,7 @@ def link_incremental(roles: pd.DataFrame, old_roles: pd.DataFrame, persons_prev:
     t0 = time.perf_counter()
     order = cfg.get("table_order", DEFAULT_TABLE_ORDER)
     # the roles as they come (order does not matter here; the sub-run sorts its own), gaps filled; not
-    # copied when there is nothing to fill (a copy of 2 M roles is half a GiB)
+    # copied when there is nothing to fill (a deep copy of every role for nothing)
     plain = isinstance(roles.index, pd.RangeIndex) and roles.index.start == 0 and roles.index.step == 1
     R = roles if plain else roles.reset_index(drop=True)
     fill = {c: (R[c].fillna("") if c in R else "") for c in NEIGHBOURHOOD_COLUMNS if c not in R or R[c].hasnans}
