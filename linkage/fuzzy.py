@@ -603,7 +603,9 @@ def train_model(P: Prepared, entity: np.ndarray, labelled: tuple[np.ndarray, np.
         got_l, got_r, total = [], [], 0
         cap = int(tr.get("em_max_pairs", 300_000))
         for l_, r_ in em_pairs:
-            got_l.append(l_); got_r.append(r_); total += len(l_)
+            got_l.append(l_)
+            got_r.append(r_)
+            total += len(l_)
             if total >= cap:
                 break
         if total >= 50:
@@ -615,8 +617,8 @@ def train_model(P: Prepared, entity: np.ndarray, labelled: tuple[np.ndarray, np.
 
     id_bits = np.array([float(fz["id_bits"][str(i)]) for i in range(N_LEVELS["id"])])
     partner_bits = np.array([float(fz.get("partner_bits", {}).get(str(i), 0.0)) for i in range(N_LEVELS["partner"])])
-    return FSModel(m=m, u=u, id_bits=id_bits, partner_bits=partner_bits, name_tf=name_tf, birth_tf=birth_tf, n_entities=n_entities,
-                   prior_has_match=float(fz.get("prior_has_match", 0.5)), source=source, n_labelled=n_lab,
+    return FSModel(m=m, u=u, id_bits=id_bits, partner_bits=partner_bits, name_tf=name_tf, birth_tf=birth_tf,
+                   n_entities=n_entities, prior_has_match=float(fz.get("prior_has_match", 0.5)), source=source, n_labelled=n_lab,
                    n_random=n_random, cap=float(fz.get("weights_bits_cap", 20.0)))
 
 
@@ -833,7 +835,9 @@ def score_queries(P: Prepared, queries: np.ndarray, targets: np.ndarray, entity:
                 break
             b += model.feature_bits(P, left, f, compare_pairs(P, left, right, cuts, features=(f,))[f])
         keep = prior + b >= keep_min
-        out_q.append(left[keep]); out_e.append(e[keep]); out_b.append(b[keep])
+        out_q.append(left[keep])
+        out_e.append(e[keep])
+        out_b.append(b[keep])
         stats["compared"] = stats.get("compared", 0) + len(keep)
     if not out_q:
         return pd.DataFrame({"q": pd.Series(dtype=np.int64), "entity": pd.Series(dtype=np.int64),

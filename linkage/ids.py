@@ -132,16 +132,6 @@ def _digits_to_int(m: np.ndarray) -> np.ndarray:
     return out
 
 
-def leading_digits(values: np.ndarray, width: int, exact: bool = False) -> np.ndarray:
-    """The first `width` characters of each string as an int64 when they are all ASCII digits (with
-    `exact`: and nothing follows them), else -1. One pass over code points, not per string."""
-    m = _ascii_matrix(np.asarray(values, dtype=object), width + 1)
-    ok = _is_digit(m[:, :width]).all(axis=1)
-    if exact:
-        ok &= m[:, width] == 0
-    return np.where(ok, _digits_to_int(m[:, :width]), -1)
-
-
 def id_shaped(values: np.ndarray) -> np.ndarray:
     """Which strings have a citizen ID's shape: 17 digits and a digit or X, or 15 digits, nothing more."""
     m = _ascii_matrix(np.asarray(values, dtype=object), 19)
@@ -241,6 +231,113 @@ def _upgrade_matrix(m15: np.ndarray) -> np.ndarray:
     return m18
 
 
+def _id_lengths(m19: np.ndarray) -> np.ndarray:
+    """Each ID's length from its (n, 19) code-point matrix (19: 19 characters or more)."""
+    nz = m19 != 0
+    lengths = np.where(nz[:, 18], 19, 19 - np.argmax(nz[:, ::-1], axis=1))
+    lengths[~nz.any(axis=1)] = 0
+    return lengths
+
+
+def _other_documents(doc_type: pd.Series | None, empty: np.ndarray) -> np.ndarray:
+    """Rows with a number whose document type is given and is not a citizen ID (`""` or `111`)."""
+    n = len(empty)
+    if doc_type is None:
+        return np.zeros(n, dtype=bool)
+    if len(doc_type) != n:
+        raise ValueError("doc_type must have one value per ID")
+    dt = normalise_id_text(doc_type)  # aligned by position
+    return (~dt.isin(["", "111"])).to_numpy() & ~empty
+
+
+def _judge_18(m19: np.ndarray, vals: np.ndarray, c18: np.ndarray, bdate: int | None, out: dict) -> None:
+    """18 characters (17 digits + digit/X): VALID18 with its birth date and sex, or CHECKSUM; a wrong
+    check digit after a `000` tail is EXCEL_000. Writes the rows `c18` of the `out` columns."""
+    if not c18.any():
+        return
+    rows = np.flatnonzero(c18)
+    m = m19[rows, :18]
+    kind_ok = _is_digit(m[:, :17]).all(axis=1) & (_is_digit(m[:, 17]) | (m[:, 17] == _X))
+    date_ok = _possible_birth(m[:, 6:14], bdate)
+    check_ok = _check_codes(m[:, :17]) == m[:, 17]
+    well = kind_ok & date_ok
+    valid = well & check_ok
+    bad_check = well & ~check_ok
+    out["id_status"][rows[valid]] = "VALID18"
+    out["id_status"][rows[bad_check]] = "CHECKSUM"
+    out["id18"][rows[valid]] = vals[rows[valid]]
+    out["id_birth"][rows[valid]] = _matrix_to_str(m[valid, 6:14])
+    out["id_sex"][rows[valid]] = np.where((m[valid, 16] - _ZERO) % 2 == 1, "1", "2")
+    # Excel: 15 significant digits kept, tail turned to 000
+    e000 = bad_check & (m[:, 15] == _ZERO) & (m[:, 16] == _ZERO) & (m[:, 17] == _ZERO)
+    out["id_damage"][rows[e000]] = "EXCEL_000"
+    out["id_prefix"][rows[e000]] = _matrix_to_str(m[e000, :15])
+
+
+def _judge_15(m19: np.ndarray, c15: np.ndarray, bdate: int | None, out: dict) -> None:
+    """15 digits with a possible birth date: a legacy number, VALID15, with its 18-digit form, birth
+    date and sex. Writes the rows `c15` of the `out` columns."""
+    if not c15.any():
+        return
+    rows = np.flatnonzero(c15)
+    m = m19[rows, :15]
+    kind_ok = _is_digit(m).all(axis=1)
+    rows, m = rows[kind_ok], m[kind_ok]
+    up = _upgrade_matrix(m)
+    ok = _possible_birth(up[:, 6:14], bdate)
+    rows, up, m = rows[ok], up[ok], m[ok]
+    out["id_status"][rows] = "VALID15"
+    out["id18"][rows] = _matrix_to_str(up)
+    out["id_birth"][rows] = _matrix_to_str(up[:, 6:14])
+    out["id_sex"][rows] = np.where((m[:, 14] - _ZERO) % 2 == 1, "1", "2")
+
+
+def _sci_prefix(sub: pd.Series) -> pd.Series | None:
+    """The known 18-digit-form prefix of each scientific-notation number whose integer value has 15 or
+    18 digits (None: no such number)."""
+    sci = sub.str.extract(_SCI_RE)
+    sci = sci[sci[0].notna()]
+    if not len(sci):
+        return None
+    frac = sci[1].fillna("")
+    mant = (sci[0] + frac).str.lstrip("0")  # significant digits as written
+    # value = mant × 10^(exp − len(frac)): digits of its integer part
+    int_digits = mant.str.len() + sci[2].astype(int) - frac.str.len()
+    ok = (int_digits.isin([15, 18]) & (mant.str.len() > 0)).to_numpy()
+    mant, int_digits = mant[ok], int_digits[ok]
+    if not len(mant):
+        return None
+    return _prefix18(mant.str[:15], int_digits == 15)
+
+
+def _dot0_prefix(sub: pd.Series) -> pd.Series | None:
+    """The known 18-digit-form prefix of each 15- or 18-digit number with a float's `.0` tail (None: none)."""
+    dot0 = sub.str.extract(_DOT0_RE)[0]
+    dot0 = dot0[dot0.notna()]
+    if not len(dot0):
+        return None
+    return _prefix18(dot0.str[:15], dot0.str.len() == 15)
+
+
+def _excel_damage(vals: np.ndarray, rest: np.ndarray, out: dict) -> None:
+    """Excel scientific notation and float `.0` tails among the rows `rest` (still FORMAT): EXCEL_SCI
+    and the digits known. Works on a Series indexed by row position so results map straight back."""
+    if not rest.any():
+        return
+    rest_pos = np.flatnonzero(rest)
+    sub = pd.Series(vals[rest_pos], index=rest_pos, dtype=object)
+    # cheap pre-filter: only strings containing E or . can be numbers in these forms
+    maybe = (sub.str.contains("E", regex=False) | sub.str.contains(".", regex=False)).to_numpy()
+    sub = sub[maybe]
+    if not len(sub):
+        return
+    for known_prefix in (_sci_prefix, _dot0_prefix):
+        pre = known_prefix(sub)
+        if pre is not None:
+            out["id_damage"][pre.index.to_numpy()] = "EXCEL_SCI"
+            out["id_prefix"][pre.index.to_numpy()] = pre.to_numpy(dtype=object)
+
+
 def analyse_ids(raw: pd.Series, business_date: str, doc_type: pd.Series | None = None) -> pd.DataFrame:
     """Normalise and judge citizen ID numbers; one output row per input row, same index.
 
@@ -253,109 +350,22 @@ def analyse_ids(raw: pd.Series, business_date: str, doc_type: pd.Series | None =
     n = len(norm)
     index = norm.index
     vals = norm.to_numpy()
-
-    status = np.full(n, "FORMAT", dtype=object)
-    id18 = np.full(n, "", dtype=object)
-    damage = np.full(n, "", dtype=object)
-    prefix = np.full(n, "", dtype=object)
-    birth = np.full(n, "", dtype=object)
-    sex = np.full(n, "", dtype=object)
+    out = {"id_norm": vals, "id_status": np.full(n, "FORMAT", dtype=object)}  # the columns, filled in below
+    out.update({c: np.full(n, "", dtype=object) for c in ID_COLUMNS if c not in out})
 
     # one (n, 19) code-point matrix: truncation at 19 is harmless, only lengths 15 and 18 matter
     m19 = _ascii_matrix(vals, 19)
-    nz = m19 != 0
-    lengths = np.where(nz[:, 18], 19, 19 - np.argmax(nz[:, ::-1], axis=1))
-    lengths[~nz.any(axis=1)] = 0
-    del nz
+    lengths = _id_lengths(m19)
     empty = (vals == "") if n else np.zeros(0, dtype=bool)
-    other = np.zeros(n, dtype=bool)
-    if doc_type is not None:
-        if len(doc_type) != n:
-            raise ValueError("doc_type must have one value per ID")
-        dt = normalise_id_text(doc_type)  # aligned by position
-        other = (~dt.isin(["", "111"])).to_numpy() & ~empty
-
-    # ---- 18 characters: 17 digits + digit/X
+    other = _other_documents(doc_type, empty)
     c18 = (lengths == 18) & ~other
-    if c18.any():
-        rows = np.flatnonzero(c18)
-        m = m19[rows, :18]
-        kind_ok = _is_digit(m[:, :17]).all(axis=1) & (_is_digit(m[:, 17]) | (m[:, 17] == _X))
-        date_ok = _possible_birth(m[:, 6:14], bdate)
-        check_ok = _check_codes(m[:, :17]) == m[:, 17]
-        well = kind_ok & date_ok
-        valid = well & check_ok
-        bad_check = well & ~check_ok
-        status[rows[valid]] = "VALID18"
-        status[rows[bad_check]] = "CHECKSUM"
-        id18[rows[valid]] = vals[rows[valid]]
-        birth[rows[valid]] = _matrix_to_str(m[valid, 6:14])
-        sex[rows[valid]] = np.where((m[valid, 16] - _ZERO) % 2 == 1, "1", "2")
-        # Excel: 15 significant digits kept, tail turned to 000
-        e000 = bad_check & (m[:, 15] == _ZERO) & (m[:, 16] == _ZERO) & (m[:, 17] == _ZERO)
-        damage[rows[e000]] = "EXCEL_000"
-        prefix[rows[e000]] = _matrix_to_str(m[e000, :15])
-
-    # ---- 15 digits: legacy numbers
     c15 = (lengths == 15) & ~other
-    if c15.any():
-        rows = np.flatnonzero(c15)
-        m = m19[rows, :15]
-        kind_ok = _is_digit(m).all(axis=1)
-        rows, m = rows[kind_ok], m[kind_ok]
-        up = _upgrade_matrix(m)
-        ok = _possible_birth(up[:, 6:14], bdate)
-        rows, up, m = rows[ok], up[ok], m[ok]
-        status[rows] = "VALID15"
-        id18[rows] = _matrix_to_str(up)
-        birth[rows] = _matrix_to_str(up[:, 6:14])
-        sex[rows] = np.where((m[:, 14] - _ZERO) % 2 == 1, "1", "2")
-
-    # ---- Excel scientific notation / float `.0` tails (only among what is still FORMAT);
-    # worked on a Series indexed by row position so results map straight back
-    rest = ~c18 & ~c15 & ~empty & ~other
-    if rest.any():
-        rest_pos = np.flatnonzero(rest)
-        sub = pd.Series(vals[rest_pos], index=rest_pos, dtype=object)
-        # cheap pre-filter: only strings containing E or . can be numbers in these forms
-        maybe = (sub.str.contains("E", regex=False) | sub.str.contains(".", regex=False)).to_numpy()
-        sub = sub[maybe]
-        if len(sub):
-            sci = sub.str.extract(_SCI_RE)
-            sci = sci[sci[0].notna()]
-            if len(sci):
-                frac = sci[1].fillna("")
-                mant = (sci[0] + frac).str.lstrip("0")  # significant digits as written
-                # value = mant × 10^(exp − len(frac)): digits of its integer part
-                int_digits = mant.str.len() + sci[2].astype(int) - frac.str.len()
-                ok = (int_digits.isin([15, 18]) & (mant.str.len() > 0)).to_numpy()
-                mant, int_digits = mant[ok], int_digits[ok]
-                if len(mant):
-                    pre = _prefix18(mant.str[:15], int_digits == 15)
-                    damage[pre.index.to_numpy()] = "EXCEL_SCI"
-                    prefix[pre.index.to_numpy()] = pre.to_numpy(dtype=object)
-            dot0 = sub.str.extract(_DOT0_RE)[0]
-            dot0 = dot0[dot0.notna()]
-            if len(dot0):
-                pre = _prefix18(dot0.str[:15], dot0.str.len() == 15)
-                damage[pre.index.to_numpy()] = "EXCEL_SCI"
-                prefix[pre.index.to_numpy()] = pre.to_numpy(dtype=object)
-
-    status[empty] = "EMPTY"
-    status[other] = "OTHER_DOC"
-
-    return pd.DataFrame(
-        {
-            "id_norm": pd.Series(vals, index=index, dtype=object),
-            "id_status": pd.Series(status, index=index, dtype=object),
-            "id18": pd.Series(id18, index=index, dtype=object),
-            "id_damage": pd.Series(damage, index=index, dtype=object),
-            "id_prefix": pd.Series(prefix, index=index, dtype=object),
-            "id_birth": pd.Series(birth, index=index, dtype=object),
-            "id_sex": pd.Series(sex, index=index, dtype=object),
-        },
-        index=index,
-    )
+    _judge_18(m19, vals, c18, bdate, out)
+    _judge_15(m19, c15, bdate, out)
+    _excel_damage(vals, ~c18 & ~c15 & ~empty & ~other, out)
+    out["id_status"][empty] = "EMPTY"
+    out["id_status"][other] = "OTHER_DOC"
+    return pd.DataFrame({c: pd.Series(out[c], index=index, dtype=object) for c in ID_COLUMNS}, index=index)
 
 
 def _prefix18(pre: pd.Series, legacy: pd.Series) -> pd.Series:

@@ -34,6 +34,7 @@ the whole city is linked (the same function as a rebuild), so the answer is alwa
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -348,7 +349,6 @@ class _Neighbourhood:
                  row_keys: np.ndarray):
         self.n = n
         self.N = len(U)
-        self.prev_rkid = prev_rkid
         self.timings: dict[str, float] = {}
         t = time.perf_counter()
         status = U["id_status"].astype(str).to_numpy(dtype=object)
@@ -456,6 +456,271 @@ class _Neighbourhood:
             mask |= grow
 
 
+# ------------------------------------------------------------------------------- today against yesterday
+@dataclass
+class _Delta:
+    """Today's roles against yesterday's links and persons. U: today's roles (its first n rows), then the
+    old versions of the changed and removed ones."""
+
+    R: pd.DataFrame  # today's roles, the neighbourhood's columns without gaps
+    keys: np.ndarray  # their role keys
+    links_prev: pd.DataFrame
+    lpk: np.ndarray  # the role key of each row of links_prev
+    lp: pd.DataFrame  # yesterday's links by role key (RKID, PPFS, PPDF, role_fp)
+    pos: np.ndarray  # each role's row in lp (-1: none)
+    prev_rkid: np.ndarray  # each role's RKID of yesterday ("": none)
+    seeds: np.ndarray  # roles new, changed, or with a decision taken today
+    n_old: int  # old versions in U
+    removed: np.ndarray  # rows of lp whose role is gone
+    U: pd.DataFrame
+    u_rkid: np.ndarray
+    u_ppfs: np.ndarray
+    u_seeds: np.ndarray
+    pp: pd.DataFrame  # yesterday's persons
+    pp_index: pd.Index  # their RKIDs
+    merged: dict  # retired RKID -> the RKID it was merged into
+    dec: pd.DataFrame  # the decisions (an empty frame for none)
+
+
+def _filled_roles(roles: pd.DataFrame) -> pd.DataFrame:
+    """The roles as they come (order does not matter here; the sub-run sorts its own), gaps filled; not
+    copied when there is nothing to fill (a deep copy of every role for nothing)."""
+    plain = isinstance(roles.index, pd.RangeIndex) and roles.index.start == 0 and roles.index.step == 1
+    R = roles if plain else roles.reset_index(drop=True)
+    fill = {c: (R[c].fillna("") if c in R else "") for c in NEIGHBOURHOOD_COLUMNS if c not in R or R[c].hasnans}
+    if fill:
+        R = R.assign(**fill)
+    return R
+
+
+def _keys_and_fingerprints(R: pd.DataFrame, roles: pd.DataFrame,
+                           fingerprints: pd.Series | None) -> tuple[np.ndarray, np.ndarray]:
+    """Today's role keys and fingerprints, taken from `fingerprints` when it is by role key in the
+    roles' order (`role_changes`), else computed."""
+    n = len(R)
+    sample = np.unique(np.linspace(0, max(n - 1, 0), min(n, 64)).astype(np.int64)) if n else np.zeros(0, np.int64)
+    if (fingerprints is not None and len(fingerprints) == n  # by role key, in the roles' order (role_changes)?
+            and (role_keys(R.iloc[sample]) == fingerprints.index.to_numpy(dtype=object)[sample]).all()):
+        return fingerprints.index.to_numpy(dtype=object), fingerprints.to_numpy(dtype=object)
+    keys = role_keys(R)
+    fp = (fingerprints.reindex(keys).fillna("").to_numpy(dtype=object) if fingerprints is not None
+          else role_fingerprints(roles.reset_index(drop=True)))  # as exchange.process.role_changes does
+    return keys, fp
+
+
+def _links_by_key(links_prev: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
+    """The role key of each of yesterday's links, and the links' RKID, PPFS, PPDF and role_fp by role key."""
+    lpk = (links_prev["role_key"].to_numpy(dtype=object) if "role_key" in links_prev
+           else role_keys(links_prev) if len(links_prev) else np.zeros(0, dtype=object))
+    lp = links_prev[[c for c in ("RKID", "PPFS", "PPDF", "role_fp") if c in links_prev]].set_axis(pd.Index(lpk), axis=0)
+    if not lp.index.is_unique:
+        lp = lp[~lp.index.duplicated(keep="last")]
+    return lpk, lp
+
+
+def _prev_of(lp: pd.DataFrame, pos: np.ndarray, c: str) -> np.ndarray:
+    """Column `c` of each role's link of yesterday (`""`: none)."""
+    v = lp[c].fillna("").astype(str).to_numpy(dtype=object)
+    return np.where(pos >= 0, v[np.maximum(pos, 0)] if len(v) else "", "").astype(object)
+
+
+def _seeds(keys: np.ndarray, fp: np.ndarray, prev_fp: np.ndarray, prev_rkid: np.ndarray, dec: pd.DataFrame,
+           business_date: str) -> np.ndarray:
+    """Roles that are new or whose content changed, and roles with a decision taken today."""
+    seeds = (prev_fp != fp) | (prev_rkid == "")
+    if len(dec):
+        today = dec[dec["decided"].astype(str) == str(business_date)]
+        seeds |= _isin(keys, set(role_keys(today)))
+    return seeds
+
+
+def _old_versions(old_roles: pd.DataFrame, R: pd.DataFrame, lp: pd.DataFrame,
+                  cfg: dict) -> tuple[pd.DataFrame, np.ndarray]:
+    """The old versions of changed and removed roles (sorted as `link_roles` sorts) and their RKIDs of
+    yesterday (their old keys matter too)."""
+    old = (_canonical(old_roles, cfg.get("table_order", DEFAULT_TABLE_ORDER))
+           if old_roles is not None and len(old_roles) else R.iloc[:0])
+    old_keys = role_keys(old) if len(old) else np.zeros(0, dtype=object)
+    return old, lp["RKID"].reindex(old_keys).fillna("").astype(str).to_numpy(dtype=object)
+
+
+def _delta(roles: pd.DataFrame, old_roles: pd.DataFrame, persons_prev: pd.DataFrame, links_prev: pd.DataFrame,
+           decisions: pd.DataFrame | None, fingerprints: pd.Series | None, business_date: str, cfg: dict) -> _Delta:
+    """Compare today's roles with yesterday's links: seeds, removed roles, and the frame U."""
+    R = _filled_roles(roles)
+    keys, fp = _keys_and_fingerprints(R, roles, fingerprints)
+    lpk, lp = _links_by_key(links_prev)
+    pos = lp.index.get_indexer(keys)  # each role's link of yesterday (-1: none); one hash lookup for all
+    prev_rkid, prev_ppfs, prev_fp = _prev_of(lp, pos, "RKID"), _prev_of(lp, pos, "PPFS"), _prev_of(lp, pos, "role_fp")
+    dec = decisions if decisions is not None else pd.DataFrame()
+    seeds = _seeds(keys, fp, prev_fp, prev_rkid, dec, business_date)
+    old, old_rkid = _old_versions(old_roles, R, lp, cfg)
+    removed = np.ones(len(lp), dtype=bool)
+    removed[pos[pos >= 0]] = False
+    pp = persons_prev.reset_index(drop=True)
+    retired = pp["status"] == "retired"
+    return _Delta(
+        R=R, keys=keys, links_prev=links_prev, lpk=lpk, lp=lp, pos=pos, prev_rkid=prev_rkid, seeds=seeds,
+        n_old=len(old), removed=removed,
+        U=pd.concat([R[NEIGHBOURHOOD_COLUMNS], old[NEIGHBOURHOOD_COLUMNS]], ignore_index=True),
+        u_rkid=np.concatenate([prev_rkid, old_rkid]),
+        u_ppfs=np.concatenate([prev_ppfs, np.full(len(old), "", dtype=object)]),
+        u_seeds=np.concatenate([seeds, np.ones(len(old), dtype=bool)]),
+        pp=pp, pp_index=pd.Index(pp["RKID"].astype(str).to_numpy(dtype=object)),
+        merged=dict(zip(pp.loc[retired, "RKID"], pp.loc[retired, "merged_into"])), dec=dec)
+
+
+# ------------------------------------------------------------------------------------- the rounds
+def _work_set(d: _Delta, nb: _Neighbourhood) -> np.ndarray:
+    """W: the seeds and the roles of removed roles' persons, closed under the neighbourhood (step 2)."""
+    W = d.u_seeds.copy()
+    removed_rkids = set(d.lp.loc[d.removed, "RKID"].astype(str))
+    if removed_rkids:
+        W[:len(d.R)] |= _isin(d.prev_rkid, removed_rkids)
+    return nb.close(W, fuzzy=True, decisions=True)
+
+
+def _possible_queries(d: _Delta, nb: _Neighbourhood, W: np.ndarray) -> np.ndarray:
+    """The rows of W that can be fuzzy queries, whose reach makes the context.
+
+    Fuzzy (or pinned) yesterday, or without an ID key and without a known ID their damaged one could be
+    repaired to (most damaged IDs are repaired). A role that turns out to be a query anyway (a repair
+    not confirmed, an ID now held by someone else) is added by the checks and the sub-run repeated."""
+    repairable = np.zeros(len(d.U), dtype=bool)
+    repairable[nb.repair_row] = True
+    Q = W & (_isin(d.u_ppfs, QUERY_METHODS) | ((nb.id_key == "") & ~repairable))
+    Q[len(d.R):] = False
+    return Q
+
+
+def _context(nb: _Neighbourhood, W: np.ndarray, Q: np.ndarray, searched: np.ndarray, reached: np.ndarray,
+             extra_partner: set, extra_ctx: np.ndarray, n: int) -> np.ndarray:
+    """C: the rows the queries reach, closed so that their own links come out as before (step 3).
+
+    The queries among them (yesterday's fuzzy roles) must reach all their candidates too. Updates
+    `searched` (queries whose targets were looked up) and `reached` (those targets) in place."""
+    C = np.zeros(len(W), dtype=bool)
+    while True:
+        frontier = (Q | (C & nb.pq)) & ~searched
+        frontier[n:] = False
+        if frontier.any():
+            reached |= nb.reach.targets(frontier)
+            searched |= frontier
+        C_new = ~W & reached
+        wb = W | C_new
+        wb[n:] = True
+        C_new |= nb.holding_repairs_of(wb)
+        if extra_partner:
+            C_new |= _isin(nb.spouse_person, extra_partner)
+        C_new |= extra_ctx
+        C_new[n:] = False
+        C_new = nb.close(C_new | C, decisions=True) & ~W
+        C_new[n:] = False
+        settled = not (C_new & ~C).any() and not ((Q | (C_new & nb.pq)) & ~searched)[:n].any()
+        C = C_new
+        if settled:
+            return C
+
+
+def _sub_run(d: _Delta, rows: np.ndarray, decisions: pd.DataFrame | None, business_date: str, cfg: dict,
+             model: fz.FSModel, info: dict) -> LinkResult:
+    """`link_roles` on the roles `rows`, with their links and the persons it can read or change (step 4)."""
+    sub_roles = d.R.iloc[rows]
+    sub_links = d.links_prev[pd.Index(d.lpk).isin(d.keys[rows])].drop(columns=["role_key"], errors="ignore")
+    t_sub = time.perf_counter()
+    sub_persons = _persons_of(d.pp, d.pp_index, d.R, rows, d.prev_rkid, d.dec, d.merged)
+    res = link_roles(sub_roles, sub_persons, sub_links, decisions, business_date, config=cfg, model=model)
+    info["sub_run_s"] = round(info.get("sub_run_s", 0) + time.perf_counter() - t_sub, 2)
+    return res
+
+
+def _context_changed(d: _Delta, got: pd.DataFrame, crow: np.ndarray) -> np.ndarray:
+    """The context rows `crow` whose RKID, method or score the sub-run changed."""
+    g = got.reindex(d.keys[crow])
+    p = d.lp.reindex(d.keys[crow])
+    same = ((g["RKID"].to_numpy(dtype=object) == p["RKID"].astype(str).to_numpy(dtype=object))
+            & (g["PPFS"].to_numpy(dtype=object) == p["PPFS"].astype(str).to_numpy(dtype=object))
+            & (np.abs(g["PPDF"].to_numpy(dtype=float) - pd.to_numeric(p["PPDF"], errors="coerce").fillna(-1).to_numpy()) < 5e-5))
+    return crow[~same]
+
+
+def _new_spouse_persons(d: _Delta, nb: _Neighbourhood, got: pd.DataFrame, wq: np.ndarray, S: np.ndarray,
+                        searched: np.ndarray, extra_partner: set) -> set:
+    """Persons the sub-run gave the spouses of the fuzzy queries `wq` of W that the context does not
+    cover, among those some role outside the sub-run had as its spouse's person."""
+    n = len(d.R)
+    sp = nb.partner[wq]
+    sp = sp[sp >= 0]
+    covered = _nonempty(nb.spouse_person[np.flatnonzero(searched[:n])]) | extra_partner
+    new_partner = set(got["RKID"].reindex(d.keys[sp]).dropna().astype(str)) - covered
+    if new_partner:  # only a person some role outside the sub-run had as its spouse's can bring one in
+        outside_sp = nb.spouse_person[:n][~S]
+        new_partner &= set(pd.unique(outside_sp[_isin(outside_sp, new_partner)]))
+    return new_partner
+
+
+def _check_sub_run(d: _Delta, nb: _Neighbourhood, got: pd.DataFrame, W: np.ndarray, C: np.ndarray, S: np.ndarray,
+                   searched: np.ndarray, extra_partner: set) -> tuple[np.ndarray, np.ndarray, set, np.ndarray]:
+    """The checks a sub-run must pass (step 4): context rows it changed, fuzzy queries whose candidates
+    were not searched, spouse persons it used that were not there, rows outside it of its persons."""
+    n = len(d.R)
+    bad_c = _context_changed(d, got, np.flatnonzero(C[:n]))
+    srow = np.flatnonzero(S)
+    gs = got.reindex(d.keys[srow])
+    actual_q = srow[_isin(gs["PPFS"].to_numpy(dtype=object), FUZZY_METHODS)]
+    missing_q = actual_q[~searched[actual_q]]
+    new_partner = _new_spouse_persons(d, nb, got, actual_q[W[actual_q]], S, searched, extra_partner)
+    # a person of the sub-run must not have roles outside it (its attributes come from its roles)
+    shared = ~np.concatenate([S, np.ones(len(d.U) - n, dtype=bool)]) & _isin(d.u_rkid, set(got["RKID"]))
+    return bad_c, missing_q, new_partner, shared
+
+
+def _incremental_rounds(d: _Delta, nb: _Neighbourhood, W: np.ndarray, decisions: pd.DataFrame | None,
+                        business_date: str, cfg: dict, model: fz.FSModel, info: dict, t0: float, max_share: float,
+                        max_rounds: int) -> tuple[LinkResult | None, float]:
+    """Sub-runs on W ∪ C until one passes its checks (its result merged with yesterday's links), or None
+    when W or W ∪ C grows past `max_share` or the checks do not settle; also the seconds spent on C."""
+    n, N = len(d.R), len(d.U)
+    Q = _possible_queries(d, nb, W)
+    searched = np.zeros(N, dtype=bool)
+    reached = np.zeros(N, dtype=bool)
+    extra_partner: set = set()
+    extra_ctx = np.zeros(N, dtype=bool)
+    t_ctx = 0.0
+    for rnd in range(1, max_rounds + 1):
+        info["rounds"] = rnd
+        if W[:n].sum() > max_share * max(n, 1):
+            break
+        t_c = time.perf_counter()
+        C = _context(nb, W, Q, searched, reached, extra_partner, extra_ctx, n)
+        t_ctx += time.perf_counter() - t_c
+        info.setdefault("context_direct", []).append(int((reached & ~W)[:n].sum()))
+        S = (W | C)[:n]
+        if S.sum() > max_share * max(n, 1):  # linking everything is cheaper
+            info["context"] = int(C[:n].sum())
+            break
+        rows = np.flatnonzero(S)
+        res = _sub_run(d, rows, decisions, business_date, cfg, model, info)
+        got = res.links.set_index(role_keys(res.links))
+        bad_c, missing_q, new_partner, shared = _check_sub_run(d, nb, got, W, C, S, searched, extra_partner)
+        if not len(bad_c) and not len(missing_q) and not new_partner and not shared.any():
+            info.update(relinked=int(W[:n].sum()), context=int(C[:n].sum()), sub_run=len(rows),
+                        context_s=round(t_ctx, 2), pairs_scored=nb.reach.pairs_scored)
+            return _merge(d.R, d.keys, d.lp, d.pos, rows, res, info, t0, d.pp, d.pp_index), t_ctx
+        info.setdefault("failed_checks", []).append(
+            {"context_changed": len(bad_c), "unsearched_queries": len(missing_q), "new_spouse_persons": len(new_partner),
+             "persons_outside": int(shared.sum())})
+        if len(bad_c):
+            W[bad_c] = True
+            W = nb.close(W, fuzzy=True, decisions=True)
+        extra_ctx |= shared
+        Q[missing_q] = True
+        Q[bad_c] = True
+        extra_partner |= new_partner
+    return None, t_ctx
+
+
+# ---------------------------------------------------------------------------------------- main API
 def link_incremental(roles: pd.DataFrame, old_roles: pd.DataFrame, persons_prev: pd.DataFrame,
                      links_prev: pd.DataFrame, decisions: pd.DataFrame, business_date: str, cfg: dict,
                      model: fz.FSModel, fingerprints: pd.Series | None = None, max_share: float = 0.5,
@@ -469,157 +734,17 @@ def link_incremental(roles: pd.DataFrame, old_roles: pd.DataFrame, persons_prev:
     list (`FSModel.skip_blocks`). See the module docstring.
     """
     t0 = time.perf_counter()
-    order = cfg.get("table_order", DEFAULT_TABLE_ORDER)
-    # the roles as they come (order does not matter here; the sub-run sorts its own), gaps filled; not
-    # copied when there is nothing to fill (a deep copy of every role for nothing)
-    plain = isinstance(roles.index, pd.RangeIndex) and roles.index.start == 0 and roles.index.step == 1
-    R = roles if plain else roles.reset_index(drop=True)
-    fill = {c: (R[c].fillna("") if c in R else "") for c in NEIGHBOURHOOD_COLUMNS if c not in R or R[c].hasnans}
-    if fill:
-        R = R.assign(**fill)
-    n = len(R)
-    sample = np.unique(np.linspace(0, max(n - 1, 0), min(n, 64)).astype(np.int64)) if n else np.zeros(0, np.int64)
-    if (fingerprints is not None and len(fingerprints) == n  # by role key, in the roles' order (role_changes)?
-            and (role_keys(R.iloc[sample]) == fingerprints.index.to_numpy(dtype=object)[sample]).all()):
-        keys = fingerprints.index.to_numpy(dtype=object)
-        fp = fingerprints.to_numpy(dtype=object)
-    else:
-        keys = role_keys(R)
-        fp = (fingerprints.reindex(keys).fillna("").to_numpy(dtype=object) if fingerprints is not None
-              else role_fingerprints(roles.reset_index(drop=True)))  # as exchange.process.role_changes does
-    lpk = (links_prev["role_key"].to_numpy(dtype=object) if "role_key" in links_prev
-           else role_keys(links_prev) if len(links_prev) else np.zeros(0, dtype=object))
-    lp = links_prev[[c for c in ("RKID", "PPFS", "PPDF", "role_fp") if c in links_prev]].set_axis(pd.Index(lpk), axis=0)
-    if not lp.index.is_unique:
-        lp = lp[~lp.index.duplicated(keep="last")]
-    pos = lp.index.get_indexer(keys)  # each role's link of yesterday (-1: none); one hash lookup for all
-
-    def prev_of(c: str) -> np.ndarray:
-        v = lp[c].fillna("").astype(str).to_numpy(dtype=object)
-        return np.where(pos >= 0, v[np.maximum(pos, 0)] if len(v) else "", "").astype(object)
-
-    prev_rkid, prev_ppfs, prev_fp = prev_of("RKID"), prev_of("PPFS"), prev_of("role_fp")
-    dec = decisions if decisions is not None else pd.DataFrame()
-    seeds = (prev_fp != fp) | (prev_rkid == "")
-    if len(dec):
-        today = dec[dec["decided"].astype(str) == str(business_date)]
-        seeds |= _isin(keys, set(role_keys(today)))
-    # old versions: changed and removed roles as they were (their old keys matter too)
-    O = _canonical(old_roles, order) if old_roles is not None and len(old_roles) else R.iloc[:0]
-    ok = role_keys(O) if len(O) else np.zeros(0, dtype=object)
-    O_rkid = lp["RKID"].reindex(ok).fillna("").astype(str).to_numpy(dtype=object)
-    removed = np.ones(len(lp), dtype=bool)
-    removed[pos[pos >= 0]] = False
-    removed_rkids = set(lp.loc[removed, "RKID"].astype(str))
-    U = pd.concat([R[NEIGHBOURHOOD_COLUMNS], O[NEIGHBOURHOOD_COLUMNS]], ignore_index=True)
-    N = len(U)
-    u_rkid = np.concatenate([prev_rkid, O_rkid])
-    u_ppfs = np.concatenate([prev_ppfs, np.full(len(O), "", dtype=object)])
-    u_seeds = np.concatenate([seeds, np.ones(len(O), dtype=bool)])
-    pp = persons_prev.reset_index(drop=True)
-    pp_index = pd.Index(pp["RKID"].astype(str).to_numpy(dtype=object))
-    merged = dict(zip(pp.loc[pp["status"] == "retired", "RKID"], pp.loc[pp["status"] == "retired", "merged_into"]))
-    nb = _Neighbourhood(U, n, u_rkid, u_ppfs, u_seeds, cfg, model, business_date, dec, merged, keys)
+    d = _delta(roles, old_roles, persons_prev, links_prev, decisions, fingerprints, business_date, cfg)
+    n = len(d.R)
+    nb = _Neighbourhood(d.U, n, d.u_rkid, d.u_ppfs, d.u_seeds, cfg, model, business_date, d.dec, d.merged, d.keys)
     t_keys = time.perf_counter() - t0
-
-    W = u_seeds.copy()
-    if removed_rkids:
-        W[:n] |= _isin(prev_rkid, removed_rkids)
-    W = nb.close(W, fuzzy=True, decisions=True)
-    info = {"roles": n, "seeds": int(seeds.sum()), "old_versions": len(O), "removed": int(removed.sum()),
+    W = _work_set(d, nb)
+    info = {"roles": n, "seeds": int(d.seeds.sum()), "old_versions": d.n_old, "removed": int(d.removed.sum()),
             "rounds": 0, "mode": "incremental", "keys_s": round(t_keys, 2), "keys_parts_s": nb.timings,
             "work_set_s": round(time.perf_counter() - t0 - t_keys, 2), "work_set": int(W[:n].sum())}
-    # the context is what the rows that can be fuzzy queries reach: fuzzy (or pinned) yesterday, or
-    # without an ID key and without a known ID their damaged one could be repaired to (most damaged IDs
-    # are repaired). A role that turns out to be a query anyway (a repair not confirmed, an ID now held
-    # by someone else) is added below and the sub-run repeated.
-    repairable = np.zeros(N, dtype=bool)
-    repairable[nb.repair_row] = True
-    Q = W & (_isin(u_ppfs, QUERY_METHODS) | ((nb.id_key == "") & ~repairable))
-    Q[n:] = False
-    searched = np.zeros(N, dtype=bool)
-    reached = np.zeros(N, dtype=bool)
-    extra_partner: set = set()
-    extra_ctx = np.zeros(N, dtype=bool)
-    t_ctx = 0.0
-    for rnd in range(1, max_rounds + 1):
-        info["rounds"] = rnd
-        if W[:n].sum() > max_share * max(n, 1):
-            break
-        # context: the rows the queries reach, closed so that their own links come out as before; the
-        # queries among them (yesterday's fuzzy roles) must reach all their candidates too
-        t_c = time.perf_counter()
-        C = np.zeros(N, dtype=bool)
-        while True:
-            frontier = (Q | (C & nb.pq)) & ~searched
-            frontier[n:] = False
-            if frontier.any():
-                reached |= nb.reach.targets(frontier)
-                searched |= frontier
-            C_new = ~W & reached
-            wb = W | C_new
-            wb[n:] = True
-            C_new |= nb.holding_repairs_of(wb)
-            if extra_partner:
-                C_new |= _isin(nb.spouse_person, extra_partner)
-            C_new |= extra_ctx
-            C_new[n:] = False
-            C_new = nb.close(C_new | C, decisions=True) & ~W
-            C_new[n:] = False
-            if not (C_new & ~C).any() and not ((Q | (C_new & nb.pq)) & ~searched)[:n].any():
-                C = C_new
-                break
-            C = C_new
-        t_ctx += time.perf_counter() - t_c
-        info.setdefault("context_direct", []).append(int((reached & ~W)[:n].sum()))
-        S = (W | C)[:n]
-        if S.sum() > max_share * max(n, 1):  # linking everything is cheaper
-            info["context"] = int(C[:n].sum())
-            break
-        rows = np.flatnonzero(S)
-        sub_roles = R.iloc[rows]
-        sub_links = links_prev[pd.Index(lpk).isin(keys[rows])].drop(columns=["role_key"], errors="ignore")
-        t_sub = time.perf_counter()
-        sub_persons = _persons_of(pp, pp_index, R, rows, prev_rkid, dec, merged)
-        res = link_roles(sub_roles, sub_persons, sub_links, decisions, business_date, config=cfg, model=model)
-        info["sub_run_s"] = round(info.get("sub_run_s", 0) + time.perf_counter() - t_sub, 2)
-        got = res.links.set_index(role_keys(res.links))
-        # checks: context rows unchanged; every fuzzy query of the sub-run searched for its candidates
-        crow = np.flatnonzero(C[:n])
-        g = got.reindex(keys[crow])
-        p = lp.reindex(keys[crow])
-        same = ((g["RKID"].to_numpy(dtype=object) == p["RKID"].astype(str).to_numpy(dtype=object))
-                & (g["PPFS"].to_numpy(dtype=object) == p["PPFS"].astype(str).to_numpy(dtype=object))
-                & (np.abs(g["PPDF"].to_numpy(dtype=float) - pd.to_numeric(p["PPDF"], errors="coerce").fillna(-1).to_numpy()) < 5e-5))
-        bad_c = crow[~same]
-        srow = np.flatnonzero(S)
-        gs = got.reindex(keys[srow])
-        actual_q = srow[_isin(gs["PPFS"].to_numpy(dtype=object), FUZZY_METHODS)]
-        missing_q = actual_q[~searched[actual_q]]
-        wq = actual_q[W[actual_q]]
-        sp = nb.partner[wq]
-        sp = sp[sp >= 0]
-        covered = _nonempty(nb.spouse_person[np.flatnonzero(searched[:n])]) | extra_partner
-        new_partner = set(got["RKID"].reindex(keys[sp]).dropna().astype(str)) - covered
-        if new_partner:  # only a person some role outside the sub-run had as its spouse's can bring one in
-            outside_sp = nb.spouse_person[:n][~S]
-            new_partner &= set(pd.unique(outside_sp[_isin(outside_sp, new_partner)]))
-        # a person of the sub-run must not have roles outside it (its attributes come from its roles)
-        shared = ~np.concatenate([S, np.ones(N - n, dtype=bool)]) & _isin(u_rkid, set(got["RKID"]))
-        if not len(bad_c) and not len(missing_q) and not new_partner and not shared.any():
-            info.update(relinked=int(W[:n].sum()), context=int(C[:n].sum()), sub_run=len(rows),
-                        context_s=round(t_ctx, 2), pairs_scored=nb.reach.pairs_scored)
-            return _merge(R, keys, lp, pos, rows, res, info, t0, pp, pp_index)
-        info.setdefault("failed_checks", []).append(
-            {"context_changed": len(bad_c), "unsearched_queries": len(missing_q), "new_spouse_persons": len(new_partner),
-             "persons_outside": int(shared.sum())})
-        if len(bad_c):
-            W[bad_c] = True
-            W = nb.close(W, fuzzy=True, decisions=True)
-        extra_ctx |= shared
-        Q[missing_q] = True
-        Q[bad_c] = True
-        extra_partner |= new_partner
+    res, t_ctx = _incremental_rounds(d, nb, W, decisions, business_date, cfg, model, info, t0, max_share, max_rounds)
+    if res is not None:
+        return res
     info.update(mode="full (the changes reach too far)", relinked=n, sub_run=n, context_s=round(t_ctx, 2),
                 pairs_scored=nb.reach.pairs_scored)
     res = link_roles(roles, persons_prev, links_prev.drop(columns=["role_fp", "role_key"], errors="ignore"),

@@ -48,7 +48,6 @@ from linkage.repair import repair_ids
 CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "linkage.json"
 LINK_COLUMNS = ["BM", "BH", "YWZJ", "JS", "RKID", "PPFS", "PPDF"]
 EVENT_COLUMNS = ["kind", "RKID", "BM", "BH", "YWZJ", "JS", "field", "old", "new"]
-PPFS_VALUES = ("ID_EXACT", "ID_NORMALIZED", "ID_REPAIRED", "FUZZY", "MANUAL", "POSSIBLE", "UNMATCHED")
 POLICE_TABLES = ("hukou", "temp")
 DEFAULT_TABLE_ORDER = ("hukou", "temp", "disabled", "dibao", "women", "resident", "marriage")
 
@@ -481,6 +480,8 @@ def _resolve_chain(rkids: pd.Series, merged: pd.Series) -> pd.Series:
 
 
 def _prepare_prev(persons_prev: pd.DataFrame | None, links_prev: pd.DataFrame | None, decisions: pd.DataFrame | None):
+    """Copies of yesterday's persons and links and of the decisions (empty frames for none); persons and
+    decisions with every column they need, as text without NaN."""
     pp = empty_persons() if persons_prev is None or len(persons_prev) == 0 else persons_prev.copy()
     for c in PERSON_COLUMNS:
         if c not in pp:
@@ -494,6 +495,361 @@ def _prepare_prev(persons_prev: pd.DataFrame | None, links_prev: pd.DataFrame | 
             dec[c] = ""
     dec = dec.astype(object).fillna("")
     return pp, lp, dec
+
+
+def _merged_map(pp: pd.DataFrame) -> pd.Series:
+    """Retired RKID -> the RKID it was merged into, to follow yesterday's RKIDs to their survivors."""
+    merged_map = pp.loc[pp["status"] == "retired"].set_index("RKID")["merged_into"]
+    return merged_map[merged_map != ""]
+
+
+# ------------------------------------------------------------------------------- stage 2: ID repair
+def _repair_broken_ids(R: pd.DataFrame, s1: dict, cluster: np.ndarray, ppfs: np.ndarray, ppdf: np.ndarray,
+                       cfg: dict, business_date: str) -> pd.Series:
+    """Join roles with a broken or damaged ID to the ID cluster their ID repairs to (`ID_REPAIRED`).
+
+    Updates `cluster`, `ppfs` and `ppdf` in place; returns the repaired ID of each repaired row."""
+    status = R["id_status"].to_numpy(dtype=object)
+    damage = R["id_damage"].astype(str).to_numpy(dtype=object)
+    broken = (np.isin(status, ["CHECKSUM", "FORMAT"]) | (damage != "")) & (cluster < 0)
+    ka = np.flatnonzero(s1["anchored"] & s1["citizen"])
+    known = pd.DataFrame({"row": ka, "cluster": cluster[ka], "id18": R["id18"].to_numpy(dtype=object)[ka],
+                          "name_key": R["name_key"].to_numpy(dtype=object)[ka],
+                          "birth": R["birth"].astype(str).to_numpy(dtype=object)[ka]})
+    known = known.drop_duplicates(["cluster", "id18", "name_key", "birth"])
+    rep = repair_ids(R, np.flatnonzero(broken), known, cfg, business_date)
+    if not len(rep):
+        return pd.Series(dtype=object)
+    rr = rep["row"].to_numpy(np.int64)
+    cluster[rr] = rep["cluster"].to_numpy(np.int64)
+    ppfs[rr] = "ID_REPAIRED"
+    ppdf[rr] = rep["ppdf"].to_numpy()
+    return pd.Series(rep["id18"].to_numpy(dtype=object), index=rep["row"].to_numpy(np.int64))
+
+
+# --------------------------------------------------------------------------- stage 3: fuzzy fallback
+def _fuzzy_id_evidence(R: pd.DataFrame, s1: dict, anchored: np.ndarray,
+                       repaired_id: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """The ID each role compares with: anchored roles their valid (or repaired) ID, queries what their
+    broken ID says (`query_id_evidence`)."""
+    idk, idv = query_id_evidence(R)
+    idk[anchored], idv[anchored] = "", ""
+    id18 = R["id18"].to_numpy(dtype=object)
+    cz = s1["anchored"] & s1["citizen"]
+    idk[cz] = "V"
+    idv[cz] = id18[cz]
+    if len(repaired_id):
+        ri = repaired_id.index.to_numpy()
+        idk[ri] = "V"
+        idv[ri] = repaired_id.to_numpy()
+    return idk, idv
+
+
+def _prepare_fuzzy(R: pd.DataFrame, s1: dict, cluster: np.ndarray,
+                   repaired_id: pd.Series) -> tuple[fz.Prepared, np.ndarray, np.ndarray, int]:
+    """The roles as fuzzy comparison values; the queries (roles without a cluster) and each role's
+    entity (its cluster, or for a query an entity of its own numbered after the clusters)."""
+    anchored = cluster >= 0
+    n_anchor = int(cluster.max()) + 1 if anchored.any() else 0
+    queries = np.flatnonzero(~anchored)
+    entity = cluster.copy()
+    entity[queries] = n_anchor + np.arange(len(queries))
+    trust = anchored & ~s1["detached"]
+    idk, idv = _fuzzy_id_evidence(R, s1, anchored, repaired_id)
+    partner = _partner_rows(R)
+    P = fz.prepare(R, trust, idk, idv, overrides=borrowed_place(R, partner))
+    P.set_partner(np.where(partner >= 0, entity[np.maximum(partner, 0)], -1))
+    return P, queries, entity, n_anchor
+
+
+def _train_model(P: fz.Prepared, s1: dict, queries: np.ndarray, entity: np.ndarray, cfg: dict) -> fz.FSModel:
+    """Train the Fellegi–Sunter model on the ID clusters (unsplit ones), with EM on the queries'
+    candidate pairs when there are too few labelled pairs."""
+    fcfg = cfg["fuzzy"]
+    usable = s1["anchored"] & ~s1["in_split"]
+    lab = _labelled_pairs(np.where(usable, s1["cluster"], -1), usable)
+    em_source = None
+    if len(lab[0]) < int(fcfg["training"].get("min_labelled_pairs", 500)) and len(queries):
+        em_source = fz.candidate_pairs(P, queries, np.arange(len(entity)), fcfg["blocking"],
+                                       int(fcfg["max_pairs_per_block"]), int(fcfg["chunk_pairs"]))
+    return fz.train_model(P, entity, lab, cfg, em_pairs=em_source)
+
+
+def _score_candidates(P: fz.Prepared, queries: np.ndarray, entity: np.ndarray, model: fz.FSModel, cfg: dict,
+                      fstats: dict) -> pd.DataFrame:
+    """Scored candidates (q, entity, bits, p) of every query; `fstats` gets the blocking figures."""
+    if not len(queries):
+        return pd.DataFrame({"q": pd.Series(dtype=np.int64), "entity": pd.Series(dtype=np.int64),
+                             "bits": pd.Series(dtype=np.float64), "p": pd.Series(dtype=np.float64)})
+    return fz.score_queries(P, queries, np.arange(len(entity)), entity, model, cfg, stats=fstats)
+
+
+def _record_blocking(model: fz.FSModel, trained_here: bool, fstats: dict, stats: dict) -> None:
+    """Keep a trained model's skipped blocks (later dates skip the same ones, `fuzzy.candidate_pairs`)
+    and put the model and blocking figures in `stats`."""
+    blocking = fstats.get("blocking", {})
+    if trained_here:
+        model.skip_blocks = {k: np.asarray(v.get("skip_hashes", []), dtype=np.uint64) for k, v in blocking.items()}
+    for v in blocking.values():
+        v.pop("skip_hashes", None)
+    stats["model"] = model.describe()
+    stats["blocking"] = blocking
+    stats["candidates"] = fstats.get("candidates", 0)
+
+
+# ------------------------------------------------------------------------------ stage 4: RKIDs
+class _Issuer:
+    """Fresh RKIDs: `rkid_for` of the founding role, salted past every RKID taken (never reused)."""
+
+    def __init__(self, keys: pd.DataFrame, taken: set):
+        self.kBM, self.kBH, self.kYW, self.kJS = (keys[c].to_numpy(dtype=object) for c in LINK_KEY)
+        self.taken = taken
+        self.issued: list[tuple[str, int]] = []  # (RKID, founding row), in issuing order
+
+    def issue(self, row) -> str:
+        """A new RKID founded by `row`, recorded in `issued`."""
+        r = int(row)
+        salt = 0
+        rk = rkid_for(self.kBM[r], self.kBH[r], self.kYW[r], self.kJS[r])
+        while rk in self.taken:  # only when the founding role already founded a person that was retired
+            salt += 1
+            rk = rkid_for(self.kBM[r], self.kBH[r], self.kYW[r], self.kJS[r], salt)
+        self.taken.add(rk)
+        self.issued.append((rk, row))
+        return rk
+
+
+def _previous_rkids(role_key: np.ndarray, lp: pd.DataFrame, pp: pd.DataFrame,
+                    merged_map: pd.Series) -> tuple[np.ndarray, np.ndarray, set]:
+    """Each role's RKID of yesterday as written (`""`: none) and as its live survivor (`""` when that
+    person is gone), and the set of live RKIDs of yesterday."""
+    prev_raw = pd.Series(lp["RKID"].astype(str).to_numpy(), index=role_keys(lp)) if len(lp) else pd.Series(dtype=object)
+    prev_raw = prev_raw[~prev_raw.index.duplicated(keep="last")]
+    prev_of_role = prev_raw.reindex(role_key).fillna("").to_numpy(dtype=object)
+    prev_live = _resolve_chain(pd.Series(prev_of_role), merged_map).to_numpy(dtype=object)
+    live_prev = set(pp.loc[pp["status"] != "retired", "RKID"])
+    prev_live = np.where(_isin(prev_live, live_prev), prev_live, "")
+    return prev_of_role, prev_live, live_prev
+
+
+def _read_decisions(dec: pd.DataFrame, merged_map: pd.Series, role_key: np.ndarray,
+                    live_prev: set) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """The decisions on today's roles: which rows a `SAME` pins to which live RKID (the latest decision
+    of a role wins), and the (row, RKID) pairs `NOT_SAME` forbids."""
+    n = len(role_key)
+    dec = dec.assign(_k=role_keys(dec) if len(dec) else [],
+                     _r=_resolve_chain(dec["RKID"].astype(str), merged_map).to_numpy() if len(dec) else [])
+    dec = dec.sort_values(["_k", "decided", "RWBH"], kind="mergesort")
+    row_of_key = pd.Series(np.arange(n), index=role_key)
+    same = dec[dec["decision"] == "SAME"].drop_duplicates("_k", keep="last")
+    same = same[same["_k"].isin(row_of_key.index) & same["_r"].isin(live_prev)]
+    pinned = np.zeros(n, dtype=bool)
+    pin_rkid = np.full(n, "", dtype=object)
+    if len(same):
+        pr = row_of_key.reindex(same["_k"].to_numpy()).to_numpy(np.int64)
+        pinned[pr] = True
+        pin_rkid[pr] = same["_r"].to_numpy(dtype=object)
+    notsame = dec[(dec["decision"] == "NOT_SAME") & dec["_k"].isin(row_of_key.index)]
+    forbid = pd.DataFrame({
+        "row": row_of_key.reindex(notsame["_k"].to_numpy()).to_numpy(np.int64) if len(notsame) else np.zeros(0, np.int64),
+        "RKID": notsame["_r"].to_numpy(dtype=object) if len(notsame) else np.zeros(0, dtype=object),
+    }).drop_duplicates()
+    return pinned, pin_rkid, forbid
+
+
+def _forbidden(forbid: pd.DataFrame, rkid: np.ndarray) -> np.ndarray:
+    """Which rows carry an RKID a `NOT_SAME` decision forbids them."""
+    fk = pd.MultiIndex.from_arrays([forbid["row"].to_numpy(np.int64), forbid["RKID"].to_numpy(dtype=object)])
+    return pd.MultiIndex.from_arrays([np.arange(len(rkid)), rkid]).isin(fk)
+
+
+def _claims(prev_live: np.ndarray, pinned: np.ndarray, forbid: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The RKID each role claims for its cluster (`""`: none) and which claims are weak.
+
+    Pinned roles claim nothing (placed by hand). A role declared not to be some person may be about to
+    leave its cluster: its claims (never on a forbidden RKID) only count for a cluster that has no other
+    claim, on an RKID nobody else claims (so a role alone keeps its own person)."""
+    claim_rkid = prev_live.copy()
+    claim_rkid[pinned] = ""
+    weak = np.zeros(len(prev_live), dtype=bool)
+    if len(forbid):
+        claim_rkid[_forbidden(forbid, claim_rkid)] = ""
+        weak[forbid["row"].to_numpy(np.int64)] = True
+    return claim_rkid, weak
+
+
+def _claim_owners(rows: np.ndarray, cluster: np.ndarray, claim_rkid: np.ndarray) -> pd.DataFrame:
+    """(rkid, cluster) for every RKID the rows `rows` claim: the cluster holding most of its claims
+    (ties: the earliest row)."""
+    cl = pd.DataFrame({"row": rows, "cluster": cluster[rows], "rkid": claim_rkid[rows]})
+    cl = cl[cl["rkid"] != ""]
+    claims = cl.groupby(["rkid", "cluster"], sort=True).agg(cnt=("row", "size"), first=("row", "min")).reset_index()
+    claims = claims.sort_values(["rkid", "cnt", "first"], ascending=[True, False, True], kind="mergesort")
+    return claims.drop_duplicates("rkid")[["rkid", "cluster"]]
+
+
+def _continuing_rkids(cluster: np.ndarray, claim_rkid: np.ndarray, weak: np.ndarray,
+                      issued_of: pd.Series) -> tuple[pd.Series, pd.DataFrame]:
+    """The RKID each cluster keeps (cluster -> RKID) and the RKIDs retired into another (rkid, into):
+    of a cluster's RKIDs the oldest issued survives (ties: lowest RKID)."""
+    owner = _claim_owners(np.flatnonzero(~weak), cluster, claim_rkid)
+    if weak.any():
+        wr = np.flatnonzero(weak)
+        wr = wr[~np.isin(cluster[wr], owner["cluster"].to_numpy()) & ~_isin(claim_rkid[wr], owner["rkid"].to_numpy())]
+        if len(wr):
+            owner = pd.concat([owner, _claim_owners(wr, cluster, claim_rkid)], ignore_index=True)
+    owner = owner.assign(issued=issued_of.reindex(owner["rkid"].to_numpy()).fillna("").to_numpy())
+    owner = owner.sort_values(["cluster", "issued", "rkid"], kind="mergesort")
+    survivor = owner.drop_duplicates("cluster")
+    retired = owner[~owner.index.isin(survivor.index)].merge(
+        survivor[["cluster", "rkid"]].rename(columns={"rkid": "into"}), on="cluster")
+    cluster_rkid = pd.Series(survivor["rkid"].to_numpy(dtype=object), index=survivor["cluster"].to_numpy(np.int64))
+    return cluster_rkid, retired
+
+
+def _issue_new_persons(cluster: np.ndarray, pinned: np.ndarray, cluster_rkid: pd.Series,
+                       issuer: _Issuer) -> np.ndarray:
+    """Each role's RKID: its cluster's, or for a cluster without one a new RKID founded by its first
+    (non-pinned) role."""
+    free = np.flatnonzero(~pinned)
+    founders = pd.Series(free).groupby(cluster[free]).min()
+    need = founders[~founders.index.isin(cluster_rkid.index)]
+    new_rk = {}
+    for c, r in zip(need.index.to_numpy(), need.to_numpy()):  # one hash per new person
+        new_rk[c] = issuer.issue(r)
+    if new_rk:
+        cluster_rkid = pd.concat([cluster_rkid, pd.Series(new_rk, dtype=object)])
+    return cluster_rkid.reindex(cluster).fillna("").to_numpy(dtype=object)
+
+
+# --------------------------------------------------------------------------- stage 5: decisions
+def _detached_entities(rkid: np.ndarray, vrows: np.ndarray,
+                       forbid: pd.DataFrame) -> tuple[np.ndarray, int, pd.Series, pd.DataFrame]:
+    """Entities to re-score the rows `vrows` against: one per person, one of its own for each of those
+    rows; also the RKID of each entity and the (q, entity) pairs the decisions exclude."""
+    ent2 = pd.Series(rkid).factorize()[0].astype(np.int64)
+    base_lab = ent2.max() + 1
+    ent2[vrows] = base_lab + np.arange(len(vrows))
+    rk_of_ent = pd.Series(rkid, index=ent2).groupby(level=0).first()
+    ex = forbid.merge(pd.DataFrame({"RKID": rk_of_ent.to_numpy(dtype=object), "entity": rk_of_ent.index.to_numpy()}), on="RKID")
+    ex = ex.rename(columns={"row": "q"})[["q", "entity"]]
+    return ent2, base_lab, rk_of_ent, ex
+
+
+def _relink_forbidden(vrows: np.ndarray, rkid: np.ndarray, ppfs: np.ndarray, ppdf: np.ndarray,
+                      forbid: pd.DataFrame, prev_live: np.ndarray, P: fz.Prepared, model: fz.FSModel, cfg: dict,
+                      issuer: _Issuer, upper: float, lower: float) -> None:
+    """Move the rows `vrows`, declared not to be the person they were linked to, to their best other
+    candidate, or to a person of their own (the one they had, if free). Updates `rkid`, `ppfs`, `ppdf`."""
+    n = len(rkid)
+    ent2, base_lab, rk_of_ent, ex = _detached_entities(rkid, vrows, forbid)
+    forbidden_of = forbid.groupby("row")["RKID"].agg(set).to_dict()
+    in_use = set(rkid[np.setdiff1d(np.arange(n), vrows)])
+    cand2 = fz.score_queries(P, vrows, np.arange(n), ent2, model, cfg, exclude=ex)
+    best2 = cand2.drop_duplicates("q").set_index("q")
+    for r in vrows:  # few: roles declared not to be their automatic person
+        p = float(best2["p"].get(r, 0.0)) if r in best2.index else 0.0
+        e = int(best2["entity"].get(r, -1)) if r in best2.index else -1
+        if p >= lower and e >= 0 and e < base_lab:
+            rkid[r] = rk_of_ent[e]
+            ppfs[r] = "FUZZY" if p >= upper else "POSSIBLE"
+            ppdf[r] = p
+        else:
+            own = prev_live[r]
+            if own and own not in forbidden_of.get(r, ()) and own not in in_use:
+                rk = own  # alone again: it keeps the person it had
+            else:
+                rk = issuer.issue(r)
+            in_use.add(rk)
+            rkid[r] = rk
+            ppfs[r] = "UNMATCHED"
+            ppdf[r] = 1.0 - p
+
+
+def _apply_decisions(rkid: np.ndarray, ppfs: np.ndarray, ppdf: np.ndarray, pinned: np.ndarray,
+                     pin_rkid: np.ndarray, forbid: pd.DataFrame, prev_live: np.ndarray, P: fz.Prepared,
+                     model: fz.FSModel, cfg: dict, issuer: _Issuer, upper: float, lower: float) -> None:
+    """Decisions always win: `SAME` pins a role to its RKID (`MANUAL`), `NOT_SAME` moves a role off a
+    forbidden RKID. Updates `rkid`, `ppfs`, `ppdf` in place."""
+    rkid[pinned] = pin_rkid[pinned]
+    ppfs[pinned] = "MANUAL"
+    ppdf[pinned] = float(cfg["ppdf"]["MANUAL"])
+    if len(forbid):
+        vrows = np.flatnonzero(_forbidden(forbid, rkid) & ~pinned)
+        if len(vrows):
+            _relink_forbidden(vrows, rkid, ppfs, ppdf, forbid, prev_live, P, model, cfg, issuer, upper, lower)
+
+
+# ------------------------------------------------------------------------------------- outputs
+def _links_frame(keys: pd.DataFrame, rkid: np.ndarray, ppfs: np.ndarray, ppdf: np.ndarray) -> pd.DataFrame:
+    """The links output: each role's key, RKID, method and score (6 decimals)."""
+    return pd.DataFrame({"BM": keys["BM"].to_numpy(dtype=object), "BH": keys["BH"].to_numpy(dtype=object),
+                         "YWZJ": keys["YWZJ"].to_numpy(dtype=object), "JS": keys["JS"].to_numpy(dtype=object),
+                         "RKID": rkid, "PPFS": ppfs, "PPDF": np.round(ppdf.astype(np.float64), 6)})
+
+
+def _persons_frames(R: pd.DataFrame, rkid: np.ndarray, issued_rk: set, issued_of: pd.Series, pp: pd.DataFrame,
+                    retired: pd.DataFrame, business_date: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The persons output (today's persons from their roles, yesterday's others with today's merges
+    retired, sorted by RKID) and today's persons as derived from their roles."""
+    derived = attributes_for(R, rkid, canonical=True)
+    issued = derived["RKID"].map(issued_of).fillna(business_date).where(~derived["RKID"].isin(issued_rk), business_date)
+    derived = derived.assign(status="live", merged_into="", issued=issued)
+    retired_set = dict(zip(retired["rkid"], retired["into"]))
+    prev_rest = pp[~pp["RKID"].isin(derived["RKID"])].copy()
+    newly = prev_rest["RKID"].isin(retired_set.keys()) & (prev_rest["status"] != "retired")
+    prev_rest.loc[newly, "status"] = "retired"
+    prev_rest.loc[newly, "merged_into"] = prev_rest.loc[newly, "RKID"].map(retired_set)
+    persons = pd.concat([derived[PERSON_COLUMNS], prev_rest[PERSON_COLUMNS]], ignore_index=True)
+    persons = persons.astype(object).fillna("").sort_values("RKID", kind="mergesort").reset_index(drop=True)
+    return persons, derived
+
+
+def _attribute_events(pp: pd.DataFrame, derived: pd.DataFrame) -> list[pd.DataFrame]:
+    """ATTRIBUTE events: a core attribute of a person that was live yesterday changed."""
+    ev = []
+    old = pp[pp["status"] != "retired"].set_index("RKID")[CORE_ATTRIBUTES]
+    new = derived.set_index("RKID")[CORE_ATTRIBUTES]
+    common = old.index.intersection(new.index)
+    if len(common):
+        o = old.loc[common].astype(str)
+        nw = new.loc[common].astype(str)
+        for c in CORE_ATTRIBUTES:  # five attributes, vectorised over persons
+            d = o[c] != nw[c]
+            if d.any():
+                ev.append(pd.DataFrame({"kind": "ATTRIBUTE", "RKID": o.index[d].to_numpy(),
+                                        "BM": "", "BH": "", "YWZJ": "", "JS": "",
+                                        "field": c, "old": o[c][d].to_numpy(), "new": nw[c][d].to_numpy()}))
+    return ev
+
+
+def _events_frame(keys: pd.DataFrame, issued_now: list, retired: pd.DataFrame, prev_of_role: np.ndarray,
+                  rkid: np.ndarray, pp: pd.DataFrame, derived: pd.DataFrame) -> pd.DataFrame:
+    """The events output: RKIDs ISSUED, MERGED, roles RELINKED, ATTRIBUTE changes, in that order."""
+    ev = []
+    if issued_now:
+        ir = np.array([r for _, r in issued_now], dtype=np.int64)
+        ev.append(pd.DataFrame({"kind": "ISSUED", "RKID": [rk for rk, _ in issued_now],
+                                "BM": keys["BM"].to_numpy()[ir], "BH": keys["BH"].to_numpy()[ir],
+                                "YWZJ": keys["YWZJ"].to_numpy()[ir], "JS": keys["JS"].to_numpy()[ir],
+                                "field": "RKID", "old": "", "new": [rk for rk, _ in issued_now]}))
+    if len(retired):
+        ev.append(pd.DataFrame({"kind": "MERGED", "RKID": retired["rkid"].to_numpy(), "BM": "", "BH": "", "YWZJ": "", "JS": "",
+                                "field": "merged_into", "old": retired["rkid"].to_numpy(),
+                                "new": retired["into"].to_numpy()}))
+    moved = (prev_of_role != "") & (prev_of_role != rkid)
+    if moved.any():
+        mr = np.flatnonzero(moved)
+        ev.append(pd.DataFrame({"kind": "RELINKED", "RKID": rkid[mr], "BM": keys["BM"].to_numpy()[mr],
+                                "BH": keys["BH"].to_numpy()[mr], "YWZJ": keys["YWZJ"].to_numpy()[mr],
+                                "JS": keys["JS"].to_numpy()[mr], "field": "RKID", "old": prev_of_role[mr], "new": rkid[mr]}))
+    if len(pp):
+        ev.extend(_attribute_events(pp, derived))
+    events = pd.concat(ev, ignore_index=True) if ev else _empty_events()
+    # deterministic without sorting: every part is built in canonical order (kinds in this order)
+    kind_order = {"ISSUED": 0, "MERGED": 1, "RELINKED": 2, "ATTRIBUTE": 3}
+    events = events[EVENT_COLUMNS].astype(object)
+    return events.iloc[np.argsort(events["kind"].map(kind_order).to_numpy(), kind="stable")].reset_index(drop=True)
 
 
 # ---------------------------------------------------------------------------------------- main API
@@ -513,14 +869,10 @@ def link_roles(roles: pd.DataFrame, persons_prev: pd.DataFrame | None, links_pre
     timings: dict[str, float] = {}
     stats: dict = {"config_version": cfg.get("version", ""), "timings": timings}
     pp, lp, dec = _prepare_prev(persons_prev, links_prev, decisions)
-    merged_map = pp.loc[pp["status"] == "retired"].set_index("RKID")["merged_into"]
-    merged_map = merged_map[merged_map != ""]
-
+    merged_map = _merged_map(pp)
     R = _canonical(roles, cfg.get("table_order", DEFAULT_TABLE_ORDER))
-    n = len(R)
-    fcfg = cfg["fuzzy"]
-    upper = float(fcfg["thresholds"]["upper"])
-    lower = float(fcfg["thresholds"]["lower"])
+    upper = float(cfg["fuzzy"]["thresholds"]["upper"])
+    lower = float(cfg["fuzzy"]["thresholds"]["lower"])
 
     # ---- 1. ID clusters
     s1 = _id_clusters(R, cfg)
@@ -532,252 +884,50 @@ def link_roles(roles: pd.DataFrame, persons_prev: pd.DataFrame | None, links_pre
 
     # ---- 2. ID repair
     t = time.perf_counter()
-    status = R["id_status"].to_numpy(dtype=object)
-    damage = R["id_damage"].astype(str).to_numpy(dtype=object)
-    broken = (np.isin(status, ["CHECKSUM", "FORMAT"]) | (damage != "")) & (cluster < 0)
-    citizen_anch = s1["anchored"] & s1["citizen"]
-    ka = np.flatnonzero(citizen_anch)
-    known = pd.DataFrame({"row": ka, "cluster": cluster[ka], "id18": R["id18"].to_numpy(dtype=object)[ka],
-                          "name_key": R["name_key"].to_numpy(dtype=object)[ka],
-                          "birth": R["birth"].astype(str).to_numpy(dtype=object)[ka]})
-    known = known.drop_duplicates(["cluster", "id18", "name_key", "birth"])
-    rep = repair_ids(R, np.flatnonzero(broken), known, cfg, business_date)
-    if len(rep):
-        rr = rep["row"].to_numpy(np.int64)
-        cluster[rr] = rep["cluster"].to_numpy(np.int64)
-        ppfs[rr] = "ID_REPAIRED"
-        ppdf[rr] = rep["ppdf"].to_numpy()
-    repaired_id = pd.Series(rep["id18"].to_numpy(dtype=object), index=rep["row"].to_numpy(np.int64)) if len(rep) else pd.Series(dtype=object)
+    repaired_id = _repair_broken_ids(R, s1, cluster, ppfs, ppdf, cfg, business_date)
     timings["repair"] = time.perf_counter() - t
 
     # ---- 3. fuzzy
     t = time.perf_counter()
-    anchored = cluster >= 0
-    n_anchor = int(cluster.max()) + 1 if anchored.any() else 0
-    queries = np.flatnonzero(~anchored)
-    entity = cluster.copy()
-    entity[queries] = n_anchor + np.arange(len(queries))
-    trust = anchored & ~s1["detached"]
-    # ID evidence: anchored roles their valid (or repaired) ID, the others what their broken ID says
-    idk, idv = query_id_evidence(R)
-    idk[anchored], idv[anchored] = "", ""
-    id18 = R["id18"].to_numpy(dtype=object)
-    cz = citizen_anch
-    idk[cz] = "V"; idv[cz] = id18[cz]
-    if len(repaired_id):
-        ri = repaired_id.index.to_numpy()
-        idk[ri] = "V"; idv[ri] = repaired_id.to_numpy()
-    partner = _partner_rows(R)
-    P = fz.prepare(R, trust, idk, idv, overrides=borrowed_place(R, partner))
-    P.set_partner(np.where(partner >= 0, entity[np.maximum(partner, 0)], -1))
+    P, queries, entity, n_anchor = _prepare_fuzzy(R, s1, cluster, repaired_id)
     timings["fuzzy_prepare"] = time.perf_counter() - t
     t = time.perf_counter()
-    usable = s1["anchored"] & ~s1["in_split"]
-    lab = _labelled_pairs(np.where(usable, s1["cluster"], -1), usable)
-    em_source = None
-    if model is None and len(lab[0]) < int(fcfg["training"].get("min_labelled_pairs", 500)) and len(queries):
-        em_source = fz.candidate_pairs(P, queries, np.arange(n), fcfg["blocking"], int(fcfg["max_pairs_per_block"]),
-                                       int(fcfg["chunk_pairs"]))
     trained_here = model is None
-    if model is None:
-        model = fz.train_model(P, entity, lab, cfg, em_pairs=em_source)
+    if trained_here:
+        model = _train_model(P, s1, queries, entity, cfg)
     timings["fuzzy_train"] = time.perf_counter() - t
     t = time.perf_counter()
     fstats: dict = {}
-    cand = fz.score_queries(P, queries, np.arange(n), entity, model, cfg, stats=fstats) if len(queries) else \
-        pd.DataFrame({"q": pd.Series(dtype=np.int64), "entity": pd.Series(dtype=np.int64),
-                      "bits": pd.Series(dtype=np.float64), "p": pd.Series(dtype=np.float64)})
+    cand = _score_candidates(P, queries, entity, model, cfg, fstats)
     timings["fuzzy_score"] = time.perf_counter() - t
     t = time.perf_counter()
     asg = _assign_queries(cand, queries, entity, n_anchor, cluster, upper, lower, model.log2_prior_odds)
     cluster = asg["cluster"]
     ppfs[queries] = asg["ppfs"][queries]
     ppdf[queries] = asg["ppdf"][queries]
-    blocking = fstats.get("blocking", {})
-    if trained_here:  # the blocks skipped today are the ones later dates skip (fuzzy.candidate_pairs)
-        model.skip_blocks = {k: np.asarray(v.get("skip_hashes", []), dtype=np.uint64) for k, v in blocking.items()}
-    for v in blocking.values():
-        v.pop("skip_hashes", None)
-    stats["model"] = model.describe()
-    stats["blocking"] = blocking
-    stats["candidates"] = fstats.get("candidates", 0)
+    _record_blocking(model, trained_here, fstats, stats)
 
     # ---- 4. RKIDs
     keys = R[LINK_KEY].astype(str)
     role_key = role_keys(R)
-    prev_raw = pd.Series(lp["RKID"].astype(str).to_numpy(), index=role_keys(lp)) if len(lp) else pd.Series(dtype=object)
-    prev_raw = prev_raw[~prev_raw.index.duplicated(keep="last")]
-    prev_of_role = prev_raw.reindex(role_key).fillna("").to_numpy(dtype=object)
-    prev_live = _resolve_chain(pd.Series(prev_of_role), merged_map).to_numpy(dtype=object)
-    live_prev = set(pp.loc[pp["status"] != "retired", "RKID"])
-    prev_live = np.where(_isin(prev_live, live_prev), prev_live, "")
-
-    # decisions
-    dec = dec.assign(_k=role_keys(dec) if len(dec) else [], _r=_resolve_chain(dec["RKID"].astype(str), merged_map).to_numpy() if len(dec) else [])
-    dec = dec.sort_values(["_k", "decided", "RWBH"], kind="mergesort")
-    row_of_key = pd.Series(np.arange(n), index=role_key)
-    same = dec[dec["decision"] == "SAME"].drop_duplicates("_k", keep="last")
-    same = same[same["_k"].isin(row_of_key.index) & same["_r"].isin(live_prev)]
-    pinned = np.zeros(n, dtype=bool)
-    pin_rkid = np.full(n, "", dtype=object)
-    if len(same):
-        pr = row_of_key.reindex(same["_k"].to_numpy()).to_numpy(np.int64)
-        pinned[pr] = True
-        pin_rkid[pr] = same["_r"].to_numpy(dtype=object)
-    notsame = dec[(dec["decision"] == "NOT_SAME") & dec["_k"].isin(row_of_key.index)]
-    forbid = pd.DataFrame({"row": row_of_key.reindex(notsame["_k"].to_numpy()).to_numpy(np.int64) if len(notsame) else np.zeros(0, np.int64),
-                           "RKID": notsame["_r"].to_numpy(dtype=object) if len(notsame) else np.zeros(0, dtype=object)}).drop_duplicates()
-    # Claims. Pinned roles claim nothing (placed by hand). A role declared not to be some person may be
-    # about to leave its cluster: its claims (never on a forbidden RKID) only count for a cluster that
-    # has no other claim, on an RKID nobody else claims (so a role alone keeps its own person).
-    claim_rkid = prev_live.copy()
-    claim_rkid[pinned] = ""
-    weak = np.zeros(n, dtype=bool)
-    if len(forbid):
-        fk = pd.MultiIndex.from_arrays([forbid["row"].to_numpy(np.int64), forbid["RKID"].to_numpy(dtype=object)])
-        claim_rkid[pd.MultiIndex.from_arrays([np.arange(n), claim_rkid]).isin(fk)] = ""
-        weak[forbid["row"].to_numpy(np.int64)] = True
-
+    prev_of_role, prev_live, live_prev = _previous_rkids(role_key, lp, pp, merged_map)
+    pinned, pin_rkid, forbid = _read_decisions(dec, merged_map, role_key, live_prev)
+    claim_rkid, weak = _claims(prev_live, pinned, forbid)
     issued_of = pp.set_index("RKID")["issued"] if len(pp) else pd.Series(dtype=object)
-
-    def owners(rows: np.ndarray) -> pd.DataFrame:
-        cl = pd.DataFrame({"row": rows, "cluster": cluster[rows], "rkid": claim_rkid[rows]})
-        cl = cl[cl["rkid"] != ""]
-        claims = cl.groupby(["rkid", "cluster"], sort=True).agg(cnt=("row", "size"), first=("row", "min")).reset_index()
-        claims = claims.sort_values(["rkid", "cnt", "first"], ascending=[True, False, True], kind="mergesort")
-        return claims.drop_duplicates("rkid")[["rkid", "cluster"]]
-
-    owner = owners(np.flatnonzero(~weak))
-    if weak.any():
-        wr = np.flatnonzero(weak)
-        wr = wr[~np.isin(cluster[wr], owner["cluster"].to_numpy()) & ~_isin(claim_rkid[wr], owner["rkid"].to_numpy())]
-        if len(wr):
-            owner = pd.concat([owner, owners(wr)], ignore_index=True)
-    owner = owner.assign(issued=issued_of.reindex(owner["rkid"].to_numpy()).fillna("").to_numpy())
-    owner = owner.sort_values(["cluster", "issued", "rkid"], kind="mergesort")
-    survivor = owner.drop_duplicates("cluster")
-    retired = owner[~owner.index.isin(survivor.index)].merge(survivor[["cluster", "rkid"]].rename(columns={"rkid": "into"}), on="cluster")
-    cluster_rkid = pd.Series(survivor["rkid"].to_numpy(dtype=object), index=survivor["cluster"].to_numpy(np.int64))
-
-    # new persons: clusters without an RKID, founded by their first (non-pinned) role
-    ever = set(pp["RKID"])
-    free = np.flatnonzero(~pinned)
-    founders = pd.Series(free).groupby(cluster[free]).min()
-    need = founders[~founders.index.isin(cluster_rkid.index)]
-    new_rk = {}
-    issued_now = []
-    taken = set(ever) | set(cluster_rkid.to_numpy())
-    kBM, kBH, kYW, kJS = (keys[c].to_numpy(dtype=object) for c in LINK_KEY)
-
-    def fresh(r: int) -> str:
-        salt = 0
-        rk = rkid_for(kBM[r], kBH[r], kYW[r], kJS[r])
-        while rk in taken:  # only when the founding role already founded a person that was retired
-            salt += 1
-            rk = rkid_for(kBM[r], kBH[r], kYW[r], kJS[r], salt)
-        taken.add(rk)
-        return rk
-
-    for c, r in zip(need.index.to_numpy(), need.to_numpy()):  # one hash per new person
-        rk = fresh(int(r))
-        new_rk[c] = rk
-        issued_now.append((rk, r))
-    if new_rk:
-        cluster_rkid = pd.concat([cluster_rkid, pd.Series(new_rk, dtype=object)])
-    rkid = cluster_rkid.reindex(cluster).fillna("").to_numpy(dtype=object)
+    cluster_rkid, retired = _continuing_rkids(cluster, claim_rkid, weak, issued_of)
+    issuer = _Issuer(keys, set(pp["RKID"]) | set(cluster_rkid.to_numpy()))
+    rkid = _issue_new_persons(cluster, pinned, cluster_rkid, issuer)
 
     # ---- 5. decisions
-    rkid[pinned] = pin_rkid[pinned]
-    ppfs[pinned] = "MANUAL"
-    ppdf[pinned] = float(cfg["ppdf"]["MANUAL"])
-    if len(forbid):
-        fk = pd.MultiIndex.from_arrays([forbid["row"].to_numpy(np.int64), forbid["RKID"].to_numpy(dtype=object)])
-        viol = pd.MultiIndex.from_arrays([np.arange(n), rkid]).isin(fk)
-        vrows = np.flatnonzero(viol & ~pinned)
-        if len(vrows):
-            final_clusters = pd.Series(rkid).factorize()[0]
-            ent2 = final_clusters.astype(np.int64)
-            # detached roles get entity labels of their own
-            ent2 = ent2.copy()
-            base_lab = ent2.max() + 1
-            ent2[vrows] = base_lab + np.arange(len(vrows))
-            rk_of_ent = pd.Series(rkid, index=ent2).groupby(level=0).first()
-            ex = forbid.merge(pd.DataFrame({"RKID": rk_of_ent.to_numpy(dtype=object), "entity": rk_of_ent.index.to_numpy()}), on="RKID")
-            ex = ex.rename(columns={"row": "q"})[["q", "entity"]]
-            forbidden_of = forbid.groupby("row")["RKID"].agg(set).to_dict()
-            in_use = set(rkid[np.setdiff1d(np.arange(n), vrows)])
-            cand2 = fz.score_queries(P, vrows, np.arange(n), ent2, model, cfg, exclude=ex)
-            best2 = cand2.drop_duplicates("q").set_index("q")
-            for r in vrows:  # few: roles declared not to be their automatic person
-                p = float(best2["p"].get(r, 0.0)) if r in best2.index else 0.0
-                e = int(best2["entity"].get(r, -1)) if r in best2.index else -1
-                if p >= lower and e >= 0 and e < base_lab:
-                    rkid[r] = rk_of_ent[e]
-                    ppfs[r] = "FUZZY" if p >= upper else "POSSIBLE"
-                    ppdf[r] = p
-                else:
-                    own = prev_live[r]
-                    if own and own not in forbidden_of.get(r, ()) and own not in in_use:
-                        rk = own  # alone again: it keeps the person it had
-                    else:
-                        rk = fresh(int(r))
-                        issued_now.append((rk, r))
-                    in_use.add(rk)
-                    rkid[r] = rk
-                    ppfs[r] = "UNMATCHED"
-                    ppdf[r] = 1.0 - p
+    _apply_decisions(rkid, ppfs, ppdf, pinned, pin_rkid, forbid, prev_live, P, model, cfg, issuer, upper, lower)
     timings["assign"] = time.perf_counter() - t
 
     # ---- outputs
     t = time.perf_counter()
-    links = pd.DataFrame({"BM": keys["BM"].to_numpy(dtype=object), "BH": keys["BH"].to_numpy(dtype=object),
-                          "YWZJ": keys["YWZJ"].to_numpy(dtype=object), "JS": keys["JS"].to_numpy(dtype=object),
-                          "RKID": rkid, "PPFS": ppfs, "PPDF": np.round(ppdf.astype(np.float64), 6)})
-    issued_rk = {rk for rk, _ in issued_now}
-    derived = attributes_for(R, rkid, canonical=True)
-    derived = derived.assign(status="live", merged_into="",
-                             issued=derived["RKID"].map(issued_of).fillna(business_date).where(~derived["RKID"].isin(issued_rk), business_date))
-    retired_set = dict(zip(retired["rkid"], retired["into"]))
-    prev_rest = pp[~pp["RKID"].isin(derived["RKID"])].copy()
-    newly = prev_rest["RKID"].isin(retired_set.keys()) & (prev_rest["status"] != "retired")
-    prev_rest.loc[newly, "status"] = "retired"
-    prev_rest.loc[newly, "merged_into"] = prev_rest.loc[newly, "RKID"].map(retired_set)
-    persons = pd.concat([derived[PERSON_COLUMNS], prev_rest[PERSON_COLUMNS]], ignore_index=True)
-    persons = persons.astype(object).fillna("").sort_values("RKID", kind="mergesort").reset_index(drop=True)
-
-    ev = []
-    if issued_now:
-        ir = np.array([r for _, r in issued_now], dtype=np.int64)
-        ev.append(pd.DataFrame({"kind": "ISSUED", "RKID": [rk for rk, _ in issued_now],
-                                "BM": keys["BM"].to_numpy()[ir], "BH": keys["BH"].to_numpy()[ir],
-                                "YWZJ": keys["YWZJ"].to_numpy()[ir], "JS": keys["JS"].to_numpy()[ir],
-                                "field": "RKID", "old": "", "new": [rk for rk, _ in issued_now]}))
-    if len(retired):
-        ev.append(pd.DataFrame({"kind": "MERGED", "RKID": retired["rkid"].to_numpy(), "BM": "", "BH": "", "YWZJ": "", "JS": "",
-                                "field": "merged_into", "old": retired["rkid"].to_numpy(), "new": retired["into"].to_numpy()}))
-    moved = (prev_of_role != "") & (prev_of_role != rkid)
-    if moved.any():
-        mr = np.flatnonzero(moved)
-        ev.append(pd.DataFrame({"kind": "RELINKED", "RKID": rkid[mr], "BM": keys["BM"].to_numpy()[mr],
-                                "BH": keys["BH"].to_numpy()[mr], "YWZJ": keys["YWZJ"].to_numpy()[mr],
-                                "JS": keys["JS"].to_numpy()[mr], "field": "RKID", "old": prev_of_role[mr], "new": rkid[mr]}))
-    if len(pp):
-        old = pp[pp["status"] != "retired"].set_index("RKID")[CORE_ATTRIBUTES]
-        new = derived.set_index("RKID")[CORE_ATTRIBUTES]
-        common = old.index.intersection(new.index)
-        if len(common):
-            o = old.loc[common].astype(str)
-            nw = new.loc[common].astype(str)
-            for c in CORE_ATTRIBUTES:  # five attributes, vectorised over persons
-                d = o[c] != nw[c]
-                if d.any():
-                    ev.append(pd.DataFrame({"kind": "ATTRIBUTE", "RKID": o.index[d].to_numpy(), "BM": "", "BH": "", "YWZJ": "", "JS": "",
-                                            "field": c, "old": o[c][d].to_numpy(), "new": nw[c][d].to_numpy()}))
-    events = pd.concat(ev, ignore_index=True) if ev else _empty_events()
-    # deterministic without sorting: every part is built in canonical order (kinds in this order)
-    kind_order = {"ISSUED": 0, "MERGED": 1, "RELINKED": 2, "ATTRIBUTE": 3}
-    events = events[EVENT_COLUMNS].astype(object)
-    events = events.iloc[np.argsort(events["kind"].map(kind_order).to_numpy(), kind="stable")].reset_index(drop=True)
+    links = _links_frame(keys, rkid, ppfs, ppdf)
+    issued_rk = {rk for rk, _ in issuer.issued}
+    persons, derived = _persons_frames(R, rkid, issued_rk, issued_of, pp, retired, business_date)
+    events = _events_frame(keys, issuer.issued, retired, prev_of_role, rkid, pp, derived)
     timings["outputs"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
     stats["ppfs"] = {k: int(v) for k, v in links["PPFS"].value_counts().sort_index().items()}

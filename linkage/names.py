@@ -12,8 +12,9 @@ Names arrive as `name_key` (normalised, traditional folded to simplified, Latin 
 - a name may be written in Latin letters (pinyin, either order of surname and given name).
 
 `name_levels(a, b)` compares two aligned arrays of name keys and returns an agreement level per
-pair (see `LEVELS`). Exact equality is vectorised; the other levels are computed once per unique
-pair of names, so the Python work grows with the number of distinct name pairs, not of records.
+pair (`MISSING` … `EXACT` below). Exact equality is vectorised; the other levels are computed once
+per unique pair of names, so the Python work grows with the number of distinct name pairs, not of
+records.
 """
 from __future__ import annotations
 
@@ -37,7 +38,6 @@ SIMILAR = 2  # one character wrong in a longer name, swapped given-name characte
 HOMOPHONE = 3  # same length, every character equal, unknown (□) or sharing a reading
 EQUIVALENT = 4  # equal but for □ wildcards or a dropped `·`; a Latin spelling of the pinyin
 EXACT = 5
-LEVELS = (MISSING, DIFFERENT, SURNAME, SIMILAR, HOMOPHONE, EQUIVALENT, EXACT)
 
 COMPOUND_SURNAMES = frozenset(
     "欧阳 司马 诸葛 上官 司徒 东方 皇甫 令狐 慕容 夏侯 尉迟 长孙 宇文 公孙 端木 独孤 南宫 西门 澹台 "
@@ -175,18 +175,6 @@ def _is_latin(key: str) -> bool:
 @lru_cache(maxsize=1_000_000)
 def info(key: str) -> NameInfo:
     return NameInfo(key)
-
-
-def surname_of(key: str) -> str:
-    return info(key).surname if key else ""
-
-
-def given_of(key: str) -> str:
-    return info(key).given if key else ""
-
-
-def pinyin_of(key: str) -> str:
-    return info(key).pinyin if key else ""
 
 
 def compare(a: str, b: str) -> int:

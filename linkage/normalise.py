@@ -34,6 +34,7 @@ import re
 from functools import lru_cache
 
 import numpy as np
+import opencc  # opencc-python-reimplemented: only its dictionary files are used
 import pandas as pd
 
 from linkage.ids import as_str
@@ -76,8 +77,7 @@ def _on_distinct(raw: pd.Series, fn) -> pd.Series:
 
 # ----------------------------------------------------------------------------------------- t2s fold
 def _opencc_dictionary(name: str) -> str:
-    import opencc  # opencc-python-reimplemented: only its dictionary files are used
-
+    """Path of one of the dictionary files shipped with OpenCC."""
     return os.path.join(os.path.dirname(opencc.__file__), "dictionary", name)
 
 

@@ -45,12 +45,14 @@ def _variants15(values: pd.Series) -> pd.DataFrame:
             v = m.copy()
             changed = v[:, pos] != ord("0") + d
             v[:, pos] = ord("0") + d
-            srcs.append(lab[changed]); outs.append(v[changed])
+            srcs.append(lab[changed])
+            outs.append(v[changed])
     for pos in range(14):
         v = m.copy()
         changed = v[:, pos] != v[:, pos + 1]
         v[:, pos], v[:, pos + 1] = m[:, pos + 1], m[:, pos]
-        srcs.append(lab[changed]); outs.append(v[changed])
+        srcs.append(lab[changed])
+        outs.append(v[changed])
     src = np.concatenate(srcs)
     var = np.concatenate(outs)
     var15 = pd.Series(var.view("S15").reshape(-1).astype(str), dtype=object)
@@ -131,7 +133,8 @@ def repair_ids(roles: pd.DataFrame, todo: np.ndarray, known: pd.DataFrame, cfg: 
     q_name = roles["name_key"].to_numpy(dtype=object)[r]
     q_birth = roles["birth"].astype(str).to_numpy(dtype=object)[r]
     cand["name_level"] = nm.name_levels(q_name, cand["name_key"].to_numpy(dtype=object)).astype(np.int64)
-    cand["birth_level"] = birth_levels(_fixed_bytes(q_birth, 8), _fixed_bytes(cand["birth"].to_numpy(dtype=object), 8)).astype(np.int64)
+    cand["birth_level"] = birth_levels(_fixed_bytes(q_birth, 8),
+                                       _fixed_bytes(cand["birth"].to_numpy(dtype=object), 8)).astype(np.int64)
     # a role with no birth date of its own: the ID's embedded date proves nothing (it came with the ID)
     no_birth = q_birth == ""
     cand.loc[no_birth, "birth_level"] = -1
