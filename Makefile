@@ -18,6 +18,7 @@ demo: setup
 	GX_ANALYTICS_ENABLED=False $(BIN)/popbase demo
 
 test: setup
+	$(BIN)/ruff check .
 	GX_ANALYTICS_ENABLED=False $(BIN)/dagster definitions validate -w workspace.yaml
 	GX_ANALYTICS_ENABLED=False $(BIN)/python -m pytest -n 2 --durations=10
 

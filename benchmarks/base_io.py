@@ -24,7 +24,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+from settings import Settings, quiet_libraries  # noqa: E402 - after the path insert
+
+quiet_libraries()
 
 
 def rss_mib() -> float:
@@ -125,16 +127,16 @@ def main() -> None:
     work = None
     db_path = Path(args.db) if args.db else None
     if db_path is None:
-        from exchange import runner
+        from day import run_dates
         from fixtures.city import generate_city
         from store import db
 
         work = Path(tempfile.mkdtemp(prefix="popbase-io-"))
         generate_city(work, persons=args.persons, days=0, seed=3)
         db_path = work / "popbase.db"
-        engine = db.make_engine(f"sqlite:///{db_path}")
-        runner.process_one(work, engine, runner.landed_dates(work)[0], write_outputs=False)
-        engine.dispose()
+        settings = Settings(home=work, db_url=f"sqlite:///{db_path}")
+        run_dates(settings, settings.landed_dates()[:1], write_outputs=False, quality_gates=False)
+        db.dispose_engine(settings.db_url)
     url = f"sqlite:///{db_path}"
     results = {}
     for way in ("plain", "popbase"):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import shutil
 import sys
@@ -18,7 +17,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+from settings import Settings, quiet_libraries  # noqa: E402 - after the path insert
+
+quiet_libraries()
 
 
 def peak_mib() -> float:
@@ -53,35 +54,40 @@ def main() -> None:
     logging.basicConfig(format="    %(message)s")  # the pipeline's own lines: phases of a date, linking, states
     logging.getLogger("popbase").setLevel(logging.INFO)
 
-    from exchange import daily, outputs
+    import pandas as pd
+
+    from day.run import check, write_date_outputs
+    from exchange import staging
     from exchange.process import process_date
     from fixtures.city import generate_city
-    from store import db
+    from store import base, db
 
     work = Path(tempfile.mkdtemp(prefix="popbase-bench-"))
     home = work / "home"
     st = Stages()
     print(f"city of {args.persons:,} persons, {args.days} day(s) of increments, in {work}")
     st.time("generate city", lambda: generate_city(home, persons=args.persons, days=args.days, seed=args.seed))
-    url = args.db_url or f"sqlite:///{home / 'popbase.db'}"
-    engine = db.make_engine(url)
-    dates = sorted({p.parent.name for p in (home / "landing").glob("*/*/manifest.json")})
-    for date in dates:
+    settings = Settings(home=home, db_url=args.db_url)
+    engine = db.make_engine(settings.db_url)
+    # the steps of day.run.run_one, timed one by one (commit's read / process / write separately)
+    for date in settings.landed_dates():
         print(f"business date {date}")
-        staged = st.time(f"{date} stage (verify+parse)", lambda: daily.stage(home, date),
+        staged = st.time(f"{date} stage (verify+parse)", lambda: staging.stage(home, date),
                          rows=lambda r: sum(f.received_rows for f in r.files))
-        daily.classify_batches(staged, daily.processed_batches(engine), date)
+        st.time(f"{date} quality gates", lambda: check(settings, staged))
+        staging.classify_batches(staged, base.processed_batches(engine), date)
         new = [f for f in staged.files if f.status == "staged"]
         with engine.begin() as conn:
-            state = st.time(f"{date} read base from db", lambda: daily.load_state(conn),
+            state = st.time(f"{date} read base from db", lambda: base.read_base(conn),
                             rows=lambda s: sum(len(v) for v in s.sources.values()))
-            frames = {f"{f.batch_id}__{f.line_in_manifest}": __import__("pandas").read_parquet(
-                daily.staging_dir(home, date) / f.parquet) for f in new}
+            frames = {f"{f.batch_id}__{f.line_in_manifest}": pd.read_parquet(
+                staging.staging_dir(home, date) / f.parquet) for f in new}
             res = st.time(f"{date} apply+link+states", lambda: process_date(state, staged, frames, date),
                           rows=lambda r: len(r.roles))
-            st.time(f"{date} write base to db", lambda: daily._write(conn, state, res, date),
+            st.time(f"{date} write base to db",
+                    lambda: base.write_base(conn, state, res.state, res.audit, res.batches, date, res.summary),
                     rows=sum(len(v) for v in res.state.sources.values()))
-        st.time(f"{date} outputs", lambda: outputs.write_all(home, engine, date))
+        st.time(f"{date} outputs", lambda: write_date_outputs(settings, engine, date))
         t = res.summary["totals"]
         print(f"  persons {t['persons']:,}, roles {t['roles']:,}, open tasks {t['open_tasks']:,}, "
               f"link methods {json.dumps(res.summary['link_methods'])}")

@@ -11,7 +11,6 @@ normally and goes on. Figures go to docs/linkage.md ("Incremental linking").
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import tempfile
@@ -19,7 +18,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+from settings import Settings, quiet_libraries  # noqa: E402 - after the path insert
+
+quiet_libraries()
 
 
 def main() -> None:
@@ -30,55 +31,56 @@ def main() -> None:
     ap.add_argument("--work", help="keep the generated city and its first date here, and reuse them when the "
                                    "folder exists (with --days 1 nothing later is committed)")
     ap.add_argument("--profile", action="store_true", help="print where the incremental link spends its time")
+    ap.add_argument("--profile-lines", type=int, default=45, help="lines of the profile printed")
     args = ap.parse_args()
 
     import pandas as pd
 
-    from exchange import daily, runner
+    from day import run_dates
+    from exchange import staging
     from exchange.process import (apply_extracts, apply_returns, date_states, link_date, live_overlays,
                                   overlay_sources, role_changes)
     import linkage.incremental  # noqa: F401  (imported here, not inside the first timed call)
     from fixtures.city import generate_city
     from linkage.roles import build_roles
-    from store import db
+    from store import base, db
 
     reuse = bool(args.work) and Path(args.work).exists()
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="popbase-inc-"))
     try:
         if not reuse:
             generate_city(work, persons=args.persons, days=args.days, seed=args.seed)
-        engine = db.make_engine(f"sqlite:///{work / 'popbase.db'}")
-        dates = runner.landed_dates(work)
+        settings = Settings(home=work)
+        engine = db.make_engine(settings.db_url)
+        dates = settings.landed_dates()
         if not reuse:
-            runner.process_one(work, engine, dates[0], write_outputs=False)
+            run_dates(settings, dates[:1], write_outputs=False, quality_gates=False)
         for date in dates[1:]:
-            staged = daily.stage(work, date)
-            daily.classify_batches(staged, daily.processed_batches(engine), date)
+            staged = staging.stage(work, date)
+            staging.classify_batches(staged, base.processed_batches(engine), date)
             new = [f for f in staged.files if f.status == "staged"]
-            frames = {f"{f.batch_id}__{f.line_in_manifest}": pd.read_parquet(daily.staging_dir(work, date) / f.parquet)
+            frames = {f"{f.batch_id}__{f.line_in_manifest}": pd.read_parquet(staging.staging_dir(work, date) / f.parquet)
                       for f in new}
             with engine.connect() as conn:
-                state = daily.load_state(conn)
+                state = base.read_base(conn)
             sources, reports, _ = apply_extracts(state, staged, frames, date)
             tasks, overlays, decisions, _, _ = apply_returns(state, staged, frames, date, reports, sources)
             overlays = live_overlays(overlays, sources)
             view = overlay_sources(sources, overlays)
             roles = build_roles(view, date)
             dec = decisions.drop(columns=["decision_key"], errors="ignore")
-            os.environ["POPBASE_INCREMENTAL_LINKING"] = "1"
             prof = None
             if args.profile:
                 import cProfile
                 prof = cProfile.Profile()
                 prof.enable()
             t = time.perf_counter()
-            inc, _ = link_date(state, roles, dec, date)
+            inc, _ = link_date(state, roles, dec, date, linking=True)
             t_inc = time.perf_counter() - t
             if prof is not None:
                 import pstats
                 prof.disable()
-                pstats.Stats(prof).sort_stats("cumulative").print_stats(int(os.environ.get("PROFILE_LINES", "45")))
-            os.environ["POPBASE_INCREMENTAL_LINKING"] = ""
+                pstats.Stats(prof).sort_stats("cumulative").print_stats(args.profile_lines)
             t = time.perf_counter()
             full, _ = link_date(state, roles, dec, date, incremental=False)
             t_full = time.perf_counter() - t
@@ -104,7 +106,7 @@ def main() -> None:
                   f"{checked.get('frame', 0):,}, {t_part:.1f} s (with the fingerprints); every role {t_every:.1f} s; "
                   f"identical states: {states_same}", flush=True)
             if date != dates[-1]:  # the last date's commit would be timed by nobody
-                runner.process_one(work, engine, date, write_outputs=False)
+                run_dates(settings, [date], write_outputs=False, quality_gates=False)
         engine.dispose()
     finally:
         if not args.work:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import shutil
 import sys
@@ -34,7 +33,9 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+from settings import quiet_libraries  # noqa: E402 - after the path insert
+
+quiet_libraries()
 
 KEY = ["BM", "BH", "YWZJ", "JS"]
 
@@ -48,7 +49,7 @@ def load_sources(city: Path | str, date: str, sources: dict | None = None, seen_
     from exchange.apply import apply_delivery
     from exchange.landing import load_manifest, verify
     from exchange.parse import read_delivery
-    from exchange.tables import TABLES
+    from catalog import TABLES
 
     sources = dict(sources or {})
     seen = seen_batches if seen_batches is not None else set()

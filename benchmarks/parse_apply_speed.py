@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from exchange.apply import apply_delivery  # noqa: E402
 from exchange.parse import read_delivery  # noqa: E402
-from exchange.tables import TABLES  # noqa: E402
+from catalog import TABLES  # noqa: E402
 
 T = TABLES["hukou"]
 SURNAMES = np.array(list("王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗"), dtype=object)
@@ -88,8 +88,8 @@ def main() -> None:
         parsed, t_p1 = timed("1a parse full CSV (clean, fast path)", lambda: read_delivery(
             f_full, "csv", "GB18030", T.fields, incremental=False))
         assert parsed.received_rows == n and len(parsed.rejects) == 0, parsed.rejects.head()
-        ap1, t_a1 = timed("1b apply full to empty table (history load)", lambda: apply_delivery(
-            None, parsed.frame, "hukou", "full", "20260301", "police-20260301-01"))
+        ap1, t_a1 = timed("1b apply full to empty table (history load)", lambda frame=parsed.frame: apply_delivery(
+            None, frame, "hukou", "full", "20260301", "police-20260301-01"))
         assert ap1.counts["inserted"] == n
         current = ap1.current
         del parsed
@@ -123,8 +123,10 @@ def main() -> None:
         inc = make_hukou(keys, rng, "20260302090000")
         inc["CZLX"] = np.array(["I", "U", "U", "U", "D"], dtype=object)[rng.integers(0, 5, m)]
         secs = rng.integers(8 * 3600, 18 * 3600, m)
-        inc["CZSJ"] = ("2026030" + _s(rng.integers(1, 3, m)) + pd.Series(_s(secs // 3600)).str.zfill(2).to_numpy(dtype=object)
-                       + pd.Series(_s(secs // 60 % 60)).str.zfill(2).to_numpy(dtype=object) + pd.Series(_s(secs % 60)).str.zfill(2).to_numpy(dtype=object))
+        inc["CZSJ"] = ("2026030" + _s(rng.integers(1, 3, m))
+                       + pd.Series(_s(secs // 3600)).str.zfill(2).to_numpy(dtype=object)
+                       + pd.Series(_s(secs // 60 % 60)).str.zfill(2).to_numpy(dtype=object)
+                       + pd.Series(_s(secs % 60)).str.zfill(2).to_numpy(dtype=object))
         f_inc = work / "hukou_inc.csv"
         write(inc, f_inc)
         pi, t_p3 = timed(f"3a parse incremental CSV ({m:,} ops)", lambda: read_delivery(

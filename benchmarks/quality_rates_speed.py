@@ -12,13 +12,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+from settings import quiet_libraries  # noqa: E402 - after the path insert
+
+quiet_libraries()
 
 
 def main() -> None:
@@ -27,15 +28,14 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
 
-    from exchange import daily
     from exchange.process import live_overlays, overlay_sources
     from linkage.roles import build_roles
     from quality.rates import quality_rates
-    from store import db
+    from store import base, db
 
     engine = db.make_engine(f"sqlite:///{args.db}")
     with engine.connect() as conn:
-        state = daily.load_state(conn)
+        state = base.read_base(conn)
     roles = build_roles(overlay_sources(state.sources, live_overlays(state.overlays, state.sources)), state.last_run)
     best = float("inf")
     result = None

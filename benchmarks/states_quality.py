@@ -5,7 +5,7 @@
 
 Generates a city (`fixtures.city.generate_city`, default noise) under `<home>` (its `landing/` is the
 pipeline's landing, `truth/` the ground truth), runs the pipeline date by date exactly as production does
-(`exchange.runner.process_dates` on SQLite `<home>/popbase.db`), reads the open tasks of the last date from
+(`day.run_dates` on SQLite `<home>/popbase.db`), reads the open tasks of the last date from
 the database (`tasks` with `status == "open"`) and compares them with `truth/states_<last date>.parquet`
 (`fixtures.state_truth`): per state precision, recall, support (truth rows), and routing accuracy (share of
 the correctly raised tasks routed to the right department); `FUZZY_CANDIDATE` is shown as a count only (the
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import shutil
 import sys
@@ -29,7 +28,9 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+from settings import Settings, quiet_libraries  # noqa: E402 - after the path insert
+
+quiet_libraries()
 
 from fixtures.state_truth import KEY, TRUTH_STATES, read_truth  # noqa: E402
 
@@ -111,7 +112,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", help="write the figures as JSON to this file")
     a = ap.parse_args(argv)
 
-    from exchange import runner
+    from day import run_dates
     from fixtures.city import generate_city
     from store import db
 
@@ -125,10 +126,11 @@ def main(argv=None) -> int:
         summary = generate_city(home, persons=a.persons, days=a.days, seed=a.seed, noise={"scale": a.noise_scale})
         times["generate"] = time.perf_counter() - t0
         engine = db.make_engine(f"sqlite:///{home}/popbase.db")
-        dates = runner.landed_dates(home)
+        settings = Settings(home=home)
+        dates = settings.landed_dates()
         for d in dates:
             t0 = time.perf_counter()
-            runner.process_dates(home, engine, [d])
+            run_dates(settings, [d])
             times[f"pipeline_{d}"] = time.perf_counter() - t0
         last = dates[-1]
         t0 = time.perf_counter()

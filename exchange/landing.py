@@ -30,7 +30,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from exchange.tables import DEPARTMENTS, DEPT_TABLES, RETURN_TABLE
+from catalog import DEPARTMENTS, DEPT_TABLES, RETURN_TABLE
 
 log = logging.getLogger(__name__)
 

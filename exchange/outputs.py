@@ -1,7 +1,8 @@
-"""Outputs of a business date (spec section 6), written from the database after the date has committed.
+"""Outputs of a business date (spec section 6), written from frames of the committed base.
 
-Everything here can be rewritten at any time from the database, so a run that died after its
-commit but before its outputs is mended by running the date again.
+`day.run` reads the frames from the store after the date's commit and hands them here; everything
+can be rewritten at any time, so a run that died after its commit but before its outputs is mended
+by running the date again. Each file is written to a temporary name and renamed into place.
 """
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ import tempfile
 from pathlib import Path
 
 import pandas as pd
-import sqlalchemy as sa
 
-from exchange.tables import DEPARTMENT_NAMES, DEPARTMENTS
-from store import db
+from catalog import DEPARTMENT_NAMES, DEPARTMENTS
+from catalog.base import TASK_COLUMNS
+from catalog.states import STATE_NAMES
+from exchange.taskfile import write_task_files
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -38,12 +40,10 @@ def _atomic_path(target: Path):
     return Path(tmp)
 
 
-def write_exports(home: Path, conn: sa.Connection, date: str) -> dict[str, Path]:
+def write_exports(home: Path, persons: pd.DataFrame, links: pd.DataFrame, date: str) -> dict[str, Path]:
+    """exports/<D>/persons.parquet (live persons) and links.parquet (every record role's link)."""
     out = Path(home) / "out" / "exports" / date
-    persons = db.read_frame(conn, db.persons, db.persons.c.status == "live")
     persons = persons.reindex(columns=EXPORT_PERSON_COLUMNS, fill_value="")
-    links = db.read_frame(conn, db.links).reindex(columns=["BM", "BH", "YWZJ", "JS", "RKID", "PPFS", "PPDF"], fill_value="")
-    links["PPDF"] = pd.to_numeric(links["PPDF"], errors="coerce").astype(float)
     paths = {}
     for name, frame in (("persons", persons), ("links", links)):
         target = out / f"{name}.parquet"
@@ -54,14 +54,10 @@ def write_exports(home: Path, conn: sa.Connection, date: str) -> dict[str, Path]
     return paths
 
 
-def write_task_outputs(home: Path, conn: sa.Connection, date: str) -> dict[str, tuple[Path, Path]]:
-    """One xlsx + csv per department holding every task of that department open on the date."""
-    from exchange.taskfile import write_task_files
-    from linkage.states import STATE_NAMES
-
-    tasks = db.read_frame(conn, db.tasks, db.tasks.c.status == "open")
-    if tasks.empty:
-        tasks = pd.DataFrame(columns=db.TASK_COLUMNS)
+def write_task_outputs(home: Path, tasks: pd.DataFrame, date: str) -> dict[str, tuple[Path, Path]]:
+    """One xlsx + csv per department holding every task of that department open on the date (`tasks`:
+    the open tasks)."""
+    tasks = tasks.copy() if len(tasks) else pd.DataFrame(columns=TASK_COLUMNS)
     tasks["HCZTMC"] = tasks["HCZT"].map(STATE_NAMES).fillna("")
     tasks["XZBZ"] = (tasks["XFRQ"] == date).map({True: "1", False: "0"})
     out = {}
@@ -105,7 +101,8 @@ def _write_reconciliation_xlsx(target: Path, rep: dict) -> Path:
     wb = xlsxwriter.Workbook(str(tmp))
     bold = wb.add_format({"bold": True, "bg_color": "#DDEBF7", "border": 1})
     ws = wb.add_worksheet("桥接核对")
-    ws.write_string(0, 0, f"{DEPARTMENT_NAMES.get(rep['department'], rep['department'])} 数据桥接核对 {rep['business_date']}", bold)
+    ws.write_string(0, 0, f"{DEPARTMENT_NAMES.get(rep['department'], rep['department'])} 数据桥接核对 {rep['business_date']}",
+                    bold)
     headers = ["表(BH)"] + [f"{TABLE_HEADERS[f]}({f})" for f in RECON_FIELDS]
     for c, h in enumerate(headers):
         ws.write_string(2, c, h, bold)
@@ -132,7 +129,8 @@ def _write_reconciliation_xlsx(target: Path, rep: dict) -> Path:
     return target
 
 
-STATE_COLORS = "#4472C4 #ED7D31 #A5A5A5 #FFC000 #5B9BD5 #70AD47 #264478 #9E480E #636363 #997300 #255E91 #43682B #698ED0 #F1975A #B7B7B7 #FFCD33 #7CAFDD".split()
+STATE_COLORS = ("#4472C4 #ED7D31 #A5A5A5 #FFC000 #5B9BD5 #70AD47 #264478 #9E480E #636363 #997300 #255E91 #43682B "
+                "#698ED0 #F1975A #B7B7B7 #FFCD33 #7CAFDD").split()
 
 
 def _text_width(text: str, px: int = 12) -> int:
@@ -193,15 +191,14 @@ def _line_chart(title: str, series: dict[str, list[tuple[str, float]]], width=64
         out += [f"<circle cx='{x[d]:.0f}' cy='{y(v):.0f}' r='3' fill='{color}'><title>{d}: {label(v)}</title></circle>"
                 for d, v in pts]
         last = pts[-1][1] if pts else 0
-        out.append(f"<text x='{right + 10}' y='{14 + 16 * i}' class='lbl' fill='{color}'>{html.escape(name)} {label(last)}</text>")
+        out.append(f"<text x='{right + 10}' y='{14 + 16 * i}' class='lbl' fill='{color}'>"
+                   f"{html.escape(name)} {label(last)}</text>")
     out.append("</svg>")
     return "".join(out)
 
 
 def render_summary_html(summary: dict, history: list[dict]) -> str:
     """The city-wide picture of one date: figures, tasks by state and department, trends, link methods."""
-    from linkage.states import STATE_NAMES
-
     date = summary["business_date"]
     deps = summary["departments"]
     q = summary.get("quality", {})
@@ -214,11 +211,14 @@ def render_summary_html(summary: dict, history: list[dict]) -> str:
         ("关联率 link rate", f"{q.get('link_rate') or 0:.2%}"),
         ("身份证有效率 valid ID rate", f"{q.get('valid_id_rate') or 0:.2%}"),
     ]
-    by_state = {f"{STATE_NAMES.get(k, k)} {k}": v for k, v in sorted(summary.get("open_tasks_by_state", {}).items(), key=lambda kv: -kv[1])}
+    by_state = {f"{STATE_NAMES.get(k, k)} {k}": v
+                for k, v in sorted(summary.get("open_tasks_by_state", {}).items(), key=lambda kv: -kv[1])}
     by_dept = {f"{DEPARTMENT_NAMES[d]} {d}": deps[d]["tasks"].get("open", 0) for d in DEPARTMENTS}
-    backlog = {DEPARTMENT_NAMES[d]: [(h["business_date"], h["departments"][d]["tasks"].get("open", 0)) for h in history] for d in DEPARTMENTS}
+    backlog = {DEPARTMENT_NAMES[d]: [(h["business_date"], h["departments"][d]["tasks"].get("open", 0)) for h in history]
+               for d in DEPARTMENTS}
     rates = {name: [(h["business_date"], float(h.get("quality", {}).get(key, 0) or 0)) for h in history]
-             for name, key in (("关联率", "link_rate"), ("身份证有效率", "valid_id_rate"), ("关键字段完整率", "key_field_completeness"))}
+             for name, key in (("关联率", "link_rate"), ("身份证有效率", "valid_id_rate"),
+                               ("关键字段完整率", "key_field_completeness"))}
     rows = []
     for d in DEPARTMENTS:
         for table, f in sorted(deps[d]["tables"].items()):
@@ -227,20 +227,27 @@ def render_summary_html(summary: dict, history: list[dict]) -> str:
                 f"<td>{'是' if f[k] is True else '否' if f[k] is False else f[k]}</td>" for k in RECON_FIELDS) + "</tr>")
         for b in deps[d]["batches"]:
             if b["status"] == "replay":
-                rows.append(f"<tr class='warn'><td>{DEPARTMENT_NAMES[d]}</td><td colspan='{len(RECON_FIELDS) + 1}'>重复批次已跳过 replay: {html.escape(b['batch_id'])}</td></tr>")
+                rows.append(f"<tr class='warn'><td>{DEPARTMENT_NAMES[d]}</td><td colspan='{len(RECON_FIELDS) + 1}'>"
+                            f"重复批次已跳过 replay: {html.escape(b['batch_id'])}</td></tr>")
     head = "".join(f"<th>{TABLE_HEADERS[k]}</th>" for k in RECON_FIELDS)
     errors = "".join(f"<li>{html.escape(e)}</li>" for e in summary.get("errors", []))
-    return f"""<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">
+    return (f"""<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">
 <title>实有人口基础库 运行概况 {date}</title>
 <style>
 body{{font-family:"Noto Sans CJK SC","Microsoft YaHei",sans-serif;margin:24px;color:#222;max-width:1400px}}
-h1{{font-size:22px}} h2{{font-size:18px;border-bottom:2px solid #4472C4;padding-bottom:4px;margin-top:28px}} h3{{font-size:15px;margin:12px 0 4px}}
-.cards{{display:flex;flex-wrap:wrap;gap:12px}} .card{{background:#F3F6FB;border:1px solid #D0DAEA;border-radius:6px;padding:10px 16px;min-width:150px}}
-.card b{{display:block;font-size:22px;color:#1F3864}} .card span{{font-size:12px;color:#555}}
-.grid{{display:grid;grid-template-columns:1fr 1fr;gap:16px}}
-table{{border-collapse:collapse;font-size:13px}} td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}} td:first-child,td:nth-child(2){{text-align:left}}
-th{{background:#DDEBF7}} tr.warn td{{background:#FDE9D9}} .lbl{{font-size:12px}} .val{{font-size:11px;fill:#333}} .empty{{color:#888}}
-</style></head><body>
+"""
+            "h1{font-size:22px} h2{font-size:18px;border-bottom:2px solid #4472C4;padding-bottom:4px;margin-top:28px}"
+            " h3{font-size:15px;margin:12px 0 4px}\n"
+            ".cards{display:flex;flex-wrap:wrap;gap:12px}"
+            " .card{background:#F3F6FB;border:1px solid #D0DAEA;border-radius:6px;padding:10px 16px;min-width:150px}\n"
+            """.card b{display:block;font-size:22px;color:#1F3864} .card span{font-size:12px;color:#555}
+.grid{display:grid;grid-template-columns:1fr 1fr;gap:16px}
+"""
+            "table{border-collapse:collapse;font-size:13px} td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+            " td:first-child,td:nth-child(2){text-align:left}\n"
+            "th{background:#DDEBF7} tr.warn td{background:#FDE9D9} .lbl{font-size:12px} .val{font-size:11px;fill:#333}"
+            " .empty{color:#888}\n"
+            f"""</style></head><body>
 <h1>实有人口基础库 运行概况 · 业务日期 {date}</h1>
 <div class="cards">{''.join(f"<div class='card'><b>{v}</b><span>{html.escape(k)}</span></div>" for k, v in cards)}</div>
 {f"<h2>交换异常</h2><ul>{errors}</ul>" if errors else ""}
@@ -254,22 +261,4 @@ th{{background:#DDEBF7}} tr.warn td{{background:#FDE9D9}} .lbl{{font-size:12px}}
 {_bar_chart("记录角色按关联方式 (PPFS)", summary.get("link_methods", {}))}
 <h2>数据桥接核对 reconciliation</h2>
 <table><tr><th>部门</th><th>表</th>{head}</tr>{''.join(rows)}</table>
-</body></html>"""
-
-
-def run_history(conn: sa.Connection, up_to: str) -> list[dict]:
-    rows = conn.execute(sa.select(db.runs.c.summary).where(db.runs.c.business_date <= up_to).order_by(db.runs.c.business_date))
-    return [json.loads(r.summary) for r in rows]
-
-
-def write_all(home: Path, engine: sa.Engine, date: str) -> dict:
-    """Every output of a committed business date."""
-    with engine.connect() as conn:
-        row = conn.execute(sa.select(db.runs.c.summary).where(db.runs.c.business_date == date)).first()
-        if row is None:
-            raise RuntimeError(f"business date {date} has not been processed: nothing to write")
-        summary = json.loads(row.summary)
-        exports = write_exports(home, conn, date)
-        tasks = write_task_outputs(home, conn, date)
-        reports = write_reports(home, summary, date, run_history(conn, date))
-    return {"exports": exports, "tasks": tasks, "reports": reports, "summary": summary}
+</body></html>""")

@@ -40,20 +40,26 @@ from __future__ import annotations
 
 import codecs
 import csv
+import datetime as dt
 import gc
 import io
 import operator
 import re
 import sys
 from dataclasses import dataclass, field
+from decimal import Decimal
 from itertools import repeat
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 
-from exchange.tables import INCREMENTAL_FIELDS, TABLES
+from catalog import INCREMENTAL_FIELDS, TABLES
+from exchange.landing import canonical_encoding
 
 REJECT_REASONS: dict[str, str] = {
     "FIELD_COUNT": "字段个数与表头不符 (wrong number of fields)",
@@ -235,8 +241,6 @@ class _Raw:
 
 
 def _codec(path: Path, encoding: str | None) -> str:
-    from exchange.landing import canonical_encoding
-
     enc = canonical_encoding(encoding)
     if enc is None:
         raise StructuralError(path, f"unsupported encoding {encoding!r} (UTF-8 or GB18030)")
@@ -276,12 +280,6 @@ def _csv_fast(buf: bytes, begin: int) -> _Raw | None:
     """pyarrow path. ``buf[begin:]`` is UTF-8 text (BOM skipped). Returns ``None`` unless the result is
     exactly what the careful path would produce: no invalid UTF-8, every row has the header's field
     count, and the rows account for every physical line (so no blank line was skipped)."""
-    try:
-        import pyarrow as pa
-        import pyarrow.compute as pc
-        import pyarrow.csv as pacsv
-    except ImportError:  # pragma: no cover
-        return None
     end = len(buf)
     while end > begin and buf[end - 1] in (10, 13):  # trailing line breaks end the last line
         end -= 1
@@ -454,12 +452,8 @@ def cell_to_str(v) -> str:
             return str(int(v))
         r = repr(v)
         if "e" in r or "E" in r:
-            from decimal import Decimal
-
             r = format(Decimal(r), "f")
         return r
-    import datetime as dt
-
     if isinstance(v, dt.datetime):
         if (v.hour, v.minute, v.second, v.microsecond) == (0, 0, 0, 0):
             return v.strftime("%Y%m%d")
@@ -541,6 +535,106 @@ def _key_for(expected_fields, key):
     return None
 
 
+def _read_csv(path: Path, encoding: str | None) -> _Raw:
+    """Read a CSV by the fast pyarrow path when it is exact, else by the careful csv.reader path."""
+    codec = _codec(path, encoding)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise StructuralError(path, f"cannot read file ({e.strerror or e})") from None
+    if codec == "gb18030":  # the fast path reads UTF-8: transcode (strictly) first
+        try:
+            buf = data.decode("gb18030").lstrip("\ufeff").encode("utf-8")
+        except UnicodeDecodeError:
+            buf = None
+        raw = _csv_fast(buf, 0) if buf is not None else None
+        del buf  # (kept alive by raw.raw_of while needed)
+    else:
+        raw = _csv_fast(data, 3 if data.startswith(codecs.BOM_UTF8) else 0)
+    if raw is None:
+        raw = _csv_careful(data.decode(codec, errors="surrogateescape"), path)
+    return raw
+
+
+def _check_header(path: Path, codes: list[str], key: str | None, incremental: bool) -> dict[str, int]:
+    """Column index of each header code; duplicate codes or a missing required column are StructuralErrors."""
+    seen: dict[str, int] = {}
+    for i, c in enumerate(codes):
+        if c in seen:
+            raise StructuralError(path, f"header column {c!r} appears twice (columns {seen[c] + 1} and {i + 1})")
+        seen[c] = i
+    required = ([key] if key else []) + ([CZLX] if incremental else [])
+    missing_req = [c for c in required if c not in seen]
+    if missing_req:
+        raise StructuralError(
+            path,
+            f"required column(s) {', '.join(missing_req)} missing from the header "
+            f"({', '.join(codes) or 'empty'})",
+        )
+    return seen
+
+
+def _pre_reject_records(raw: _Raw, kidx: int | None) -> list[dict]:
+    """Reject records of the rows the reader already rejected (UNDECODABLE, FIELD_COUNT)."""
+    records = []
+    for line, reason, detail, cells, rawtext in raw.pre_rejects:
+        kguess = cells[kidx] if (kidx is not None and cells is not None and kidx < len(cells)) else ""
+        records.append(
+            {"line": line, "reason": reason, "detail": detail, "raw": rawtext, "key": _surrogate_escape(kguess)}
+        )
+    return records
+
+
+def _row_checks(raw: _Raw, seen: dict[str, int], kidx: int | None, key: str | None, incremental: bool):
+    """Reject flag, reason and detail of each good-shape row: EMPTY_KEY, then BAD_OPERATION."""
+    n = len(raw.lines)
+    rej = np.zeros(n, dtype=bool)
+    why = np.full(n, "", dtype=object)
+    detail = np.full(n, "", dtype=object)
+    if not n:
+        return rej, why, detail
+    if kidx is not None:
+        e = np.fromiter(map(str.strip, raw.columns[kidx]), dtype=object, count=n) == ""
+        why[e], detail[e] = "EMPTY_KEY", f"主键 {key} 为空 (record key {key} is empty)"
+        rej |= e
+    if incremental:
+        op = np.fromiter(map(str.upper, map(str.strip, raw.columns[seen[CZLX]])), dtype=object, count=n)
+        b = ~pd.Series(op, dtype=object).isin(OPERATIONS).to_numpy(dtype=bool) & ~rej
+        why[b], detail[b] = "BAD_OPERATION", "操作类型 CZLX 不是 I/U/D (CZLX is not I, U or D)"
+        rej |= b
+        if CZSJ in seen:
+            ts = d14_to_int(raw.columns[seen[CZSJ]])
+            b = (ts == -2) & ~rej
+            why[b], detail[b] = "BAD_OPERATION", "操作时间 CZSJ 无法识别 (CZSJ is not a readable timestamp)"
+            rej |= b
+    return rej, why, detail
+
+
+def _row_reject_records(raw: _Raw, kidx: int | None, rej: np.ndarray, why: np.ndarray, detail: np.ndarray):
+    """Reject records of the good-shape rows the checks rejected, with their physical text."""
+    if not rej.any():
+        return []
+    pos = np.flatnonzero(rej)
+    raws = raw.raw_of(pos)
+    keys = raw.columns[kidx][pos] if kidx is not None else np.full(len(pos), "", dtype=object)
+    return [
+        {"line": int(raw.lines[p]), "reason": why[p], "detail": detail[p], "raw": rt, "key": k}
+        for p, rt, k in zip(pos, raws, keys)
+    ]
+
+
+def _loaded_frame(raw: _Raw, codes: list[str], rej: np.ndarray) -> pd.DataFrame:
+    """The rows not rejected as a frame of header codes plus ``_line`` (no copy when nothing was rejected)."""
+    keep = ~rej
+    if keep.all():
+        frame = pd.DataFrame(dict(zip(codes, raw.columns)), copy=False)
+        frame["_line"] = raw.lines
+    else:
+        frame = pd.DataFrame({c: col[keep] for c, col in zip(codes, raw.columns)})
+        frame["_line"] = raw.lines[keep]
+    return frame
+
+
 def read_delivery(
     path: Path | str,
     fmt: str,
@@ -562,88 +656,22 @@ def read_delivery(
     fmt_l = (fmt or "").lower()
     key = _key_for(expected_fields, key)
     if fmt_l == "csv":
-        codec = _codec(path, encoding)
-        try:
-            data = path.read_bytes()
-        except OSError as e:
-            raise StructuralError(path, f"cannot read file ({e.strerror or e})") from None
-        if codec == "gb18030":  # the fast path reads UTF-8: transcode (strictly) first
-            try:
-                buf = data.decode("gb18030").lstrip("\ufeff").encode("utf-8")
-            except UnicodeDecodeError:
-                buf = None
-            raw = _csv_fast(buf, 0) if buf is not None else None
-            del buf  # (kept alive by raw.raw_of while needed)
-        else:
-            raw = _csv_fast(data, 3 if data.startswith(codecs.BOM_UTF8) else 0)
-        if raw is None:
-            raw = _csv_careful(data.decode(codec, errors="surrogateescape"), path)
-        del data
+        raw = _read_csv(path, encoding)
     elif fmt_l == "xlsx":
         raw = _xlsx_read(path)
     else:
         raise StructuralError(path, f"unsupported format {fmt!r} (csv or xlsx)")
 
     codes = clean_header(raw.header)
-    seen: dict[str, int] = {}
-    for i, c in enumerate(codes):
-        if c in seen:
-            raise StructuralError(path, f"header column {c!r} appears twice (columns {seen[c] + 1} and {i + 1})")
-        seen[c] = i
-    required = ([key] if key else []) + ([CZLX] if incremental else [])
-    missing_req = [c for c in required if c not in seen]
-    if missing_req:
-        raise StructuralError(
-            path,
-            f"required column(s) {', '.join(missing_req)} missing from the header "
-            f"({', '.join(codes) or 'empty'})",
-        )
+    seen = _check_header(path, codes, key, incremental)
     expected = tuple(expected_fields or ())
     missing = tuple(f for f in expected if f not in seen)
     extra = tuple(c for c in codes if expected and c not in expected and c not in INCREMENTAL_FIELDS)
 
     kidx = seen.get(key) if key else None
-    reject_records = []
-    for line, reason, detail, cells, rawtext in raw.pre_rejects:
-        kguess = cells[kidx] if (kidx is not None and cells is not None and kidx < len(cells)) else ""
-        reject_records.append(
-            {"line": line, "reason": reason, "detail": detail, "raw": rawtext, "key": _surrogate_escape(kguess)}
-        )
-
-    n = len(raw.lines)
-    rej = np.zeros(n, dtype=bool)
-    why = np.full(n, "", dtype=object)
-    detail = np.full(n, "", dtype=object)
-    if n:
-        if kidx is not None:
-            e = np.fromiter(map(str.strip, raw.columns[kidx]), dtype=object, count=n) == ""
-            why[e], detail[e] = "EMPTY_KEY", f"主键 {key} 为空 (record key {key} is empty)"
-            rej |= e
-        if incremental:
-            op = np.fromiter(map(str.upper, map(str.strip, raw.columns[seen[CZLX]])), dtype=object, count=n)
-            b = ~pd.Series(op, dtype=object).isin(OPERATIONS).to_numpy(dtype=bool) & ~rej
-            why[b], detail[b] = "BAD_OPERATION", "操作类型 CZLX 不是 I/U/D (CZLX is not I, U or D)"
-            rej |= b
-            if CZSJ in seen:
-                ts = d14_to_int(raw.columns[seen[CZSJ]])
-                b = (ts == -2) & ~rej
-                why[b], detail[b] = "BAD_OPERATION", "操作时间 CZSJ 无法识别 (CZSJ is not a readable timestamp)"
-                rej |= b
-    if rej.any():
-        pos = np.flatnonzero(rej)
-        raws = raw.raw_of(pos)
-        keys = raw.columns[kidx][pos] if kidx is not None else np.full(len(pos), "", dtype=object)
-        for p, rt, k in zip(pos, raws, keys):
-            reject_records.append(
-                {"line": int(raw.lines[p]), "reason": why[p], "detail": detail[p], "raw": rt, "key": k}
-            )
-    keep = ~rej
-    if keep.all():
-        frame = pd.DataFrame(dict(zip(codes, raw.columns)), copy=False)
-        frame["_line"] = raw.lines
-    else:
-        frame = pd.DataFrame({c: col[keep] for c, col in zip(codes, raw.columns)})
-        frame["_line"] = raw.lines[keep]
+    rej, why, detail = _row_checks(raw, seen, kidx, key, incremental)
+    reject_records = _pre_reject_records(raw, kidx) + _row_reject_records(raw, kidx, rej, why, detail)
+    frame = _loaded_frame(raw, codes, rej)
     rejects = make_rejects(reject_records)
     return Parsed(
         frame=frame,

@@ -1,35 +1,44 @@
-"""The pure heart of a business date: frames in, frames out, no database and no Dagster.
+"""The pure heart of a business date: frames in, frames out; no database, no environment, no Dagster.
 
-`process_date` takes the base as it was (a `BaseState`), the staged deliveries of the date, and
-returns the base as it must become, the audit rows, the batch reports and the run summary.
-Order (spec sections 2–5): extracts (per department, batch, file) → verification returns → roles
-(with the departments' answers laid over them) → linking → person attributes → states → tasks.
+`process_date` takes the base as it was (`catalog.base.BaseState`), the staged deliveries of the date,
+and returns the base as it must become, the audit rows, the batch reports and the run summary.
+`day.run` reads the base from the store, calls this, and writes the result back in one transaction.
+Named steps, in the order of spec sections 2–5: `apply_extracts` (per department, batch, file) →
+`apply_returns` → roles with the departments' answers laid over them (`exchange.overlays`) →
+`link_date` → person attributes → `date_states` → tasks (`verification.tasks`) → `build_summary`.
 """
 from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 
+from catalog import DEPARTMENTS, RETURN_TABLE
+from catalog.base import AUDIT_COLUMNS, DECISION_COLUMNS, LINK_COLUMNS, OVERLAY_COLUMNS, PERSON_COLUMNS, BaseState
+from catalog.states import STATE_COLUMNS, STATE_ORDER
 from exchange.apply import apply_delivery
-from exchange.tables import DEPARTMENTS, RETURN_TABLE, TABLES
-from linkage.base import role_keys
+from exchange.overlays import live_overlays, overlay_sources, record_fp
+from exchange.returns import return_effects, validate_returns
+from linkage.base import person_attributes, role_keys
+from linkage.fuzzy import FSModel
+from linkage.incremental import link_incremental, role_fingerprints
+from linkage.link import link_roles, load_config
 from linkage.roles import build_roles
-from store import db
+from quality.rates import quality_rates
+from verification.recheck import recheck_rows
+from verification.states import evaluate_states
+from verification.tasks import update_tasks
 
 log = logging.getLogger("popbase")
-
-RETURN_RESULT_NAMES = {"1": "属实已更正", "2": "原数据无误", "3": "查无此人/应注销", "4": "确认为同一人", "5": "确认非同一人", "9": "其他"}
 
 
 @dataclass
 class ProcessResult:
-    state: object  # BaseState
+    state: BaseState
     audit: pd.DataFrame
     batches: list[dict]
     summary: dict
@@ -94,8 +103,6 @@ def apply_extracts(state, stage_result, staged: dict[str, pd.DataFrame], date: s
 
 def apply_returns(state, stage_result, staged, date, reports, sources):
     """Validate and apply every return of the date; returns (tasks, overlays, decisions, audit rows, rejects)."""
-    from exchange.returns import return_effects, validate_returns
-
     tasks = state.tasks.copy()
     overlays = state.overlays.copy()
     decisions = state.decisions.copy()
@@ -113,7 +120,8 @@ def apply_returns(state, stage_result, staged, date, reports, sources):
         if len(rejected):
             rj = rejected.copy()
             rj["line"] = rj.get("_line", "")
-            rj["raw"] = rj.drop(columns=[c for c in ("reason", "reason_text", "_line", "line") if c in rj.columns]).astype(str).agg("|".join, axis=1)
+            rj["raw"] = (rj.drop(columns=[c for c in ("reason", "reason_text", "_line", "line") if c in rj.columns])
+                         .astype(str).agg("|".join, axis=1))
             rejects.append((sf.department, RETURN_TABLE, rj[["line", "reason", "raw"]]))
         if "repeat" in accepted.columns:  # the same answer again: accepted, but it changes nothing
             accepted = accepted[accepted["repeat"] != "1"]
@@ -127,14 +135,15 @@ def apply_returns(state, stage_result, staged, date, reports, sources):
             if frame is None or frame.empty:
                 continue
             f = frame.copy()
-            for c in db.OVERLAY_COLUMNS:
+            for c in OVERLAY_COLUMNS:
                 if c not in f.columns:
                     f[c] = ""
             f["kind"] = kind
             f["decided"] = date
-            f["record_fp"] = _record_fp(sources, f)
-            f["overlay_key"] = kind + "|" + f["BM"] + "|" + f["BH"] + "|" + f["YWZJ"] + "|" + f["JS"] + "|" + f["HCZT"] + "|" + f["field"]
-            new_ov.append(f[db.OVERLAY_COLUMNS])
+            f["record_fp"] = record_fp(sources, f)
+            f["overlay_key"] = (kind + "|" + f["BM"] + "|" + f["BH"] + "|" + f["YWZJ"] + "|" + f["JS"] + "|" + f["HCZT"]
+                                + "|" + f["field"])
+            new_ov.append(f[OVERLAY_COLUMNS])
             for r in f.itertuples(index=False):  # one audit row per accepted answer: a handful a day
                 audit_rows.append(_audit("record", f"{r.BM}|{r.BH}|{r.YWZJ}", fld=r.field or r.HCZT, new=r.value or kind,
                                          cause=f"{cause} {r.RWBH}", actor=sf.department, date=date))
@@ -145,9 +154,9 @@ def apply_returns(state, stage_result, staged, date, reports, sources):
         if dec is not None and len(dec):
             dec = dec.copy()
             dec["decided"] = date
-            dec["decision_key"] = db.role_key(dec) + "|" + dec["RKID"]
+            dec["decision_key"] = role_keys(dec) + "|" + dec["RKID"]
             decisions = pd.concat([decisions[~decisions["decision_key"].isin(dec["decision_key"])],
-                                   dec[db.DECISION_COLUMNS]], ignore_index=True)
+                                   dec[DECISION_COLUMNS]], ignore_index=True)
             for r in dec.itertuples(index=False):
                 audit_rows.append(_audit("link", f"{r.BM}|{r.BH}|{r.YWZJ}|{r.JS}", rkid=r.RKID, fld="decision",
                                          new=r.decision, cause=f"{cause} {r.RWBH}", actor=sf.department, date=date))
@@ -167,176 +176,6 @@ def apply_returns(state, stage_result, staged, date, reports, sources):
     return tasks, overlays, decisions, audit_rows, rejects
 
 
-def record_fingerprints(sources: dict[str, pd.DataFrame], bh: str) -> pd.Series:
-    """A hash of each live record's catalogue fields, by key: it changes exactly when the content changes.
-
-    `_ts` is not enough: an applied operation that changes nothing still moves it forward.
-    """
-    src = sources.get(bh)
-    if src is None or src.empty:
-        return pd.Series(dtype=object)
-    live = src[src["_deleted"] != "1"] if "_deleted" in src.columns else src
-    fields = [f for f in TABLES[bh].fields if f in live.columns]
-    fp = pd.util.hash_pandas_object(live[fields].astype(str), index=False).astype(str)
-    return pd.Series(fp.to_numpy(), index=live["_key"].to_numpy())
-
-
-def _record_fp(sources: dict[str, pd.DataFrame], frame: pd.DataFrame) -> pd.Series:
-    """The current content fingerprint of the record each overlay row is about ('' if the record is gone)."""
-    out = pd.Series("", index=frame.index, dtype=object)
-    for bh, part in frame.groupby("BH"):
-        out.loc[part.index] = part["YWZJ"].map(record_fingerprints(sources, bh)).fillna("").astype(str)
-    return out
-
-
-def live_overlays(overlays: pd.DataFrame, sources) -> pd.DataFrame:
-    """Overlays still in force: the record's content has not changed since the answer."""
-    if overlays.empty:
-        return overlays
-    current = _record_fp(sources, overlays)
-    return overlays[(current != "") & (current == overlays["record_fp"])]
-
-
-def overlay_sources(sources: dict[str, pd.DataFrame], overlays: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Live records as the base sees them: answers 3 (cancelled) removed, answers 1 (corrections) applied.
-
-    The stored department records are never modified; this is a view for linking and states.
-    """
-    out = {}
-    for name, src in sources.items():
-        live = src[src["_deleted"] != "1"] if "_deleted" in src.columns else src
-        ov = overlays[overlays["BH"] == name] if len(overlays) else overlays
-        if len(ov):
-            cancel = ov.loc[ov["kind"] == "CANCEL", "YWZJ"]
-            live = live[~live["_key"].isin(cancel)]
-            corr = ov[(ov["kind"] == "CORRECT") & ov["field"].isin(TABLES[name].fields)]
-            if len(corr):
-                live = live.copy()
-                for fld, part in corr.groupby("field"):
-                    mapping = part.set_index("YWZJ")["value"]
-                    hit = live["_key"].isin(mapping.index)
-                    live.loc[hit, fld] = live.loc[hit, "_key"].map(mapping).astype(str)
-        out[name] = live
-    return out
-
-
-# ----------------------------------------------------------------------------------------------------
-# Person attributes that depend on table statuses (spec section 6)
-
-
-def person_attributes(persons: pd.DataFrame, roles: pd.DataFrame, links: pd.DataFrame,
-                      role_key: np.ndarray | None = None, link_key: np.ndarray | None = None) -> pd.DataFrame:
-    """JZXZ, HJDZ_XZQH, SJJZD_XZQH, RHZT, SWBZ, LYBM of every live person, from its linked roles.
-    `role_key` / `link_key`: `role_keys(roles)` / `role_keys(links)` when the caller has them."""
-    p = persons.copy()
-    # each role's person, by role key (a merge on four object columns costs ~10 s at 2 M roles)
-    lk = pd.Series(links["RKID"].to_numpy(dtype=object), index=role_keys(links) if link_key is None else link_key)
-    rkid = lk[~lk.index.duplicated(keep="last")].reindex(role_keys(roles) if role_key is None else role_key)
-    rkid = rkid.to_numpy(dtype=object)
-    has = pd.notna(rkid)
-    r = roles.loc[has, ["BM", "BH", "active", "ZT", "ZJLX", "region"]].reset_index(drop=True)
-    r["RKID"] = rkid[has]
-    # one factorisation of the person ids; every flag below is a bincount over those codes
-    codes = pd.Index(p["RKID"]).get_indexer(r["RKID"])
-    r = r[codes >= 0]
-    codes = codes[codes >= 0]
-    n = len(p)
-
-    def flag(mask: pd.Series) -> np.ndarray:
-        return np.bincount(codes[mask.to_numpy()], minlength=n) > 0
-
-    def region_of(*masks: pd.Series) -> np.ndarray:
-        """The first non-empty region among the person's roles matching the masks, in mask order."""
-        out = np.full(n, "", dtype=object)
-        for mask in masks:
-            sel = (mask & (r["region"] != "")).to_numpy()
-            first = pd.Series(r["region"].to_numpy()[sel]).groupby(codes[sel]).first()
-            todo = out[first.index.to_numpy()] == ""
-            out[first.index.to_numpy()[todo]] = first.to_numpy()[todo]
-        return out
-
-    is_ = {bh: (r["BH"] == bh) for bh in ("hukou", "temp", "resident")}
-    h = flag(is_["hukou"] & r["active"])
-    t = flag(is_["temp"] & r["active"])
-    tf = flag(is_["temp"] & r["active"] & ~r["ZJLX"].isin(["111", ""]))
-    dead = flag(is_["hukou"] & (r["ZT"] == "3"))
-    rin = flag(is_["resident"] & (r["ZT"] == "1"))
-    rout = flag(is_["resident"] & (r["ZT"] == "2"))
-    p["JZXZ"] = np.select([h, tf, t], ["1", "4", "2"], "3")
-    p["HJDZ_XZQH"] = region_of(is_["hukou"] & r["active"])
-    p["SJJZD_XZQH"] = region_of(is_["resident"] & (r["ZT"] == "1"), is_["temp"] & r["active"],
-                                is_["hukou"] & r["active"], r["BH"] != "")
-    p["RHZT"] = np.select([h & rin, ~h & rin, h & rout & ~rin], ["1", "2", "3"], "9")
-    p["SWBZ"] = np.where(dead, "1", "0")
-    # source departments, in catalogue order, comma separated (one flag per department)
-    lybm = pd.Series("", index=p.index, dtype=object)
-    for d in DEPARTMENTS:
-        lybm = lybm + np.where(flag(r["BM"] == d), d + ",", "")
-    p["LYBM"] = lybm.str.rstrip(",")
-    return p
-
-
-# ----------------------------------------------------------------------------------------------------
-# Tasks
-
-
-def update_tasks(tasks: pd.DataFrame, states: pd.DataFrame, roles: pd.DataFrame, date: str,
-                 suppressed: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Open tasks for today's states, close those whose condition is gone (自动销号), keep RWBH stable."""
-    from exchange.returns import task_number
-    from linkage.workdays import add_working_days
-
-    keys = ["BM", "BH", "YWZJ", "JS"]
-    st = states.copy()
-    if len(suppressed):
-        sup = suppressed[["BM", "BH", "YWZJ", "JS", "HCZT"]].drop_duplicates()
-        st = st.merge(sup, on=keys + ["HCZT"], how="left", indicator=True)
-        st = st[st["_merge"] == "left_only"].drop(columns="_merge")
-    st["RWBH"] = task_number(st) if len(st) else pd.Series(dtype=object)
-    st = st.drop_duplicates("RWBH")
-    raw = roles[keys + ["XM", "GMSFHM", "XB", "CSRQ"]].drop_duplicates(keys)
-    st = st.merge(raw, on=keys, how="left").fillna("")
-    t = tasks.copy().set_index("RWBH", drop=False) if len(tasks) else pd.DataFrame(columns=db.TASK_COLUMNS).set_index("RWBH", drop=False)
-    st = st.set_index("RWBH", drop=False)
-    raised = st.index
-    is_open = t["status"] == "open"
-    # close: open tasks not raised today (answered tasks were closed already by returns)
-    gone = t.index[is_open & ~t.index.isin(raised)]
-    t.loc[gone, "status"] = "closed"
-    t.loc[gone, "closed_date"] = date
-    t.loc[gone, "close_reason"] = "AUTO"
-    audit = [_task_audit(t.loc[gone], date, "open", "closed", "condition no longer holds (自动销号)")]
-    # new or reopened: raised today and not open now (closed by a return today stays closed today)
-    closed_today = t.index[(t["status"] == "closed") & (t["closed_date"] == date) & (t["close_reason"] == "RETURN")]
-    fresh = raised[~raised.isin(t.index[t["status"] == "open"]) & ~raised.isin(closed_today)]
-    deadline = add_working_days(date, 10)
-    new_rows = st.loc[fresh].copy()
-    new_rows["status"] = "open"
-    new_rows["XFRQ"] = date
-    new_rows["HCQX"] = deadline
-    for c in ("closed_date", "close_reason", "HCJG", "GZZD", "GZZ", "HCR", "HCRQ", "BZ"):
-        new_rows[c] = ""
-    reopened = new_rows.index.isin(t.index)
-    audit.append(_task_audit(new_rows[reopened], date, "closed", "open", "state raised again: " + new_rows.loc[reopened, "HCZT"]))
-    audit.append(_task_audit(new_rows[~reopened], date, "", "open", "state raised: " + new_rows.loc[~reopened, "HCZT"]))
-    # refresh descriptive columns of tasks still open
-    still = raised[raised.isin(t.index[t["status"] == "open"])]
-    for c in ("RKID", "WTMS", "DBXX", "XM", "GMSFHM", "XB", "CSRQ", "route"):
-        t.loc[still, c] = st.loc[still, c].astype(str)
-    t.loc[raised[raised.isin(t.index)], "last_raised"] = date
-    new_rows["last_raised"] = date
-    t = t[~t.index.isin(new_rows.index)]
-    out = pd.concat([t, new_rows.reindex(columns=db.TASK_COLUMNS, fill_value="")], ignore_index=True)
-    return out[db.TASK_COLUMNS].fillna("").astype(str), pd.concat(audit, ignore_index=True)
-
-
-def _task_audit(rows: pd.DataFrame, date: str, old: str, new: str, cause) -> pd.DataFrame:
-    """Audit rows for a status change of many tasks at once."""
-    return pd.DataFrame({"business_date": date, "entity": "task", "entity_key": rows["RWBH"].to_numpy(),
-                         "RKID": rows["RKID"].to_numpy(), "field": "status", "old": old, "new": new,
-                         "cause": cause if isinstance(cause, str) else cause.to_numpy(), "actor": "popbase"})
-
-
 # ----------------------------------------------------------------------------------------------------
 
 
@@ -349,8 +188,6 @@ def _links_from_db(links: pd.DataFrame, keep_keys: bool = False) -> pd.DataFrame
 
 def stored_model(payload: str, cfg: dict):
     """The linking model kept in the base, if it was trained under the current configuration version."""
-    from linkage.fuzzy import FSModel
-
     if not payload:
         return None
     model = FSModel.from_payload(payload)
@@ -364,10 +201,6 @@ def _peak_gib() -> float:
     except ImportError:  # not POSIX
         return 0.0
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
-
-
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").lower() in ("1", "true", "yes")
 
 
 def old_roles_of_changes(state, fingerprints: pd.Series, date: str) -> pd.DataFrame:
@@ -390,46 +223,41 @@ def old_roles_of_changes(state, fingerprints: pd.Series, date: str) -> pd.DataFr
     return old[pd.Index(role_keys(old)).isin(old_keys)].reset_index(drop=True) if len(old) else old
 
 
-def incremental_on(cfg: dict, incremental: bool = True) -> bool:
-    """Whether a date re-links only what its changes reach: config `incremental.enabled`, unless the
-    environment says otherwise (POPBASE_INCREMENTAL_LINKING=1 on, =0 off; POPBASE_FULL_RELINK=1 off)."""
-    if not incremental or _env_flag("POPBASE_FULL_RELINK"):
+def incremental_on(cfg: dict, incremental: bool = True, linking: bool | None = None) -> bool:
+    """Whether a date re-links only what its changes reach: config `incremental.enabled`, unless
+    `linking` (settings `incremental_linking`) says on or off; never when `incremental` is False (a
+    full re-link, settings `full_relink`)."""
+    if not incremental:
         return False
-    env = os.environ.get("POPBASE_INCREMENTAL_LINKING", "").strip().lower()
-    if env in ("0", "false", "no"):
-        return False
-    return bool(cfg.get("incremental", {}).get("enabled", False)) or _env_flag("POPBASE_INCREMENTAL_LINKING")
+    if linking is not None:
+        return linking
+    return bool(cfg.get("incremental", {}).get("enabled", False))
 
 
-def recheck_on(cfg: dict, incremental: bool = True) -> bool:
+def recheck_on(cfg: dict, incremental: bool = True, linking: bool | None = None) -> bool:
     """Whether a date re-checks only the states its changes can alter (config `incremental.recheck_states`,
-    on by default; also whenever incremental linking is on; POPBASE_FULL_RELINK=1 turns both off)."""
-    if not incremental or _env_flag("POPBASE_FULL_RELINK"):
+    on by default; also whenever incremental linking is on; never on a full re-link)."""
+    if not incremental:
         return False
-    return bool(cfg.get("incremental", {}).get("recheck_states", False)) or incremental_on(cfg, incremental)
+    return bool(cfg.get("incremental", {}).get("recheck_states", False)) or incremental_on(cfg, incremental, linking)
 
 
 def role_changes(state, roles: pd.DataFrame, date: str, with_old: bool = True) -> tuple[pd.Series, pd.DataFrame | None]:
     """Today's role fingerprints (by role key) and, `with_old`, yesterday's version of the roles that
     changed or disappeared."""
-    from linkage.incremental import role_fingerprints
-
     fingerprints = pd.Series(role_fingerprints(roles), index=role_keys(roles))
     return fingerprints, (old_roles_of_changes(state, fingerprints, date) if with_old else None)
 
 
 def link_date(state, roles: pd.DataFrame, decisions: pd.DataFrame, date: str, link_config=None,
-              incremental: bool = True, changes: tuple | None = None):
+              incremental: bool = True, changes: tuple | None = None, linking: bool | None = None):
     """Link the date's roles: incrementally when switched on and the base has what that needs (a stored
     model and the fingerprints of yesterday's roles), else the whole city. `changes`: `role_changes(...)`
     if the caller has them. Returns (LinkResult, model payload)."""
-    from linkage.incremental import link_incremental
-    from linkage.link import link_roles, load_config
-
     cfg = link_config or load_config()
     model = stored_model(state.model, cfg)
     prev_links = _links_from_db(state.links, keep_keys=True)
-    on = incremental_on(cfg, incremental)
+    on = incremental_on(cfg, incremental, linking)
     can = (on and model is not None and model.skip_blocks is not None and len(prev_links) > 0
            and bool((prev_links["role_fp"] != "").all()))
     if changes is None or (can and changes[1] is None):
@@ -456,13 +284,10 @@ def link_date(state, roles: pd.DataFrame, decisions: pd.DataFrame, date: str, li
 def date_states(state, roles: pd.DataFrame, links: pd.DataFrame, view: dict, tasks: pd.DataFrame,
                 overlays: pd.DataFrame, date: str, changes: tuple | None,
                 link_key: np.ndarray | None = None) -> tuple[pd.DataFrame, dict]:
-    """The date's states: re-checking only the roles today's changes reach (linkage/recheck.py) when
+    """The date's states: re-checking only the roles today's changes reach (verification/recheck.py) when
     yesterday's states are known (the tasks raised on the last run) and `changes` are given; else
     every role. `link_key`: `role_keys(links)` when the caller has them. Returns (states, figures for
     the log)."""
-    from linkage.recheck import recheck_rows
-    from linkage.states import STATE_COLUMNS, STATE_ORDER, evaluate_states
-
     prev_links = state.links
     known = (changes is not None and changes[1] is not None and state.last_run != "" and state.last_run < date
              and len(prev_links) > 0 and bool((prev_links["role_fp"] != "").all()))
@@ -502,12 +327,11 @@ def date_states(state, roles: pd.DataFrame, links: pd.DataFrame, view: dict, tas
     return states, {"mode": "incremental", "rechecked": int(affected.sum()), "frame": int(frame.sum())}
 
 
-def process_date(state, stage_result, staged: dict[str, pd.DataFrame], date: str, link_config=None,
-                 prior_reports: dict | None = None, incremental: bool = True) -> ProcessResult:
-    """`incremental=False` re-links and re-checks the whole city (the rebuild the incremental run must equal)."""
-    from linkage.link import load_config
-    from quality.rates import quality_rates
-
+def process_date(state: BaseState, stage_result, staged: dict[str, pd.DataFrame], date: str, link_config=None,
+                 prior_reports: dict | None = None, incremental: bool = True,
+                 linking: bool | None = None) -> ProcessResult:
+    """`incremental=False` re-links and re-checks the whole city (the rebuild the incremental run must
+    equal); `linking` switches incremental linking on or off over the configuration (None: as configured)."""
     phases: dict[str, float] = {}
     clock = [time.perf_counter()]
 
@@ -531,10 +355,10 @@ def process_date(state, stage_result, staged: dict[str, pd.DataFrame], date: str
 
     dec = decisions.drop(columns=["decision_key"], errors="ignore")
     link_config = link_config or load_config()
-    recheck = recheck_on(link_config, incremental)
-    changes = role_changes(state, roles, date, with_old=recheck or incremental_on(link_config, incremental))
+    recheck = recheck_on(link_config, incremental, linking)
+    changes = role_changes(state, roles, date, with_old=recheck or incremental_on(link_config, incremental, linking))
     done("changes")
-    res, model_payload = link_date(state, roles, dec, date, link_config, incremental, changes)
+    res, model_payload = link_date(state, roles, dec, date, link_config, incremental, changes, linking)
     done("link")
     inc = res.stats.get("incremental", {})
     log.info("linking %s: %s, re-linked %s of %s roles (context %s, %s round(s), %s s; keys %s s, sub-runs %s s)",
@@ -551,7 +375,9 @@ def process_date(state, stage_result, staged: dict[str, pd.DataFrame], date: str
     link_audit = None
     if len(ev):
         ev = ev.fillna("").astype(str)
-        key = np.where(ev.get("BM", "") != "", ev.get("BM", "") + "|" + ev.get("BH", "") + "|" + ev.get("YWZJ", "") + "|" + ev.get("JS", ""), ev["RKID"])
+        key = np.where(ev.get("BM", "") != "",
+                       ev.get("BM", "") + "|" + ev.get("BH", "") + "|" + ev.get("YWZJ", "") + "|" + ev.get("JS", ""),
+                       ev["RKID"])
         link_audit = pd.DataFrame({
             "business_date": date, "entity": np.where(ev["kind"].isin(["RELINKED"]), "link", "person"),
             "entity_key": key, "RKID": ev["RKID"], "field": ev.get("field", ev["kind"]), "old": ev.get("old", ""),
@@ -570,11 +396,11 @@ def process_date(state, stage_result, staged: dict[str, pd.DataFrame], date: str
     links_db = links.copy()
     links_db["role_key"] = link_key  # the same "BM|BH|YWZJ|JS" as store.db.role_key
     links_db["PPDF"] = np.char.mod("%.4f", links_db["PPDF"].to_numpy(dtype=float))
-    persons_db = persons.reindex(columns=db.PERSON_COLUMNS, fill_value="").fillna("").astype(str)
+    persons_db = persons.reindex(columns=PERSON_COLUMNS, fill_value="").fillna("").astype(str)
 
-    new_state = replace(state, sources=sources, persons=persons_db, links=links_db[db.LINK_COLUMNS],
-                        decisions=decisions.reindex(columns=db.DECISION_COLUMNS, fill_value=""),
-                        tasks=tasks, overlays=overlays.reindex(columns=db.OVERLAY_COLUMNS, fill_value=""),
+    new_state = replace(state, sources=sources, persons=persons_db, links=links_db[LINK_COLUMNS],
+                        decisions=decisions.reindex(columns=DECISION_COLUMNS, fill_value=""),
+                        tasks=tasks, overlays=overlays.reindex(columns=OVERLAY_COLUMNS, fill_value=""),
                         model=model_payload)
     batches = [{"batch_id": b, "department": r["department"], "folder_date": date, "run_date": date,
                 "report": json.dumps(r, ensure_ascii=False)} for b, r in reports.items()]
@@ -582,7 +408,7 @@ def process_date(state, stage_result, staged: dict[str, pd.DataFrame], date: str
     done("quality rates")
     summary = build_summary(stage_result, reports, tasks, links, rates, date, prior_reports)
     summary["totals"]["persons"] = int((persons_db["status"] == "live").sum())
-    audit = pd.DataFrame(audit_rows, columns=[c for c in db.AUDIT_COLUMNS if c != "at"])
+    audit = pd.DataFrame(audit_rows, columns=[c for c in AUDIT_COLUMNS if c != "at"])
     audit = pd.concat([audit] + [a[audit.columns] for a in (link_audit, task_audit) if a is not None and len(a)],
                       ignore_index=True)
     done("frames for the base")

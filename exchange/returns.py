@@ -12,8 +12,8 @@ row, and the effects of the accepted answers on the base.
   | `UNKNOWN_TASK` | `RWBH` is not a task number the pipeline issued |
   | `WRONG_DEPARTMENT` | the task is routed to another department than the one returning it |
   | `INVALID_RESULT` | `HCJG` is not one of 1, 2, 3, 4, 5, 9 |
-  | `NOT_APPLICABLE` | `HCJG` 4 or 5 (same / not the same person) on a task that is not `FUZZY_CANDIDATE`, or without a candidate `RKID` |
-  | `BAD_CORRECTION` | `HCJG`=1 and `GZZD` empty, not a correctable field of the record's table (the key and `GXSJ` are not), or `GZZ` empty |
+  | `NOT_APPLICABLE` | `HCJG` 4 or 5 (same / not same person) on a non-`FUZZY_CANDIDATE` task or one with no candidate `RKID` |
+  | `BAD_CORRECTION` | `HCJG`=1 and `GZZD` empty or not a correctable field of the table (not the key or `GXSJ`), or `GZZ` empty |
   | `TASK_CLOSED` | the task is closed and this answer differs from the one recorded (or it was closed automatically) |
   | `CONFLICTING_ANSWERS` | the same return answers one task with different `HCJG`, or corrects one field to different values |
 
@@ -27,13 +27,13 @@ register, never from the returned file.
 """
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import pandas as pd
 
-from exchange.taskfile import RESULT_CODES, correctable_fields, header_code
-from exchange.tables import TABLES
+from catalog import TABLES
+from catalog.codes import RESULT_CODES
+from exchange.taskfile import correctable_fields, header_code
+from verification.tasks import task_number
 
 REJECT_REASONS: dict[str, str] = {
     "UNKNOWN_TASK": "任务编号不存在",
@@ -57,29 +57,6 @@ TASK_INFO = ["BM", "BH", "YWZJ", "JS", "HCZT", "RKID", "route"]
 ACCEPTED_COLUMNS = ANSWER_COLUMNS + TASK_INFO + ["_line", "repeat", "accepted_on"]
 
 _CORRECTABLE = pd.Index([f"{t}|{f}" for t in TABLES for f in correctable_fields(t)])
-
-
-def task_number(bm, bh=None, ywzj=None, js=None, hczt=None):
-    """Stable task number RWBH: `HC` + the first 16 upper-case hex digits of sha256("BM|BH|YWZJ|JS|HCZT").
-
-    The same state on the same record role keeps its number across runs and re-runs. Call it with a
-    frame holding those five columns (→ Series on the frame's index), with five Series / array-likes
-    (→ Series), or with five strings (→ str).
-    """
-    if isinstance(bm, pd.DataFrame):
-        frame = bm
-        bm, bh, ywzj, js, hczt = (frame[c] for c in ("BM", "BH", "YWZJ", "JS", "HCZT"))
-    parts = [bm, bh, ywzj, js, hczt]
-    if all(isinstance(p, str) for p in parts):
-        return "HC" + hashlib.sha256("|".join(parts).encode("utf-8")).hexdigest()[:16].upper()
-    index = next((p.index for p in parts if isinstance(p, pd.Series)), None)
-    n = next(len(p) for p in parts if not isinstance(p, str))
-    cols = [pd.Series(p, dtype=object).fillna("").astype(str).to_numpy() if not isinstance(p, str)
-            else np.full(n, p, dtype=object) for p in parts]
-    keys = cols[0] + "|" + cols[1] + "|" + cols[2] + "|" + cols[3] + "|" + cols[4]  # vectorised concatenation
-    digests = [hashlib.sha256(k.encode("utf-8")).hexdigest() for k in keys]  # hashing has no vector form
-    out = pd.Series(digests, index=index, dtype=object).str[:16].str.upper()
-    return "HC" + out
 
 
 def _text(frame: pd.DataFrame, col: str) -> pd.Series:

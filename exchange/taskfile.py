@@ -34,7 +34,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from exchange.tables import DEPARTMENT_NAMES, DEPT_TABLES, TABLES
+from catalog import DEPARTMENT_NAMES, DEPT_TABLES, ROLE_NAMES, TABLES
+from catalog.codes import RESULT_CODES
+from catalog.states import STATE_NAMES, STATE_WHEN
+from verification.workdays import HCQX_WORKING_DAYS
 
 # (code, Chinese name), in file order (spec section 5).
 TASK_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -66,18 +69,6 @@ TASK_CODES: tuple[str, ...] = tuple(c for c, _ in TASK_COLUMNS)
 TASK_HEADERS: tuple[str, ...] = tuple(f"{n}({c})" for c, n in TASK_COLUMNS)
 # Columns the department fills in.
 FILL_CODES: tuple[str, ...] = ("HCJG", "GZZD", "GZZ", "HCR", "HCRQ", "BZ")
-
-# HCJG 核查结果 (spec section 5).
-RESULT_CODES: dict[str, str] = {
-    "1": "属实已更正",
-    "2": "原数据无误",
-    "3": "查无此人/应注销",
-    "4": "确认为同一人",
-    "5": "确认非同一人",
-    "9": "其他",
-}
-
-ROLE_NAMES = {"SELF": "本人", "NF": "男方", "NV": "女方", "ZF": "丈夫"}
 
 TASK_FILE_STEM = "verification_tasks_{dept}_{date}"
 
@@ -129,8 +120,6 @@ def _task_frame(tasks: pd.DataFrame) -> pd.DataFrame:
         col = tasks[code] if code in tasks.columns else pd.Series("", index=tasks.index)
         out[code] = col.fillna("").astype(str)
     if "HCZTMC" not in tasks.columns or out["HCZTMC"].eq("").any():
-        from linkage.states import STATE_NAMES
-
         missing = out["HCZTMC"].eq("")
         out.loc[missing, "HCZTMC"] = out.loc[missing, "HCZT"].map(STATE_NAMES).fillna("")
     return out.apply(escape_formulas)
@@ -167,9 +156,6 @@ def _write_csv(frame: pd.DataFrame, path: Path) -> None:
 
 
 def _write_explanation(wb, ws, dept: str, business_date: str, fmt: dict) -> None:
-    from linkage.states import STATE_NAMES, STATE_WHEN
-    from linkage.workdays import HCQX_WORKING_DAYS
-
     ws.set_column(0, 0, 24)
     ws.set_column(1, 1, 28)
     ws.set_column(2, 2, 90)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from exchange.tables import ACTIVE_STATUS, TABLES, Role, Table
+from catalog import ACTIVE_STATUS, TABLES, Role, Table
 from linkage.ids import analyse_ids
 from linkage.normalise import normalise_date, normalise_name, normalise_sex
 

@@ -17,11 +17,20 @@ from pathlib import Path
 
 import click
 
+from settings import Settings, landed_dates, quiet_libraries
 
-def _home() -> Path:
-    home = Path(os.environ.get("POPBASE_HOME", "./popbase_home")).resolve()
-    os.environ["POPBASE_HOME"] = str(home)
-    return home
+
+INSTANCE_YAML = """\
+telemetry:
+  enabled: false
+nux:
+  enabled: false
+"""
+
+
+def _settings() -> Settings:
+    """The settings of this deployment (the environment is read here and in `_dagster_instance` only)."""
+    return Settings.from_env()
 
 
 def _dagster_instance(home: Path):
@@ -31,7 +40,8 @@ def _dagster_instance(home: Path):
     if not os.environ.get("DAGSTER_HOME"):
         dh = home / "dagster"
         dh.mkdir(parents=True, exist_ok=True)
-        (dh / "dagster.yaml").touch()
+        if not (dh / "dagster.yaml").exists():  # an instance of our own: no telemetry, no welcome dialog
+            (dh / "dagster.yaml").write_text(INSTANCE_YAML, encoding="utf-8")
         os.environ["DAGSTER_HOME"] = str(dh)
     return DagsterInstance.get()
 
@@ -44,19 +54,16 @@ def _check_date(value: str) -> str:
     return value
 
 
-def _run_dates(dates: list[str]) -> list[dict]:
-    """One Dagster run per date, in order; prints progress and returns the run summaries."""
-    home = _home()
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+def _run_dates(settings: Settings, dates: list[str]) -> list[dict]:
+    """One Dagster run per date, in order (the job calls `day.run_dates`); prints progress and returns
+    the run summaries."""
+    quiet_libraries()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    from pipelines.definitions import defs
-    from pipelines.resources import default_resource
-    import json
-    import sqlalchemy as sa
-    from store import db
+    from pipelines.definitions import build_definitions
+    from store import base, db
 
-    instance = _dagster_instance(home)
-    job = defs.resolve_job_def("popbase_daily")
+    instance = _dagster_instance(settings.home)
+    job = build_definitions(settings).resolve_job_def("popbase_daily")
     summaries = []
     for i, d in enumerate(dates, 1):
         t0 = time.monotonic()
@@ -66,10 +73,7 @@ def _run_dates(dates: list[str]) -> list[dict]:
         if not result.success:
             failures = [e.message for e in result.all_events if e.is_failure]
             raise click.ClickException(f"run {result.run_id} for {d} failed: {' | '.join(failures)[:2000]}")
-        engine = default_resource().engine()
-        with engine.connect() as conn:
-            row = conn.execute(sa.select(db.runs.c.summary).where(db.runs.c.business_date == d)).first()
-        summary = json.loads(row.summary) if row else {}
+        summary = base.run_summary(db.engine_for(settings.db_url), d) or {}
         summaries.append(summary)
         t = summary.get("totals", {})
         click.echo(f"[{i}/{len(dates)}] {d} done in {time.monotonic() - t0:.1f}s (run {result.run_id[:8]}): "
@@ -87,8 +91,9 @@ def main():
 @click.option("--date", "date", required=True, callback=lambda c, p, v: _check_date(v), help="business date CCYYMMDD")
 def run(date):
     """Process everything delivered for one business date and write its outputs."""
-    _run_dates([date])
-    click.echo(f"outputs under {_home() / 'out'}")
+    settings = _settings()
+    _run_dates(settings, [date])
+    click.echo(f"outputs under {settings.out}")
 
 
 @main.command()
@@ -100,8 +105,9 @@ def backfill(start, end):
     if d1 < d0:
         raise click.BadParameter(f"--end {end} is before --start {start}")
     dates = [(d0 + timedelta(days=i)).strftime("%Y%m%d") for i in range((d1 - d0).days + 1)]
-    _run_dates(dates)
-    click.echo(f"outputs under {_home() / 'out'}")
+    settings = _settings()
+    _run_dates(settings, dates)
+    click.echo(f"outputs under {settings.out}")
 
 
 @main.command()
@@ -111,16 +117,16 @@ def backfill(start, end):
 def demo(persons, days, seed):
     """Generate a demo city under POPBASE_HOME and run every one of its business dates."""
     from fixtures.city import generate_city
-    from exchange.runner import landed_dates
 
-    home = _home()
+    home = _settings().home
     if not landed_dates(home):
         click.echo(f"generating a city of {persons:,} persons with {days} days of increments under {home} ...", err=True)
         generate_city(home, persons=persons, days=days, seed=seed)
-    dates = landed_dates(home)
-    summaries = _run_dates(dates)
+    settings = _settings()  # after generating: the first business date is the city's first landed date
+    dates = settings.landed_dates()
+    summaries = _run_dates(settings, dates)
     last = summaries[-1]
-    out = home / "out"
+    out = settings.out
     click.echo("\nDemo finished.")
     click.echo(f"  business dates: {', '.join(dates)}")
     click.echo(f"  persons: {last['totals']['persons']:,}   record roles: {last['totals']['roles']:,}   "
@@ -136,11 +142,9 @@ def demo(persons, days, seed):
 @click.option("--rkid", required=True, help="person id (人口编号)")
 def audit(rkid):
     """The change trail (修改痕迹) of one person: old value, new value, cause, who, when."""
-    from pipelines.resources import default_resource
     from store import db
 
-    _home()
-    with default_resource().engine().connect() as conn:
+    with db.engine_for(_settings().db_url).connect() as conn:
         trail = db.audit_for_person(conn, rkid)
     if trail.empty:
         raise click.ClickException(f"no audit entries for {rkid}")
@@ -152,12 +156,14 @@ def audit(rkid):
 @click.option("--port", default=3000, show_default=True)
 def ui(port):
     """The Dagster UI and daemon on localhost, with the same instance as `popbase run`."""
-    home = _home()
-    _dagster_instance(home)
+    settings = _settings()
+    _dagster_instance(settings.home)
     root = Path(__file__).resolve().parent.parent
     cmd = [sys.executable, "-m", "dagster", "dev", "-m", "pipelines.definitions", "-h", "127.0.0.1", "-p", str(port)]
     click.echo(f"Dagster UI on http://127.0.0.1:{port} (DAGSTER_HOME={os.environ['DAGSTER_HOME']})", err=True)
-    raise SystemExit(subprocess.call(cmd, cwd=root))
+    # the code location reads its settings from the environment: hand it the home resolved here
+    env = {**os.environ, "POPBASE_HOME": str(settings.home), "POPBASE_DB_URL": settings.db_url}
+    raise SystemExit(subprocess.call(cmd, cwd=root, env=env))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
-"""Daily business-date partitions in Asia/Shanghai; a partition key is the business date CCYYMMDD."""
-import os
-
+"""Daily business-date partitions in Asia/Shanghai, from the first business date of the home
+(`settings.first_date`: kept under POPBASE_HOME once a date is processed, else the earliest landed date)."""
 import dagster as dg
 
-FIRST_BUSINESS_DATE = os.environ.get("POPBASE_FIRST_DATE", "20200101")
+from settings import Settings
 
-business_dates = dg.DailyPartitionsDefinition(
-    start_date=FIRST_BUSINESS_DATE, fmt="%Y%m%d", timezone="Asia/Shanghai"
-)
+
+def business_dates(settings: Settings) -> dg.DailyPartitionsDefinition:
+    """A partition key is the business date CCYYMMDD."""
+    return dg.DailyPartitionsDefinition(start_date=settings.first_date, fmt="%Y%m%d", timezone="Asia/Shanghai")

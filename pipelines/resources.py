@@ -1,41 +1,32 @@
-"""Where the base lives, from the environment (POPBASE_HOME, POPBASE_DB_URL), never from code edits."""
+"""The deployment's settings as a Dagster resource: built from `settings.Settings`, never from code edits."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import dagster as dg
-import sqlalchemy as sa
 
-from store.db import default_db_url, make_engine
-
-_ENGINES: dict[str, sa.Engine] = {}
-
-
-def popbase_home() -> Path:
-    return Path(os.environ.get("POPBASE_HOME", "./popbase_home")).resolve()
+from settings import Settings
 
 
 class PopbaseResource(dg.ConfigurableResource):
-    """The base's home folder (landing/, out/) and its database URL ("" = SQLite under home)."""
+    """The base's home folder (landing/, out/), its database URL and the linking switches; `settings`
+    gives them back as the one `Settings` the code below Dagster takes."""
 
-    home: str = ""
-    db_url: str = ""
+    home: str
+    db_url: str
+    first_date: str
+    incremental_linking: bool | None = None
+    full_relink: bool = False
+    quality_config: str
+    linkage_config: str
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> "PopbaseResource":
+        return cls(home=str(s.home), db_url=s.db_url, first_date=s.first_date, incremental_linking=s.incremental_linking,
+                   full_relink=s.full_relink, quality_config=str(s.quality_config), linkage_config=str(s.linkage_config))
 
     @property
-    def home_path(self) -> Path:
-        return Path(self.home).resolve() if self.home else popbase_home()
-
-    @property
-    def url(self) -> str:
-        return self.db_url or default_db_url(self.home_path)
-
-    def engine(self) -> sa.Engine:
-        url = self.url
-        if url not in _ENGINES:  # one pool per process and URL
-            _ENGINES[url] = make_engine(url)
-        return _ENGINES[url]
-
-
-def default_resource() -> PopbaseResource:
-    return PopbaseResource(home=os.environ.get("POPBASE_HOME", ""), db_url=os.environ.get("POPBASE_DB_URL", ""))
+    def settings(self) -> Settings:
+        return Settings(home=Path(self.home), db_url=self.db_url, first_date=self.first_date,
+                        incremental_linking=self.incremental_linking, full_relink=self.full_relink,
+                        quality_config=Path(self.quality_config), linkage_config=Path(self.linkage_config))

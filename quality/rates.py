@@ -19,8 +19,7 @@ Rates over record roles (`quality_rates`, on the roles frame of docs/architectur
 - `key_field_completeness`: share of roles with all three (those that apply) non-empty.
 
 `by_table` holds the same rates per table (`BH`), `by_department` per department (`BM`), for the
-reconciliation reports. `load_thresholds` and `rate_warnings` (quality/thresholds.py) are
-re-exported here.
+reconciliation reports. `rate_warnings` (quality/thresholds.py) is re-exported here.
 """
 from __future__ import annotations
 
@@ -28,22 +27,14 @@ from typing import Any
 
 import pandas as pd
 
-from exchange.tables import DEPARTMENTS, TABLES
-from quality.codes import CITIZEN_ID_DOC
-from quality.thresholds import load_thresholds, rate_warnings  # noqa: F401 - re-exported (callers import them from here)
+from catalog import DEPARTMENTS, TABLES
+from catalog import table as catalogue_table
+from catalog.codes import CITIZEN_ID_DOC
+from quality.thresholds import rate_warnings  # noqa: F401 - re-exported (callers import it from here)
 from quality.values import column, ids_valid
 
 VALID_ID_STATUSES = ("VALID18", "VALID15")
 NOT_LINKED = ("UNMATCHED", "POSSIBLE")
-RATE_NAMES = (
-    "valid_id_rate",
-    "valid_id_rate_filled",
-    "link_rate",
-    "key_field_completeness",
-    "completeness_XM",
-    "completeness_ID",
-    "completeness_CSRQ",
-)
 
 # Tables whose ID field may be empty, and "table|role" pairs the catalogue gives no birth field.
 _ID_OPTIONAL = [t.name for t in TABLES.values() if not t.id_required]
@@ -137,8 +128,6 @@ def delivery_rates(df: pd.DataFrame, table: str, business_date: str = "") -> dic
     when given). Same rate names as `quality_rates` (no `link_rate`), plus `rows`.
     Raises `KeyError` for a table the catalogue does not know.
     """
-    from exchange.tables import table as catalogue_table
-
     tbl = catalogue_table(table)
     rows = df
     if "CZLX" in df.columns:

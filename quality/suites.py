@@ -28,12 +28,11 @@ out) run on derived columns `_q_<kind>__<FIELD>` added to a shallow copy of the 
 delivered frame itself is never changed.
 
 GX costs ~3 s to import, so it is imported on the first call. One ephemeral context per process
-holds every suite, each built once per (table, full/incremental) and reused; `reset()` drops them
-(e.g. after changing `config/quality.json`).
+holds every suite, each built once per (table, full/incremental, `mostly` thresholds) and reused,
+so a changed `config/quality.json` gets new suites.
 """
 from __future__ import annotations
 
-import os
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -41,8 +40,8 @@ from typing import Any
 
 import pandas as pd
 
-from exchange.tables import INCREMENTAL_FIELDS, TABLES
-from quality.codes import (
+from catalog import INCREMENTAL_FIELDS, TABLES
+from catalog.codes import (
     CITIZEN_ID_DOC,
     CODE_SETS,
     CODES_REQUIRED,
@@ -51,6 +50,8 @@ from quality.codes import (
     SEX_CODES,
     TIMESTAMP_FIELDS,
 )
+from quality.rates import delivery_rates
+from quality.thresholds import load_thresholds, mostly_for, rate_warnings
 from quality.values import DATE_REGEX, ID_PATTERN, TIMESTAMP_REGEX, column, parse_dates, stripped
 
 STRUCTURAL = "structural"
@@ -127,8 +128,6 @@ def _mode(incremental: bool) -> str:
 
 def suite_layout(table: str, incremental: bool, mostly: dict[str, float] | None = None) -> list[_Spec]:
     """The expectations of a table's suite, as data (no GX needed)."""
-    from quality.thresholds import mostly_for
-
     tbl = TABLES[table]
     mostly = mostly if mostly is not None else mostly_for(table)
     columns = list(tbl.fields) + (list(INCREMENTAL_FIELDS) if incremental else [])
@@ -221,19 +220,12 @@ def prepare_frame(df: pd.DataFrame, table: str, incremental: bool) -> pd.DataFra
 # --------------------------------------------------------------------------- GX (lazy, cached)
 
 _LOCK = threading.RLock()
-_STATE: dict[str, Any] = {}  # "gx", "context", "datasource", "definitions": {(table, incr): (vd, specs)}
-
-
-def reset() -> None:
-    """Forget the context and every suite (the next call builds them again)."""
-    with _LOCK:
-        _STATE.clear()
+_STATE: dict[str, Any] = {}  # "gx", "context", "datasource", "definitions": {(table, incr, mostly): (vd, specs)}
 
 
 def _context() -> dict[str, Any]:
     with _LOCK:
         if not _STATE:
-            os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
             import great_expectations as gx
             from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -249,17 +241,17 @@ def _context() -> dict[str, Any]:
         return _STATE
 
 
-def _definition(table: str, incremental: bool):
-    """The (ValidationDefinition, layout) of a table's suite, built on first use."""
+def _definition(table: str, incremental: bool, mostly: dict[str, float]):
+    """The (ValidationDefinition, layout) of a table's suite with these thresholds, built on first use."""
     with _LOCK:
         state = _context()
-        key = (table, incremental)
+        key = (table, incremental, tuple(sorted(mostly.items())))
         if key not in state["definitions"]:
             gx, context = state["gx"], state["context"]
             import great_expectations.expectations as gxe
 
-            name = f"{table}.{_mode(incremental)}"
-            specs = suite_layout(table, incremental)
+            name = f"{table}.{_mode(incremental)}.{len(state['definitions'])}"
+            specs = suite_layout(table, incremental, mostly)
             suite = context.suites.add(gx.ExpectationSuite(name=name))
             for spec in specs:
                 kwargs = dict(spec.kwargs)
@@ -294,11 +286,12 @@ def _run(vd, frame: pd.DataFrame):
 
 # --------------------------------------------------------------------------- public entry point
 
-def validate_delivery(df: pd.DataFrame, table: str, incremental: bool) -> QualityResult:
-    """Run the table's suite on a parsed delivery; never raises for bad data or an unknown table."""
-    from quality.rates import delivery_rates
-    from quality.thresholds import rate_warnings
-
+def validate_delivery(df: pd.DataFrame, table: str, incremental: bool,
+                      thresholds: dict[str, Any] | None = None) -> QualityResult:
+    """Run the table's suite on a parsed delivery; never raises for bad data or an unknown table.
+    `thresholds`: the quality configuration (`load_thresholds(settings.quality_config)`; default
+    `config/quality.json`)."""
+    cfg = thresholds if thresholds is not None else load_thresholds()
     started = time.perf_counter()
     label = f"{table} ({_mode(incremental)} extract)"
     if table not in TABLES:
@@ -322,7 +315,7 @@ def validate_delivery(df: pd.DataFrame, table: str, incremental: bool) -> Qualit
             incremental=incremental,
             seconds=round(time.perf_counter() - started, 3),
         )
-    vd, specs = _definition(table, incremental)
+    vd, specs = _definition(table, incremental, mostly_for(table, cfg))
     absent = {c for c in (*TABLES[table].fields, *(INCREMENTAL_FIELDS if incremental else ())) if c not in df.columns}
     frame = prepare_frame(df, table, incremental)
     gx_result = _run(vd, frame)
@@ -346,7 +339,7 @@ def validate_delivery(df: pd.DataFrame, table: str, incremental: bool) -> Qualit
         rates=rates,
         table=table,
         incremental=incremental,
-        warnings=rate_warnings(rates, table),
+        warnings=rate_warnings(rates, table, cfg),
         seconds=round(time.perf_counter() - started, 3),
     )
 

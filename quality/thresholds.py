@@ -1,8 +1,9 @@
 """Quality thresholds (`config/quality.json`, versioned) and the warnings they raise.
 
-The file has a `version`, `min_base` (rates measured on fewer roles never warn), `rates` (per table, over a `default`, plus `city` for city-wide totals:
-`{rate: {"warn_below": x}}`) and `expectations.mostly` (per table over a `default`: the `mostly`
-of each kind of GX content expectation). `POPBASE_QUALITY_CONFIG` points to another file.
+The file has a `version`, `min_base` (rates measured on fewer roles never warn), `rates` (per
+table, over a `default`, plus `city` for city-wide totals: `{rate: {"warn_below": x}}`) and
+`expectations.mostly` (per table over a `default`: the `mostly` of each kind of GX content
+expectation). Another file is named by the settings (`POPBASE_QUALITY_CONFIG`) and passed in as `path`.
 """
 from __future__ import annotations
 
@@ -27,10 +28,6 @@ RATE_LABELS = {
 }
 
 
-def config_path() -> Path:
-    return Path(os.environ.get("POPBASE_QUALITY_CONFIG") or DEFAULT_PATH)
-
-
 @lru_cache(maxsize=8)
 def _load(path: str, mtime: float) -> dict[str, Any]:
     with open(path, encoding="utf-8") as fh:
@@ -42,7 +39,7 @@ def _load(path: str, mtime: float) -> dict[str, Any]:
 
 def load_thresholds(path: str | os.PathLike | None = None) -> dict[str, Any]:
     """The whole quality config (cached; re-read when the file changes). Do not mutate it."""
-    p = Path(path) if path else config_path()
+    p = Path(path) if path else DEFAULT_PATH
     return _load(str(p), p.stat().st_mtime)
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,11 +15,12 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from exchange.tables import TABLES
+from catalog import TABLES
+from catalog.base import (AUDIT_COLUMNS, DECISION_COLUMNS, LINK_COLUMNS, OVERLAY_COLUMNS,  # noqa: F401 - the schema's layouts
+                          PERSON_COLUMNS, SOURCE_META, TASK_COLUMNS)
 
 metadata = sa.MetaData()
 
-SOURCE_META = ("_key", "_ts", "_deleted", "_batch", "_bdate")
 
 
 def _text_table(name: str, key: str, columns, extra=()) -> sa.Table:
@@ -34,27 +34,16 @@ SOURCE_TABLES: dict[str, sa.Table] = {
     for name, t in TABLES.items()
 }
 
-PERSON_COLUMNS = [
-    "RKID", "GMSFHM", "XM", "XB", "CSRQ", "MZ", "JZXZ", "HJDZ_XZQH", "SJJZD_XZQH", "RHZT", "SWBZ", "LYBM",
-    "status", "merged_into", "issued",
-]
 persons = _text_table("persons", "RKID", PERSON_COLUMNS)
 
 # role_fp: fingerprint of the role as it was linked (linkage.incremental: what changed since)
-LINK_COLUMNS = ["role_key", "BM", "BH", "YWZJ", "JS", "RKID", "PPFS", "PPDF", "role_fp"]
 links = _text_table("links", "role_key", LINK_COLUMNS, (sa.Index("ix_links_rkid", "RKID"),))
 
-DECISION_COLUMNS = ["decision_key", "BM", "BH", "YWZJ", "JS", "RKID", "decision", "RWBH", "decided"]
 decisions = _text_table("decisions", "decision_key", DECISION_COLUMNS)
 
-TASK_COLUMNS = [
-    "RWBH", "HCZT", "BM", "BH", "YWZJ", "JS", "route", "RKID", "XM", "GMSFHM", "XB", "CSRQ", "WTMS", "DBXX",
-    "XFRQ", "HCQX", "status", "last_raised", "closed_date", "close_reason", "HCJG", "GZZD", "GZZ", "HCR", "HCRQ", "BZ",
-]
 tasks = _text_table("tasks", "RWBH", TASK_COLUMNS, (sa.Index("ix_tasks_route", "route", "status"),))
 
 # A department's answer that holds "until the record next changes": stored with the record's _ts.
-OVERLAY_COLUMNS = ["overlay_key", "kind", "BM", "BH", "YWZJ", "JS", "HCZT", "field", "value", "record_fp", "RWBH", "decided"]
 overlays = _text_table("overlays", "overlay_key", OVERLAY_COLUMNS)
 
 # Values the base keeps between runs: the linking model (`linkage_model`, compressed JSON).
@@ -97,11 +86,24 @@ audit = sa.Table(
     sa.Index("ix_audit_rkid", "RKID"),
 )
 
-AUDIT_COLUMNS = [c.name for c in audit.columns if c.name != "id"]
+assert AUDIT_COLUMNS == [c.name for c in audit.columns if c.name != "id"]
 
 
-def default_db_url(home: Path) -> str:
-    return os.environ.get("POPBASE_DB_URL") or f"sqlite:///{Path(home).resolve() / 'popbase.db'}"
+_ENGINES: dict[str, sa.Engine] = {}
+
+
+def engine_for(url: str) -> sa.Engine:
+    """One engine (and connection pool) per process and URL, with the schema created."""
+    if url not in _ENGINES:
+        _ENGINES[url] = make_engine(url)
+    return _ENGINES[url]
+
+
+def dispose_engine(url: str) -> None:
+    """Close the pooled connections of a URL (before its database is dropped, in tests)."""
+    engine = _ENGINES.pop(url, None)
+    if engine is not None:
+        engine.dispose()
 
 
 def make_engine(url: str) -> sa.Engine:
@@ -237,7 +239,8 @@ def _write_rows(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> No
         return
     if conn.dialect.name == "sqlite":
         # the driver's executemany over plain tuples: several times faster than dicts through Core
-        sql = f'INSERT INTO "{table.name}" ({", ".join(chr(34) + c + chr(34) for c in cols)}) VALUES ({", ".join("?" * len(cols))})'
+        sql = (f'INSERT INTO "{table.name}" ({", ".join(chr(34) + c + chr(34) for c in cols)}) '
+               f'VALUES ({", ".join("?" * len(cols))})')
         conn.exec_driver_sql(sql, list(frame.itertuples(index=False, name=None)))
         return
     records = frame.to_dict("records")

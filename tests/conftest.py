@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+from settings import Settings, quiet_libraries
+
+quiet_libraries()
 
 PG_ADMIN_URL = os.environ.get("POPBASE_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 
@@ -48,6 +50,20 @@ def city_factory(tmp_path_factory):
     return make
 
 
+def settings_for(home: Path, db: sa.Engine | str = "", **switches) -> Settings:
+    """The settings of a test's home and database (an engine or a URL; "" = SQLite under home)."""
+    url = db.url.render_as_string(hide_password=False) if isinstance(db, sa.Engine) else db
+    return Settings(home=home, db_url=url, **switches)
+
+
+def run(home: Path, db: sa.Engine | str, dates: list[str], **kw) -> dict[str, dict]:
+    """`day.run_dates` on a home and database; returns the run summary of each date processed."""
+    from day import run_dates
+
+    switches = {k: kw.pop(k) for k in ("incremental_linking", "full_relink") if k in kw}
+    return {d: r.summary for d, r in run_dates(settings_for(home, db, **switches), dates, **kw).items()}
+
+
 def copy_city(city: Path, home: Path) -> Path:
     """A fresh POPBASE_HOME holding the city's landing folder (tests never write into the shared city)."""
     shutil.copytree(city / "landing", home / "landing")
@@ -73,10 +89,9 @@ def database(backend: str, folder: Path):
     try:
         yield url
     finally:
-        from pipelines import resources
+        from store import db
 
-        for key in [k for k in resources._ENGINES if k == url]:
-            resources._ENGINES.pop(key).dispose()
+        db.dispose_engine(url)
         with admin.connect() as conn:
             conn.execute(sa.text(
                 f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"))

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exchange.apply import META_COLUMNS, apply_delivery, empty_source, source_columns
-from exchange.tables import TABLES
+from catalog import TABLES
 
 F = TABLES["hukou"].fields
 D1, D2, D3 = "20260301", "20260302", "20260303"
@@ -296,3 +296,4 @@ def test_incremental_matches_sequential_reference(first, second):
         got = {k: (x, int(t), d == "1") for k, (x, t, d) in state(a).items()}
         assert got == store
         cur = a.current
+

@@ -15,7 +15,7 @@ from collections import Counter
 import pandas as pd
 import pytest
 
-from exchange.tables import DEPARTMENTS, DEPT_TABLES, INCREMENTAL_FIELDS, TABLES
+from catalog import DEPARTMENTS, DEPT_TABLES, INCREMENTAL_FIELDS, TABLES
 from fixtures import ids as idmod
 from fixtures import names as nm
 from fixtures.city import generate_city, main
@@ -600,7 +600,7 @@ def test_logic_errors_are_where_injected(city, replayed):
 def test_seeded_determinism(tmp_path):
     a = generate_city(tmp_path / "a", persons=1000, days=2, seed=3)
     b = generate_city(tmp_path / "b", persons=1000, days=2, seed=3)
-    c = generate_city(tmp_path / "c", persons=1000, days=2, seed=4)
+    generate_city(tmp_path / "c", persons=1000, days=2, seed=4)
 
     def digest(root):
         h = {}

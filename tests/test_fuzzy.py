@@ -76,7 +76,7 @@ def test_candidate_pairs_cap_and_dedup():
     stats = {}
     got = list(fz.candidate_pairs(P, np.array([0, 6]), np.arange(8), passes, max_pairs_per_block=10,
                                   chunk_pairs=3, stats=stats))
-    pairs = {(int(l), int(r)) for ls, rs in got for l, r in zip(ls, rs)}
+    pairs = {(int(left), int(right)) for ls, rs in got for left, right in zip(ls, rs)}
     n = sum(len(x) for x, _ in got)
     assert n == len(pairs)  # each pair once
     assert (0, 0) not in pairs and (6, 6) not in pairs

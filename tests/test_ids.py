@@ -213,12 +213,12 @@ def test_id_variants_shape_and_speed_smoke():
 @given(st.lists(legacy_ids(), min_size=1, max_size=30))
 def test_15_digit_upgrade(legacy):
     out = analyse_ids(pd.Series(legacy), BDATE)
-    want = [l[:6] + "19" + l[6:] + ref_check(l[:6] + "19" + l[6:]) for l in legacy]
+    want = [id15[:6] + "19" + id15[6:] + ref_check(id15[:6] + "19" + id15[6:]) for id15 in legacy]
     assert out["id_status"].eq("VALID15").all()
     assert out["id18"].tolist() == want
     assert upgrade_15(pd.Series(legacy)).tolist() == want
-    assert out["id_birth"].tolist() == ["19" + l[6:12] for l in legacy]
-    assert out["id_sex"].tolist() == ["1" if int(l[14]) % 2 else "2" for l in legacy]
+    assert out["id_birth"].tolist() == ["19" + id15[6:12] for id15 in legacy]
+    assert out["id_sex"].tolist() == ["1" if int(id15[14]) % 2 else "2" for id15 in legacy]
     assert check_digit(pd.Series([w[:17] for w in want])).tolist() == [w[17] for w in want]
 
 

@@ -7,19 +7,19 @@ RKIDs wherever the role that founded a person is still there, and the same open 
 from __future__ import annotations
 
 import logging
-import os
 import re
 
 import pandas as pd
 import pytest
 
-from exchange import daily, runner
 from exchange.process import live_overlays, overlay_sources
 from linkage.link import link_roles
 from linkage.roles import build_roles
-from linkage.states import evaluate_states
+from verification.states import evaluate_states
 from store import db
-from tests.conftest import copy_city
+from tests.conftest import copy_city, run
+from settings import landed_dates
+from store.base import read_base
 
 KEY = ["BM", "BH", "YWZJ", "JS"]
 
@@ -29,11 +29,11 @@ def incremental(city_factory, tmp_path_factory):
     city = city_factory(persons=2000, days=7, seed=7)
     home = copy_city(city, tmp_path_factory.mktemp("inc") / "home")
     engine = db.make_engine(f"sqlite:///{home / 'popbase.db'}")
-    dates = runner.landed_dates(home)
+    dates = landed_dates(home)
     for d in dates:
-        runner.process_dates(home, engine, [d])
+        run(home, engine, [d])
     with engine.connect() as conn:
-        state = daily.load_state(conn)
+        state = read_base(conn)
     yield dates, state
     engine.dispose()
 
@@ -106,7 +106,8 @@ def both_modes(city_factory, tmp_path_factory):
 
     city = city_factory(persons=2000, days=7, seed=7)
     root = tmp_path_factory.mktemp("modes")
-    modes = {"incremental": ("", ""), "whole_city_link": ("0", ""), "full": ("", "1")}  # the two switches' values
+    # settings incremental_linking / full_relink (POPBASE_INCREMENTAL_LINKING / POPBASE_FULL_RELINK)
+    modes = {"incremental": {}, "whole_city_link": {"incremental_linking": False}, "full": {"full_relink": True}}
     homes = {m: copy_city(city, root / m) for m in modes}
     engines = {m: db.make_engine(f"sqlite:///{h / 'popbase.db'}") for m, h in homes.items()}
     lines = _Lines()
@@ -115,15 +116,11 @@ def both_modes(city_factory, tmp_path_factory):
     logging.getLogger("popbase").setLevel(logging.INFO)
     per_date = []
     try:
-        for d in runner.landed_dates(homes["full"]):
-            for mode, (inc, full) in modes.items():
-                os.environ["POPBASE_INCREMENTAL_LINKING"] = inc
-                os.environ["POPBASE_FULL_RELINK"] = full
-                runner.process_one(homes[mode], engines[mode], d, write_outputs=False)
+        for d in landed_dates(homes["full"]):
+            for mode, switches in modes.items():
+                run(homes[mode], engines[mode], [d], write_outputs=False, quality_gates=False, **switches)
             per_date.append((d, *(snapshot(engines[m]) for m in modes)))
     finally:
-        os.environ.pop("POPBASE_INCREMENTAL_LINKING", None)
-        os.environ.pop("POPBASE_FULL_RELINK", None)
         logging.getLogger("popbase").removeHandler(lines)
         logging.getLogger("popbase").setLevel(level)
     yield per_date, lines.lines, engines
@@ -164,7 +161,7 @@ def test_incremental_runs_recheck_a_small_part_of_the_city(both_modes):
 def _state_and_roles(engine, edit):
     """The base as stored, and the roles of its sources after `edit(sources)` (a day's changes)."""
     with engine.connect() as conn:
-        state = daily.load_state(conn)
+        state = read_base(conn)
     sources = {k: v.copy() for k, v in state.sources.items()}
     edit(sources)
     view = overlay_sources(sources, live_overlays(state.overlays, sources))
@@ -174,11 +171,7 @@ def _state_and_roles(engine, edit):
 def _links_both_ways(state, roles, decisions):
     from exchange.process import link_date
 
-    os.environ["POPBASE_INCREMENTAL_LINKING"] = "1"
-    try:
-        inc, _ = link_date(state, roles, decisions, "20260310")
-    finally:
-        os.environ.pop("POPBASE_INCREMENTAL_LINKING", None)
+    inc, _ = link_date(state, roles, decisions, "20260310", linking=True)
     full, _ = link_date(state, roles, decisions, "20260310", incremental=False)
     assert inc.stats["incremental"]["mode"] == "incremental"
     cols = KEY + ["RKID", "PPFS", "PPDF"]
@@ -228,7 +221,7 @@ def test_fuzzy_neighbourhoods_link_as_a_rebuild_would(both_modes):
     _, _, engines = both_modes
     engine = engines["incremental"]
     with engine.connect() as conn:
-        state0 = daily.load_state(conn)
+        state0 = read_base(conn)
     links = state0.links
     keyed = links.set_index(KEY)
     hk = state0.sources["hukou"]
@@ -301,7 +294,7 @@ def test_not_same_on_an_id_linked_role_searches_as_it_stands(both_modes):
     _, _, engines = both_modes
     engine = engines["incremental"]
     with engine.connect() as conn:
-        state0 = daily.load_state(conn)
+        state0 = read_base(conn)
     hk = state0.sources["hukou"]
     links = state0.links
     keyed = links.set_index(KEY)
@@ -355,12 +348,8 @@ def test_fingerprints_in_another_order_give_the_same_links(both_modes):
     state, roles = _state_and_roles(engines["incremental"], edit)
     dec = state.decisions.drop(columns=["decision_key"])
     fingerprints, old = role_changes(state, roles, "20260310")
-    os.environ["POPBASE_INCREMENTAL_LINKING"] = "1"
-    try:
-        aligned, _ = link_date(state, roles, dec, "20260310", changes=(fingerprints, old))
-        shuffled, _ = link_date(state, roles, dec, "20260310", changes=(fingerprints.iloc[::-1], old))
-    finally:
-        os.environ.pop("POPBASE_INCREMENTAL_LINKING", None)
+    aligned, _ = link_date(state, roles, dec, "20260310", changes=(fingerprints, old), linking=True)
+    shuffled, _ = link_date(state, roles, dec, "20260310", changes=(fingerprints.iloc[::-1], old), linking=True)
     assert aligned.stats["incremental"]["mode"] == shuffled.stats["incremental"]["mode"] == "incremental"
     cols = KEY + ["RKID", "PPFS", "PPDF", "role_fp"]
     a = aligned.links[cols].sort_values(KEY).reset_index(drop=True)
@@ -372,7 +361,7 @@ def test_fingerprints_in_another_order_give_the_same_links(both_modes):
 def test_recheck_positions_take_the_last_of_repeated_keys():
     import numpy as np
 
-    from linkage.recheck import _positions
+    from verification.recheck import _positions
 
     keys = np.array(["a", "c", "b"], dtype=object)
     assert _positions(np.array(["a", "b"], dtype=object), keys).tolist() == [0, -1, 1]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from exchange.tables import TABLES
+from catalog import TABLES
 from linkage.base import rkid_for
 from linkage.ids import check_digit
 from linkage.link import EVENT_COLUMNS, LINK_COLUMNS, link_roles, load_config
@@ -50,8 +50,8 @@ def link(roles, persons=None, links=None, decisions=None, cfg=None):
 
 
 def rk(res, bh, key, js="SELF"):
-    l = res.links
-    row = l[(l["BH"] == bh) & (l["YWZJ"] == key) & (l["JS"] == js)]
+    ln = res.links
+    row = ln[(ln["BH"] == bh) & (ln["YWZJ"] == key) & (ln["JS"] == js)]
     assert len(row) == 1, (bh, key)
     return row.iloc[0]
 

@@ -115,9 +115,9 @@ def test_decisions_on_the_city(city):
         {**{k: exact[k] for k in KEY}, "RKID": other["RKID"], "decision": "SAME", "RWBH": "R2", "decided": d1},
     ])
     res = link_roles(city["roles1"], res1.persons, res1.links, decisions, d1, cfg)
-    l = res.links.set_index(KEY)
-    assert l.loc[tuple(fuzzy[k] for k in KEY), "RKID"] != fuzzy["RKID"]
-    row = l.loc[tuple(exact[k] for k in KEY)]
+    ln = res.links.set_index(KEY)
+    assert ln.loc[tuple(fuzzy[k] for k in KEY), "RKID"] != fuzzy["RKID"]
+    row = ln.loc[tuple(exact[k] for k in KEY)]
     assert (row["RKID"], row["PPFS"], row["PPDF"]) == (other["RKID"], "MANUAL", 1.0)
     # everybody else is where they were
     rest = res.links.merge(links, on=KEY, suffixes=("", "_prev"))

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exchange.parse import REJECT_COLUMNS, StructuralError, cell_to_str, d14_to_int, normalise_d14, read_delivery
-from exchange.tables import TABLES
+from catalog import TABLES
 
 HUKOU = TABLES["hukou"]
 F = HUKOU.fields

@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from exchange import runner
 from store import db
-from tests.conftest import copy_city, database
+from tests.conftest import copy_city, database, run
+from settings import landed_dates
+from store.base import processed_dates
 
 RECON_FIELDS = ["manifest_rows", "received_rows", "loaded_rows", "rejected_rows", "inserted", "updated", "deleted",
                 "unchanged", "ignored_stale", "checksum_ok"]
@@ -44,8 +45,8 @@ def city_run(request, city_factory, tmp_path_factory):
     with database(request.param, folder) as url:
         home = copy_city(city, folder / "home")
         engine = db.make_engine(url)
-        dates = runner.landed_dates(home)
-        results = runner.process_dates(home, engine, dates)
+        dates = landed_dates(home)
+        results = run(home, engine, dates)
         yield city, home, engine, dates, results
         engine.dispose()
 
@@ -104,8 +105,8 @@ def test_rerunning_any_date_changes_nothing(city_run):
     city, home, engine, dates, results = city_run
     before = snapshot(engine)
     persons_before = pd.read_parquet(home / "out" / "exports" / dates[-1] / "persons.parquet")
-    again = runner.process_dates(home, engine, [dates[0]])
-    again.update(runner.process_dates(home, engine, [dates[-1]]))
+    again = run(home, engine, [dates[0]])
+    again.update(run(home, engine, [dates[-1]]))
     assert_same(before, snapshot(engine))
     assert again[dates[-1]] == results[dates[-1]]
     pd.testing.assert_frame_equal(persons_before, pd.read_parquet(home / "out" / "exports" / dates[-1] / "persons.parquet"))
@@ -115,22 +116,20 @@ def test_a_run_that_dies_leaves_the_base_as_it_was(city_factory, tmp_path, monke
     city = city_factory(persons=3000, days=3, seed=7)
     home = copy_city(city, tmp_path / "home")
     engine = db.make_engine(f"sqlite:///{tmp_path / 'b.db'}")
-    dates = runner.landed_dates(home)
-    runner.process_dates(home, engine, [dates[0]])
+    dates = landed_dates(home)
+    run(home, engine, [dates[0]])
     before = snapshot(engine)
-
-    import exchange.daily as daily_mod
 
     def boom(*a, **k):
         raise RuntimeError("disk full while writing tasks")
 
-    monkeypatch.setattr(daily_mod.db, "sync_frame", _fail_on(db.sync_frame, db.tasks, boom))
+    monkeypatch.setattr(db, "sync_frame", _fail_on(db.sync_frame, db.tasks, boom))
     with pytest.raises(RuntimeError, match="disk full"):
-        runner.process_dates(home, engine, [dates[1]])
+        run(home, engine, [dates[1]])
     assert_same(before, snapshot(engine))
     monkeypatch.undo()
-    runner.process_dates(home, engine, [dates[1]])
-    assert dates[1] in runner.processed_dates(engine)
+    run(home, engine, [dates[1]])
+    assert dates[1] in processed_dates(engine)
 
 
 def _fail_on(real, table, boom):

@@ -11,7 +11,7 @@ import time
 import pandas as pd
 import pytest
 
-from exchange.tables import TABLES
+from catalog import TABLES
 from quality.rates import delivery_rates, quality_rates
 from quality.suites import QualityResult, suite_layout, validate_delivery
 from quality.thresholds import load_thresholds, rate_thresholds, rate_warnings
@@ -76,9 +76,10 @@ def test_good_full_frame_passes(warm):
 
 def test_suite_is_built_once_and_reused(warm):
     from quality import suites
+    from quality.thresholds import mostly_for
 
-    first = suites._definition("hukou", False)
-    assert suites._definition("hukou", False) is first
+    first = suites._definition("hukou", False, mostly_for("hukou"))
+    assert suites._definition("hukou", False, mostly_for("hukou")) is first
     started = time.perf_counter()
     validate_delivery(hukou_frame(), "hukou", False)
     assert time.perf_counter() - started < 2.0

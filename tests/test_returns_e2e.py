@@ -9,9 +9,9 @@ import openpyxl
 import pandas as pd
 import pytest
 
-from exchange import runner
 from store import db
-from tests.conftest import copy_city
+from tests.conftest import copy_city, run
+from settings import landed_dates
 
 
 def task_file(home: Path, dept: str, date: str, ext="xlsx") -> Path:
@@ -62,9 +62,9 @@ def answered(city_factory, tmp_path_factory):
     city = city_factory(persons=3000, days=3, seed=7)
     home = copy_city(city, tmp_path_factory.mktemp("ret") / "home")
     engine = db.make_engine(f"sqlite:///{home / 'popbase.db'}")
-    dates = runner.landed_dates(home)
+    dates = landed_dates(home)
     d0, d1, d2 = dates[0], dates[1], dates[2]
-    runner.process_dates(home, engine, [d0])
+    run(home, engine, [d0])
     tasks = open_tasks(engine)
     tasks = tasks[tasks["status"] == "open"]
 
@@ -126,9 +126,9 @@ def answered(city_factory, tmp_path_factory):
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(dst.read_bytes())
         deliver_return(home, dept, d1, target, n)
-    runner.process_dates(home, engine, [d1])
+    run(home, engine, [d1])
     after_d1 = open_tasks(engine)
-    runner.process_dates(home, engine, [d2])
+    run(home, engine, [d2])
     yield {"home": home, "engine": engine, "dates": dates, "chosen": chosen, "answers": answers, "bad": bad,
            "after_d1": after_d1}
     engine.dispose()

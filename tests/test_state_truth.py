@@ -1,7 +1,7 @@
 """Ground truth of the pending-verification states (fixtures/state_truth.py) and the pipeline measured with it.
 
 The truth is written by the generator beside its deliveries (`truth/states_<date>.parquet`); it is computed
-from the delivered values and the TRUE persons, never from the pipeline's linking or `linkage/states.py`.
+from the delivered values and the TRUE persons, never from the pipeline's linking or `verification/states.py`.
 """
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ import pandas as pd
 import pytest
 
 from benchmarks.states_quality import compare, discrepancies, open_tasks
-from exchange.tables import TABLES
+from catalog import TABLES
 from fixtures.noise import STATE_CODES
 from fixtures.state_truth import KEY, TRUTH_COLUMNS, TRUTH_STATES, evaluate_truth, read_truth
-from tests.conftest import copy_city
+from tests.conftest import copy_city, run
+from settings import landed_dates
 
 BD = "20260301"
 
@@ -307,14 +308,13 @@ PIPELINE_XFAIL: dict[str, str] = {}  # state -> reason (pipeline bug), strict xf
 
 @pytest.fixture(scope="module")
 def pipeline_result(city, tmp_path_factory):
-    from exchange import runner
     from store import db
 
     home = copy_city(city, tmp_path_factory.mktemp("states_pipeline") / "home")
     engine = db.make_engine(f"sqlite:///{home}/popbase.db")
     try:
-        dates = runner.landed_dates(home)
-        runner.process_dates(home, engine, dates)
+        dates = landed_dates(home)
+        run(home, engine, dates)
         tasks = open_tasks(engine)
     finally:
         engine.dispose()

@@ -9,10 +9,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from exchange.tables import TABLES
+from catalog import TABLES
 from linkage.ids import check_digit
 from linkage.roles import build_roles
-from linkage.states import STATE_COLUMNS, STATE_NAMES, STATES, evaluate_states
+from verification.states import STATE_COLUMNS, STATE_NAMES, STATES, evaluate_states
 
 BD = "20260301"
 
@@ -508,7 +508,7 @@ def test_roles_without_links_get_only_record_states():
 
 
 def test_date_sensitive_roles_are_those_a_new_business_date_can_change():
-    from linkage.states import date_sensitive
+    from verification.states import date_sensitive
 
     women = src(
         "women",

@@ -5,8 +5,8 @@ import logging
 
 import pytest
 
-from linkage import workdays
-from linkage.workdays import HCQX_WORKING_DAYS, add_working_days, deadline, is_working_day
+from verification import workdays
+from verification.workdays import HCQX_WORKING_DAYS, add_working_days, deadline, is_working_day
 
 
 def test_national_day_2026():

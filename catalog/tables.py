@@ -107,6 +107,9 @@ DEPT_TABLES: dict[str, tuple[str, ...]] = {
     d: tuple(t.name for t in TABLES.values() if t.dept == d) for d in DEPARTMENTS
 }
 
+# Record roles as a clerk reads them (JS, spec section 5).
+ROLE_NAMES = {"SELF": "本人", "NF": "男方", "NV": "女方", "ZF": "丈夫"}
+
 # Pseudo-table of a verification return delivery.
 RETURN_TABLE = "verification_tasks"
 

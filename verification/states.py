@@ -14,48 +14,17 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from exchange.tables import TABLES
+from catalog import TABLES
+from catalog.states import STATE_COLUMNS, STATE_NAMES, STATE_ORDER, STATE_ROUTES, STATE_WHEN, STATES  # noqa: F401 - re-exported
 from linkage.ids import check_digit, normalise_id_text
 from linkage.normalise import normalise_date
 from linkage.roles import ROLE_COLUMNS
 
-# (code, 名称, route, what it means for a clerk) in the spec's order. route: "source" = the record
-# role's own department, "holder" = the department holding the active record (= its own), else a
-# department code.
-STATES: tuple[tuple[str, str, str, str], ...] = (
-    ("MISSING", "关键信息缺失", "source", "姓名或身份证号码为空"),
-    ("ID_FORMAT", "身份证号码格式错误", "source", "号码不是15/18位规定字符，或号码中的出生日期不存在"),
-    ("ID_CHECKSUM", "身份证号码校验位错误", "source", "18位号码的第18位校验码与前17位不符(GB 11643-1999)"),
-    ("ID_15", "15位身份证号码待升位", "source", "仍使用15位旧号码，应升为18位"),
-    ("ID_MISMATCH", "身份证号码与姓名不匹配", "source", "该号码在公安登记为另一人，姓名和出生日期均不同"),
-    ("DUP_ID", "重号(一号多人)", "police", "两条以上有效公安记录使用同一号码，但属于不同的人"),
-    ("DUP_RECORD", "重复登记", "source", "同一人在同一表中有两条以上有效记录(户籍：一人多户)"),
-    ("NAME_DIFF", "姓名不一致", "source", "号码相同，但姓名与公安登记的姓名不同(已忽略空格、间隔号写法和繁简差异)"),
-    ("SEX_CONFLICT", "性别与身份证号码不符", "source", "性别与身份证号码第17位(奇数男、偶数女)不符"),
-    ("BIRTH_CONFLICT", "出生日期与身份证号码不符", "source", "出生日期与身份证号码中的出生日期不符"),
-    ("DEATH_ACTIVE", "死亡人员仍在册/享受待遇", "holder",
-     "公安户籍已死亡注销，但该人仍有有效的暂住、低保、残疾人证、育龄妇女或在住记录"),
-    ("NOT_IN_POLICE", "公安无登记", "police", "低保、残疾人或育龄妇女记录的本人在公安户籍和暂住中均无记录"),
-    ("PRESENT_NOT_REGISTERED", "人在户不在且未办理暂住登记", "police",
-     "社区采集在住，但既无有效户籍也无有效暂住登记"),
-    ("HUKOU_ABSENT", "户在人不在", "police", "社区采集不在住，但户籍仍有效"),
-    ("LOGIC_ERROR", "逻辑校核错误", "source",
-     "育龄妇女为男性或不在15-49周岁；残疾人证号与身份证号码、类别、等级不符；婚姻登记男女方性别不符或未到法定婚龄"),
-    ("MARITAL_CONFLICT", "婚姻状况不一致", "family_planning", "育龄妇女登记为未婚，但民政有结婚登记且其后无离婚登记"),
-    ("FUZZY_CANDIDATE", "疑似同一人", "source", "系统按姓名、出生日期等疑似匹配到已有人员，需人工确认是否同一人"),
-)
-STATE_NAMES: dict[str, str] = {code: name for code, name, _, _ in STATES}
-STATE_ROUTES: dict[str, str] = {code: route for code, _, route, _ in STATES}
-STATE_WHEN: dict[str, str] = {code: when for code, _, _, when in STATES}
-STATE_ORDER: dict[str, int] = {code: i for i, (code, _, _, _) in enumerate(STATES)}
-
-STATE_COLUMNS = ["BM", "BH", "YWZJ", "JS", "HCZT", "route", "RKID", "WTMS", "DBXX"]
 KEYS = ["BM", "BH", "YWZJ", "JS"]
 POLICE_TABLES = ("hukou", "temp")
-_UNUSED_ROLE_COLUMNS = ("MZ", "region")
+_UNUSED_ROLE_COLUMNS = ("MZ", "region")  # role columns no rule reads: `_Ctx` does not copy them
 
 SEX_NAMES = {"1": "男", "2": "女", "0": "未知", "9": "未说明"}
-HKZT_NAMES = {"1": "正常", "2": "迁出注销", "3": "死亡注销", "4": "参军注销", "5": "出国(境)注销", "9": "其他注销"}
 ROLE_LABELS = {"SELF": "", "NF": "男方", "NV": "女方", "ZF": "丈夫"}
 REF_LABELS = {"hukou": "公安户籍", "temp": "公安暂住"}
 EMPTY = "(空)"
@@ -63,8 +32,6 @@ EMPTY = "(空)"
 # Legal marriage age (婚姻法/民法典 第1047条) and the family-planning age band, in completed years.
 MARRIAGE_AGE = {"NF": 22, "NV": 20}
 WOMEN_AGE = (15, 49)
-
-_ID_PRESENT = ("VALID18", "VALID15", "CHECKSUM", "FORMAT")
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -491,7 +458,8 @@ def _death_active(c: _Ctx) -> pd.DataFrame:
     wtms = "该人员已在公安户籍办理死亡注销，但" + rows["BH"].map(_DEATH_WHAT)
     dbxx = ("公安户籍(" + d["label"] + "):户口状态 3-死亡注销"
             + np.where(d["ZXRQ"].fillna("") != "", "，注销日期 " + d["ZXRQ"].fillna(""), "")
-            + "; 本表(" + rows["label"] + "):姓名 " + _show(rows["XM"]) + "，身份证号码 " + _show(rows["GMSFHM"]) + "，状态为有效")
+            + "; 本表(" + rows["label"] + "):姓名 " + _show(rows["XM"])
+            + "，身份证号码 " + _show(rows["GMSFHM"]) + "，状态为有效")
     return _emit(rows, "DEATH_ACTIVE", wtms, dbxx)
 
 
@@ -571,7 +539,8 @@ def _logic_error(c: _Ctx) -> pd.DataFrame:
     lo, hi = WOMEN_AGE
     out_band = age.notna() & ((age < lo) | (age > hi))
     add(out_band, f"育龄妇女年龄不在{lo}至{hi}周岁",
-        "按出生日期" + born + "计算，至" + c.bd + "年满" + age.fillna(0).astype(int).astype(str) + f"周岁，不在{lo}至{hi}周岁之间")
+        "按出生日期" + born + "计算，至" + c.bd + "年满" + age.fillna(0).astype(int).astype(str)
+        + f"周岁，不在{lo}至{hi}周岁之间")
 
     # disabled: CJRZH = upgraded ID + CJLB + CJDJ, when an ID is present
     d = r[(r["BH"] == "disabled") & (r["id_norm"] != "")]

@@ -1,7 +1,7 @@
 """Re-check only what a day's changes can reach: the roles whose pending-verification states may differ
 from yesterday's, and the rows the rules need to evaluate them.
 
-Every rule of `linkage.states` decides a role's states from the role itself, the other roles of its
+Every rule of `verification.states` decides a role's states from the role itself, the other roles of its
 record, of its person and of its ID number (`state_id_keys`), the department records behind them, and
 the business date. So when yesterday's states are known (the base keeps them as the tasks raised on
 the last run), a date needs to evaluate only:
@@ -9,7 +9,7 @@ the last run), a date needs to evaluate only:
 - **seeds**: roles that are new or whose content changed (role fingerprint), whose link (RKID, method,
   score) changed, of records answered today (any overlay decided today), of tasks closed by a return
   on the last run or today (a state that still holds reopens such a task), and the date-sensitive
-  roles (`linkage.states.date_sensitive`); plus, for roles that disappeared, their old person, ID and
+  roles (`verification.states.date_sensitive`); plus, for roles that disappeared, their old person, ID and
   record;
 - **affected**: every role sharing a person, an ID or a record with a seed (old or new value): only
   these can have other states than yesterday;
@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from linkage.base import role_keys
-from linkage.states import date_sensitive, state_id_keys
+from verification.states import date_sensitive, state_id_keys
 
 
 def _sharing(values: np.ndarray, chosen: np.ndarray) -> np.ndarray:

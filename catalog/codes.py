@@ -1,11 +1,12 @@
-"""Code sets of the catalogue (spec section 1) that the quality suites check deliveries against.
+"""Code sets of the catalogue (spec sections 1 and 5): the value domains the quality suites check
+deliveries against, and the result codes of a verification answer.
 
-`exchange/tables.py` holds layouts (fields, keys, roles, status fields); the value domains of coded
+`catalog/tables.py` holds layouts (fields, keys, roles, status fields); the value domains of coded
 fields are written here once, as the spec lists them.
 """
 from __future__ import annotations
 
-from exchange.tables import TABLES
+from catalog.tables import TABLES
 
 # Document types (ZJLX): 111 居民身份证, 414 普通护照, 516 港澳居民来往内地通行证, 990 其他.
 DOC_TYPES = ("111", "414", "516", "990")
@@ -57,3 +58,14 @@ for _name, _sets in CODE_SETS.items():
 for _name, _fields in DATE_FIELDS.items():
     assert set(_fields) <= set(TABLES[_name].fields), (_name, _fields)
 assert set(CODE_SETS) == set(TABLES) == set(DATE_FIELDS)
+
+
+# HCJG 核查结果 (spec section 5).
+RESULT_CODES: dict[str, str] = {
+    "1": "属实已更正",
+    "2": "原数据无误",
+    "3": "查无此人/应注销",
+    "4": "确认为同一人",
+    "5": "确认非同一人",
+    "9": "其他",
+}

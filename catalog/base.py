@@ -1,0 +1,48 @@
+"""The layouts of the base's own tables (persons, links, decisions, tasks, overlays, audit) and the
+working copy of the base as frames. `store/` builds its schema from these lists; the day's pure
+logic (`exchange/process.py`) builds frames with them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# Bookkeeping columns of a source table beside the department's fields (docs/architecture.md).
+SOURCE_META = ("_key", "_ts", "_deleted", "_batch", "_bdate")
+
+PERSON_COLUMNS = [
+    "RKID", "GMSFHM", "XM", "XB", "CSRQ", "MZ", "JZXZ", "HJDZ_XZQH", "SJJZD_XZQH", "RHZT", "SWBZ", "LYBM",
+    "status", "merged_into", "issued",
+]
+
+# role_fp: fingerprint of the role as it was linked (linkage.incremental: what changed since)
+LINK_COLUMNS = ["role_key", "BM", "BH", "YWZJ", "JS", "RKID", "PPFS", "PPDF", "role_fp"]
+
+DECISION_COLUMNS = ["decision_key", "BM", "BH", "YWZJ", "JS", "RKID", "decision", "RWBH", "decided"]
+
+TASK_COLUMNS = [
+    "RWBH", "HCZT", "BM", "BH", "YWZJ", "JS", "route", "RKID", "XM", "GMSFHM", "XB", "CSRQ", "WTMS", "DBXX",
+    "XFRQ", "HCQX", "status", "last_raised", "closed_date", "close_reason", "HCJG", "GZZD", "GZZ", "HCR", "HCRQ", "BZ",
+]
+
+# A department's answer that holds "until the record next changes": stored with the record's fingerprint.
+OVERLAY_COLUMNS = ["overlay_key", "kind", "BM", "BH", "YWZJ", "JS", "HCZT", "field", "value", "record_fp", "RWBH", "decided"]
+
+AUDIT_COLUMNS = ["business_date", "entity", "entity_key", "RKID", "field", "old", "new", "cause", "actor", "at"]
+
+
+@dataclass
+class BaseState:
+    """The working copy of the base a business date starts from, as frames (one per table)."""
+
+    sources: dict[str, "pd.DataFrame"]
+    persons: "pd.DataFrame"
+    links: "pd.DataFrame"
+    decisions: "pd.DataFrame"
+    tasks: "pd.DataFrame"
+    overlays: "pd.DataFrame"
+    model: str = ""  # the linking model in force (FSModel payload), "" before the first date
+    last_run: str = ""  # the latest business date processed, "" before the first

@@ -1,0 +1,208 @@
+"""One business date, the one way: the CLI, the Dagster job, the tests and the benchmarks all call
+`run_dates(settings, dates)` (or `run_date`).
+
+A date goes through four named steps (`run_one`):
+
+1. `stage`   verify checksums and parse every delivery to Parquet + rejects (`exchange.staging`); files only
+2. `check`   the Great Expectations quality gates; a structural error blocks the date (`DateBlocked`)
+3. `commit`  read the base, process the date (`exchange.process.process_date`, pure), write what
+             changed, all in ONE transaction: a run that dies leaves the base as it was
+4. `outputs` exports, task files and reports of spec section 6 from the committed base
+
+Dates are applied in order under the run lock: asked for a date, `run_dates` first processes every
+earlier landed date that is not processed yet, and it stops at a blocked date (nothing after it runs).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import sqlalchemy as sa
+
+from catalog import RETURN_TABLE
+from exchange import outputs, staging
+from exchange.process import process_date
+from exchange.staging import StageResult
+from linkage.link import load_config
+from quality.suites import validate_delivery
+from quality.thresholds import load_thresholds
+from settings import FIRST_DATE_FILE, Settings
+from store import base, db
+from store.lock import run_lock
+
+log = logging.getLogger("popbase")
+
+
+@dataclass
+class Gates:
+    """What the quality gates found in a date's deliveries."""
+
+    errors: list[str] = field(default_factory=list)  # structural: the date is blocked
+    warnings: list[str] = field(default_factory=list)  # content and rates below their thresholds
+    rates: dict[str, dict] = field(default_factory=dict)  # per delivered file
+
+
+@dataclass
+class DateResult:
+    """What one business date did."""
+
+    business_date: str
+    staged: StageResult
+    gates: Gates
+    summary: dict = field(default_factory=dict)  # the run summary in the base (reconciliation, totals, rates)
+    committed: bool = False  # False: blocked, or a re-run with nothing new
+    outputs: dict[str, Path] = field(default_factory=dict)  # files written ({} when kept as they were)
+    seconds: float = 0.0
+
+
+class DateBlocked(RuntimeError):
+    """A date whose deliveries fail a structural gate: nothing of it reaches the base, nor any later date."""
+
+    def __init__(self, result: DateResult, done: dict[str, DateResult] | None = None):
+        self.result = result
+        self.done = done or {}  # dates processed before the blocked one in the same call
+        reasons = "; ".join(result.gates.errors)
+        super().__init__(f"business date {result.business_date} is blocked, nothing of it was loaded: {reasons}")
+
+
+def engine_of(settings: Settings) -> sa.Engine:
+    return db.engine_for(settings.db_url)
+
+
+def pending_before(settings: Settings, engine: sa.Engine, date: str) -> list[str]:
+    """Landed dates before `date` that are not processed yet."""
+    done = set(base.processed_dates(engine))
+    return [d for d in settings.landed_dates() if d < date and d not in done]
+
+
+def outputs_due(settings: Settings, date: str, latest_processed: str) -> bool:
+    """Whether to (re)write a date's outputs. They show the base right after the date, so once a later
+    date has been processed (`latest_processed`, read before this date's commit) an earlier date's
+    outputs are left as they were written, unless they are missing."""
+    return date >= latest_processed or not (settings.out / "exports" / date).exists()
+
+
+# ----------------------------------------------------------------------------------------------------
+# The steps of one date
+
+
+def check(settings: Settings, staged: StageResult) -> Gates:
+    """The quality gates of every staged extract (GX suites and rate thresholds, config/quality.json)."""
+    gates = Gates(errors=[f"manifest: {e}" for e in staged.errors])
+    gates.errors += [f"{f.department}/{f.path}: {f.message}" for f in staged.files if f.status == "structural_error"]
+    thresholds = load_thresholds(settings.quality_config)
+    folder = staging.staging_dir(settings.home, staged.business_date)
+    for f in staged.files:
+        if f.status != "staged" or f.table == RETURN_TABLE:
+            continue
+        name = f"{f.department}/{f.path}"
+        q = validate_delivery(pd.read_parquet(folder / f.parquet), f.table,
+                              incremental=f.extract_type == "incremental", thresholds=thresholds)
+        if not q.structural_ok:
+            gates.errors += [f"{name}: {m}" for m in q.structural_messages]
+        gates.warnings += [f"{name}: {m}" for m in q.content_messages]
+        gates.warnings += [f"{name}: {w}" for w in q.warnings]
+        gates.rates[name] = q.rates
+    return gates
+
+
+def commit(settings: Settings, engine: sa.Engine, staged: StageResult) -> tuple[dict, bool]:
+    """Apply, link and verify the date's new batches and write it all in one transaction.
+    Returns (run summary, whether the base changed)."""
+    date = staged.business_date
+    staging.classify_batches(staged, base.processed_batches(engine), date)
+    new_files = [f for f in staged.files if f.status == "staged"]
+    done_before = base.run_summary(engine, date)
+    if done_before is not None and not new_files:
+        log.info("business date %s was already processed and nothing new arrived: nothing to do", date)
+        return done_before, False
+    folder = staging.staging_dir(settings.home, date)
+    frames = {f"{f.batch_id}__{f.line_in_manifest}": pd.read_parquet(folder / f.parquet) for f in new_files}
+    for f in new_files:  # keys of rejected rows: a full file must not delete what it failed to deliver
+        rejected = folder / (f.parquet + ".rejects")
+        if rejected.exists():
+            frames[f"{f.batch_id}__{f.line_in_manifest}#rejects"] = pd.read_parquet(rejected)
+    with engine.begin() as conn:
+        state = base.read_base(conn)
+        res = process_date(state, staged, frames, date, link_config=load_config(settings.linkage_config),
+                           prior_reports=base.batch_reports(conn, date), incremental=not settings.full_relink,
+                           linking=settings.incremental_linking)
+        base.write_base(conn, state, res.state, res.audit, res.batches, date, res.summary)
+        log.info("business date %s committed: %s", date, res.summary_line())
+    rejects_dir = settings.out / "rejects" / date
+    for f in new_files:
+        rejected = folder / (f.parquet + ".rejects")
+        if rejected.exists():
+            staging.write_rejects(rejects_dir, f.department, f.table, pd.read_parquet(rejected))
+    for dept, table, frame in res.rejects:
+        staging.write_rejects(rejects_dir, dept, table, frame)
+    return res.summary, True
+
+
+def write_date_outputs(settings: Settings, engine: sa.Engine, date: str) -> dict[str, Path]:
+    """Every output of a committed date, from the base as it is now."""
+    summary = base.run_summary(engine, date)
+    if summary is None:
+        raise RuntimeError(f"business date {date} has not been processed: nothing to write")
+    with engine.connect() as conn:
+        exports = outputs.write_exports(settings.home, base.live_persons(conn), base.export_links(conn), date)
+        tasks = outputs.write_task_outputs(settings.home, base.open_tasks(conn), date)
+        reports = outputs.write_reports(settings.home, summary, date, base.run_history(conn, date))
+    paths = {f"exports/{k}": v for k, v in exports.items()}
+    for dept, (xlsx, csv) in tasks.items():
+        paths[f"tasks/{dept}.xlsx"], paths[f"tasks/{dept}.csv"] = xlsx, csv
+    paths.update({f"reports/{k}": v for k, v in reports.items()})
+    return paths
+
+
+def run_one(settings: Settings, engine: sa.Engine, date: str, *, write_outputs: bool = True,
+            quality_gates: bool = True) -> DateResult:
+    """Stage, check, commit and write the outputs of one date (no lock: the caller holds it)."""
+    started = time.perf_counter()
+    staged = staging.stage(settings.home, date)
+    result = DateResult(date, staged, check(settings, staged) if quality_gates else Gates())
+    if result.gates.errors:
+        result.seconds = time.perf_counter() - started
+        raise DateBlocked(result)
+    latest_before = max(base.processed_dates(engine), default="")
+    result.summary, result.committed = commit(settings, engine, staged)
+    if not (settings.home / FIRST_DATE_FILE).exists():
+        (settings.home / FIRST_DATE_FILE).write_text(min(base.processed_dates(engine)) + "\n", encoding="utf-8")
+    if write_outputs and outputs_due(settings, date, latest_before):
+        result.outputs = write_date_outputs(settings, engine, date)
+    elif write_outputs:
+        log.info("outputs of %s kept as they are: later dates have been processed since", date)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------
+# The entry points
+
+
+def run_dates(settings: Settings, dates: list[str], *, write_outputs: bool = True, quality_gates: bool = True,
+              on_date=None) -> dict[str, DateResult]:
+    """Process the given dates, and every earlier landed date not processed yet, in order, under the run
+    lock. `on_date(result)` is called after each date (progress). A blocked date raises `DateBlocked`
+    and no later date runs."""
+    engine = engine_of(settings)
+    results: dict[str, DateResult] = {}
+    with run_lock(engine, settings.home):
+        todo = sorted(set(dates) | set(pending_before(settings, engine, max(dates))))
+        for d in todo:
+            try:
+                results[d] = run_one(settings, engine, d, write_outputs=write_outputs, quality_gates=quality_gates)
+            except DateBlocked as blocked:
+                blocked.done = results
+                raise
+            if on_date is not None:
+                on_date(results[d])
+    return results
+
+
+def run_date(settings: Settings, date: str, **kw) -> DateResult:
+    """One business date (after any earlier landed date not processed yet)."""
+    return run_dates(settings, [date], **kw)[date]
