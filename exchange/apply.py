@@ -303,7 +303,7 @@ def _differs(rp: _Replay, a: np.ndarray, k: np.ndarray) -> np.ndarray:
         for f in rp.fields:
             diff |= rp.dcols[f][new_rows] != rp.cur.cols[f][k]
         return diff
-    d_rows = np.where(from_d, s, 0)
+    d_rows = np.where(from_d, rp.rows[np.maximum(s, 0)], 0)  # the row of the op holding the values
     c_rows = np.where(from_d, 0, k)
     for f in rp.fields:
         old = np.where(from_d, rp.dcols[f][d_rows], rp.cur.cols[f][c_rows] if rp.cur.n else "")

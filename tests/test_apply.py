@@ -297,3 +297,13 @@ def test_incremental_matches_sequential_reference(first, second):
         assert got == store
         cur = a.current
 
+
+def test_an_identical_update_after_a_rejected_row_is_unchanged(base):
+    """A row rejected inside apply_delivery shifts the delivered rows against the operations: an update
+    repeating an earlier operation's values must still compare with that operation's own row."""
+    a = inc(base, [op("9", "X", "20260302090000"),  # bad CZLX: rejected here, before the replay
+                   op("7", "I", "20260302100000", xm="庚"),
+                   op("7", "U", "20260302110000", xm="庚")])
+    assert a.rejects["reason"].tolist() == ["BAD_OPERATION"]
+    assert a.counts["inserted"] == 1 and a.counts["unchanged"] == 1 and a.counts["updated"] == 0
+    check_invariant(a)
