@@ -259,7 +259,7 @@ def test_round_trip_matches_csv_writer(tmp_path_factory, rows):
         assert physical[line - 1].startswith(rybh + ",")
 
 
-raw_text = st.lists(st.text(alphabet=st.sampled_from(list('k1,"\n\r \t张')), max_size=12), min_size=1, max_size=6)
+raw_text = st.lists(st.text(alphabet=st.sampled_from(list('k1,"\n\r \t张\x00\x85')), max_size=12), min_size=1, max_size=6)
 
 
 @settings(max_examples=150, deadline=None)
@@ -279,3 +279,7 @@ def test_fast_and_careful_paths_agree(lines):
     assert fast.pre_rejects == careful.pre_rejects == []
     pos = np.arange(len(fast.lines))
     assert fast.raw_of(pos) == careful.raw_of(pos)
+    assert fast.open_end == careful.open_end  # what TRUNCATED_ROW relies on
+    assert fast.maybe_control == careful.maybe_control  # what CONTROL_CHARACTER relies on
+    if fast.max_len is not None:  # a bound of the value lengths, for FIELD_TOO_LONG
+        assert all(max(map(len, c), default=0) <= m for c, m in zip(careful.columns, fast.max_len))
