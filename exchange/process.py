@@ -22,11 +22,12 @@ from catalog.base import AUDIT_COLUMNS, DECISION_COLUMNS, LINK_COLUMNS, OVERLAY_
 from catalog.states import STATE_COLUMNS, STATE_ORDER
 from exchange.apply import apply_delivery
 from exchange.overlays import live_overlays, overlay_sources, record_fp
-from exchange.returns import return_effects, validate_returns
+from exchange.returns import REJECTED_EXTRA, return_effects, validate_returns
 from linkage.base import person_attributes, role_keys
 from linkage.fuzzy import FSModel
 from linkage.incremental import link_incremental, role_fingerprints
 from linkage.link import link_roles, load_config
+from linkage.normalise import normalise_date
 from linkage.roles import build_roles
 from quality.rates import quality_rates
 from verification.recheck import recheck_rows
@@ -101,8 +102,53 @@ def apply_extracts(state, stage_result, staged: dict[str, pd.DataFrame], date: s
 # Verification returns and the overlays they leave
 
 
+REJECTED_PREFIX = "回填被拒("
+REJECTED_NOTE = REJECTED_PREFIX + "{date})：{text}"  # BZ of a task whose answer was rejected (it stays open)
+
+
+def _return_rejects(rejected: pd.DataFrame) -> pd.DataFrame:
+    """The rejects frame of a return: `RWBH` (normalised), `line`, `reason`, `reason_text` (also as `detail`,
+    the rejects' readable column), `problem`, `action`, `raw` (the returned row, `|`-joined)."""
+    own = [c for c in rejected.columns if c not in REJECTED_EXTRA and c not in ("_line", "line")]
+    return pd.DataFrame({
+        "RWBH": rejected["task_rwbh"], "line": rejected.get("_line", ""), "reason": rejected["reason"],
+        "reason_text": rejected["reason_text"], "detail": rejected["reason_text"], "problem": rejected["problem"],
+        "action": rejected["action"], "raw": rejected[own].astype(str).agg("|".join, axis=1) if own else "",
+    }).fillna("").astype(str).reset_index(drop=True)
+
+
+def _answerers(rows: pd.DataFrame, dept: str, date: str) -> pd.DataFrame:
+    """Per task number: who answered (`HCR`, else the department) and when (`HCRQ` read as a date, else
+    the business date)."""
+    last = rows.drop_duplicates("RWBH", keep="last").set_index("RWBH")
+    hcr = last["HCR"].fillna("").astype(str).str.strip() if "HCR" in last.columns else pd.Series("", index=last.index)
+    hcrq = last["HCRQ"] if "HCRQ" in last.columns else pd.Series("", index=last.index)
+    when = normalise_date(hcrq.fillna("").astype(str)) if len(last) else hcrq
+    return pd.DataFrame({"actor": hcr.where(hcr != "", dept), "when": when.where(when != "", date)}, index=last.index)
+
+
+def _record_values(sources: dict[str, pd.DataFrame], frame: pd.DataFrame) -> pd.Series:
+    """The department's own value of `field` in each row's record (`BH`, `YWZJ`), before any answer is laid
+    over it ('' if the record or field is gone)."""
+    out = pd.Series("", index=frame.index, dtype=object)
+    for (bh, fld), part in frame[frame["field"] != ""].groupby(["BH", "field"]):
+        src = sources.get(bh)
+        if src is None or not len(src) or fld not in src.columns:
+            continue
+        live = src[src["_deleted"] != "1"] if "_deleted" in src.columns else src
+        current = live.drop_duplicates("_key", keep="last").set_index("_key")[fld].astype(str)
+        out[part.index] = part["YWZJ"].map(current).fillna("").to_numpy()
+    return out
+
+
 def apply_returns(state, stage_result, staged, date, reports, sources):
-    """Validate and apply every return of the date; returns (tasks, overlays, decisions, audit rows, rejects)."""
+    """Validate and apply every return of the date; returns (tasks, overlays, decisions, audit rows, rejects).
+
+    Every accepted answer leaves audit rows (old value, new value, cause: the return file, task number,
+    result and answer date (`核查日期`, from `HCRQ`, else the business date); actor: the clerk `HCR`, else the
+    department). A rejected row of an open task of the returning department leaves its task open with
+    the reason in `BZ` (`回填被拒(<date>)：…`), so the next task file shows it. Rejects frames:
+    `_return_rejects`."""
     tasks = state.tasks.copy()
     overlays = state.overlays.copy()
     decisions = state.decisions.copy()
@@ -111,24 +157,44 @@ def apply_returns(state, stage_result, staged, date, reports, sources):
     for sf in stage_result.files:
         if sf.table != RETURN_TABLE or sf.status != "staged":
             continue
+        dept = sf.department
         ret = staged[f"{sf.batch_id}__{sf.line_in_manifest}"]
-        accepted, rejected = validate_returns(ret, tasks, sf.department, date)
+        accepted, rejected = validate_returns(ret, tasks, dept, date, sources)
         fr = next(f for f in reports[sf.batch_id]["files"] if f["path"] == sf.path)
         fr["rejected_rows"] += len(rejected)
         fr["loaded_rows"] = fr["received_rows"] - fr["rejected_rows"]
         fr["accepted_returns"] = len(accepted)
+        cause = f"return {sf.batch_id}/{sf.path}"
         if len(rejected):
-            rj = rejected.copy()
-            rj["line"] = rj.get("_line", "")
-            rj["raw"] = (rj.drop(columns=[c for c in ("reason", "reason_text", "_line", "line") if c in rj.columns])
-                         .astype(str).agg("|".join, axis=1))
-            rejects.append((sf.department, RETURN_TABLE, rj[["line", "reason", "raw"]]))
+            rj = _return_rejects(rejected)
+            codes = rj["reason"].str.split(";").explode()
+            fr["rejected_reasons"] = {k: int(v) for k, v in codes.value_counts().sort_index().items()}
+            rejects.append((dept, RETURN_TABLE, rj))
+            # the task stays open and says why in BZ (the last rejected row of a task speaks for it)
+            mine = tasks["RWBH"].isin(rj["RWBH"]) & tasks["route"].eq(dept) & tasks["status"].eq("open")
+            if mine.any():
+                last = rj.drop_duplicates("RWBH", keep="last").set_index("RWBH")
+                who = _answerers(rejected.assign(RWBH=rejected["task_rwbh"]), dept, date)
+                notes = tasks.loc[mine, "RWBH"].map(
+                    lambda k: REJECTED_NOTE.format(date=date, text=last.at[k, "reason_text"]))
+                for r, note in zip(tasks[mine].itertuples(index=False), notes):
+                    audit_rows.append(_audit("task", r.RWBH, rkid=r.RKID, fld="BZ", old=r.BZ, new=note,
+                                             cause=f"{cause} {r.RWBH} 回填被拒 {last.at[r.RWBH, 'reason']}"
+                                                   f" 核查日期 {who.at[r.RWBH, 'when']}",
+                                             actor=who.at[r.RWBH, "actor"], date=date))
+                tasks.loc[mine, "BZ"] = notes.to_numpy()
         if "repeat" in accepted.columns:  # the same answer again: accepted, but it changes nothing
             accepted = accepted[accepted["repeat"] != "1"]
         if not len(accepted):
             continue
+        who = _answerers(accepted, dept, date)
+        rkid_of = tasks.drop_duplicates("RWBH", keep="last").set_index("RWBH")["RKID"]
+        hcjg_of = accepted.drop_duplicates("RWBH", keep="last").set_index("RWBH")["HCJG"]
+
+        def why(rwbh: str) -> str:
+            return f"{cause} {rwbh} HCJG={hcjg_of.get(rwbh, '')} 核查日期 {who.at[rwbh, 'when']}"
+
         effects = return_effects(accepted, tasks)
-        cause = f"return {sf.batch_id}/{sf.path}"
         new_ov = []
         for kind, frame in (("CORRECT", effects["corrections"]), ("SUPPRESS", effects["suppressions"]),
                             ("CANCEL", effects["cancellations"])):
@@ -144,12 +210,20 @@ def apply_returns(state, stage_result, staged, date, reports, sources):
             f["overlay_key"] = (kind + "|" + f["BM"] + "|" + f["BH"] + "|" + f["YWZJ"] + "|" + f["JS"] + "|" + f["HCZT"]
                                 + "|" + f["field"])
             new_ov.append(f[OVERLAY_COLUMNS])
-            for r in f.itertuples(index=False):  # one audit row per accepted answer: a handful a day
-                audit_rows.append(_audit("record", f"{r.BM}|{r.BH}|{r.YWZJ}", fld=r.field or r.HCZT, new=r.value or kind,
-                                         cause=f"{cause} {r.RWBH}", actor=sf.department, date=date))
+            old = _record_values(sources, f) if kind == "CORRECT" else pd.Series("", index=f.index)
+            for r, was in zip(f.itertuples(index=False), old):  # one audit row per accepted answer: a handful a day
+                audit_rows.append(_audit("record", f"{r.BM}|{r.BH}|{r.YWZJ}", rkid=rkid_of.get(r.RWBH, ""),
+                                         fld=r.field or r.HCZT or kind, old=was, new=r.value or kind,
+                                         cause=why(r.RWBH), actor=who.at[r.RWBH, "actor"], date=date))
         if new_ov:
             ov = pd.concat(new_ov, ignore_index=True).drop_duplicates("overlay_key", keep="last")
-            overlays = pd.concat([overlays[~overlays["overlay_key"].isin(ov["overlay_key"])], ov], ignore_index=True)
+            # a field has one corrected value per record: the new correction replaces any earlier one,
+            # whichever task it answered
+            corrected = ov.loc[ov["kind"] == "CORRECT", ["BH", "YWZJ", "field"]].agg("|".join, axis=1)
+            earlier = (overlays["kind"] == "CORRECT") & (
+                overlays["BH"] + "|" + overlays["YWZJ"] + "|" + overlays["field"]).isin(corrected)
+            overlays = pd.concat([overlays[~overlays["overlay_key"].isin(ov["overlay_key"]) & ~earlier], ov],
+                                 ignore_index=True)
         dec = effects["decisions"]
         if dec is not None and len(dec):
             dec = dec.copy()
@@ -159,17 +233,21 @@ def apply_returns(state, stage_result, staged, date, reports, sources):
                                    dec[DECISION_COLUMNS]], ignore_index=True)
             for r in dec.itertuples(index=False):
                 audit_rows.append(_audit("link", f"{r.BM}|{r.BH}|{r.YWZJ}|{r.JS}", rkid=r.RKID, fld="decision",
-                                         new=r.decision, cause=f"{cause} {r.RWBH}", actor=sf.department, date=date))
+                                         new=r.decision, cause=why(r.RWBH), actor=who.at[r.RWBH, "actor"], date=date))
         answered = accepted.drop_duplicates("RWBH", keep="last").set_index("RWBH")
         idx = tasks["RWBH"].isin(answered.index)
+        # a BZ handed back unchanged is our own rejection note, not the clerk's remark
+        stored_bz = tasks.loc[idx, "BZ"].fillna("").astype(str)
+        given_bz = tasks.loc[idx, "RWBH"].map(answered["BZ"]).fillna("").astype(str)
+        ours = (given_bz == stored_bz) & stored_bz.str.startswith(REJECTED_PREFIX)
         for col in ("HCJG", "GZZD", "GZZ", "HCR", "HCRQ", "BZ"):
             if col in answered.columns:
                 tasks.loc[idx, col] = tasks.loc[idx, "RWBH"].map(answered[col]).fillna("").astype(str)
+        tasks.loc[ours[ours].index, "BZ"] = ""
         was_open = idx & tasks["status"].eq("open")
         for r in tasks[was_open].itertuples(index=False):  # one row per answered task
             audit_rows.append(_audit("task", r.RWBH, rkid=r.RKID, fld="status", old="open", new="closed",
-                                     cause=f"{cause}: HCJG={answered.at[r.RWBH, 'HCJG']}",
-                                     actor=sf.department, date=date))
+                                     cause=why(r.RWBH), actor=who.at[r.RWBH, "actor"], date=date))
         tasks.loc[idx, "status"] = "closed"
         tasks.loc[idx, "closed_date"] = date
         tasks.loc[idx, "close_reason"] = "RETURN"
@@ -417,9 +495,37 @@ def process_date(state: BaseState, stage_result, staged: dict[str, pd.DataFrame]
     return ProcessResult(new_state, audit, batches, summary, rejects, roles)
 
 
+RETURN_FIGURES = ("accepted", "rejected", "closed", "overdue", "rejected_by_reason")
+
+
+def _return_figures(all_reports: dict, mine: pd.DataFrame, dept: str, date: str) -> dict:
+    """A department's verification returns of the date: rows `accepted` and `rejected` (every return file
+    of the date's batches), `rejected_by_reason` (reason code → rows), tasks `closed` by a return on the
+    date, open tasks `overdue` (past HCQX)."""
+    out = {"accepted": 0, "rejected": 0, "closed": 0, "overdue": 0, "rejected_by_reason": {}}
+    for rep in all_reports.values():
+        if rep["department"] != dept:
+            continue
+        for fr in rep["files"]:
+            if fr["table"] != RETURN_TABLE:
+                continue
+            out["accepted"] += int(fr.get("accepted_returns", 0))
+            out["rejected"] += int(fr.get("rejected_rows", 0))
+            for code, n in (fr.get("rejected_reasons") or {}).items():
+                out["rejected_by_reason"][code] = out["rejected_by_reason"].get(code, 0) + int(n)
+    if len(mine):
+        out["closed"] = int(((mine["status"] == "closed") & (mine["closed_date"] == date)
+                             & (mine["close_reason"] == "RETURN")).sum())
+        out["overdue"] = int(((mine["status"] == "open") & (mine["HCQX"] < date)).sum())
+    out["rejected_by_reason"] = dict(sorted(out["rejected_by_reason"].items()))
+    return out
+
+
 def build_summary(stage_result, reports: dict, tasks: pd.DataFrame, links: pd.DataFrame, rates: dict, date: str,
                   prior_reports: dict | None = None) -> dict:
-    """The run's figures per department (spec section 6: reconciliation) and city-wide."""
+    """The run's figures per department (spec section 6: reconciliation) and city-wide. Per department:
+    `batches`, `tables`, `returns` (`_return_figures`: `accepted`, `rejected`, `closed`, `overdue`,
+    `rejected_by_reason`), `tasks` (`new`, `open`, `closed`, `overdue`), `quality`."""
     all_reports = dict(prior_reports or {})
     all_reports.update(reports)
     by_dept: dict[str, dict] = {}
@@ -443,6 +549,7 @@ def build_summary(stage_result, reports: dict, tasks: pd.DataFrame, links: pd.Da
                 tab["deviation"] += int(fr["received_rows"]) - int(fr["manifest_rows"])
     for d in DEPARTMENTS:
         mine = tasks[tasks["route"] == d] if len(tasks) else tasks
+        by_dept[d]["returns"] = _return_figures(all_reports, mine, d, date)
         by_dept[d]["tasks"] = {
             "new": int(((mine["XFRQ"] == date) & (mine["last_raised"] == date)).sum()) if len(mine) else 0,
             "open": int((mine["status"] == "open").sum()) if len(mine) else 0,

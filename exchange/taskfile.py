@@ -13,6 +13,9 @@ Layout: one row per open task, the columns of `TASK_COLUMNS` in that order, head
   sheet `说明` explaining columns, result codes and state codes.
 - the csv (UTF-8 with BOM, CRLF, RFC 4180 quoting) is for systems.
 
+Receipts (`write_receipt`): the rejected rows of a department's returns, in Chinese (拒收原因, 处理办法),
+beside the task file of the date: `receipt_<dept>_<D>.{xlsx,csv}`, same conventions.
+
 Formula injection (OWASP "CSV injection"): a value that starts with `=`, `+`, `-`, `@`, tab or CR
 gets a leading `'` in BOTH files (in the xlsx it is also a plain string cell, never a formula).
 The prefix is literal, so a file re-saved as CSV by a spreadsheet stays neutral. To keep the escape
@@ -37,6 +40,7 @@ import pandas as pd
 from catalog import DEPARTMENT_NAMES, DEPT_TABLES, ROLE_NAMES, TABLES
 from catalog.codes import RESULT_CODES
 from catalog.states import STATE_NAMES, STATE_WHEN
+from exchange.files import publish
 from verification.workdays import HCQX_WORKING_DAYS
 
 # (code, Chinese name), in file order (spec section 5).
@@ -148,7 +152,7 @@ def _write_csv(frame: pd.DataFrame, path: Path) -> None:
             w = csv.writer(fh, lineterminator="\r\n")
             w.writerow(TASK_HEADERS)
             w.writerows(frame.itertuples(index=False, name=None))
-        os.replace(tmp, path)
+        publish(Path(tmp), path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -170,10 +174,14 @@ def _write_explanation(wb, ws, dept: str, business_date: str, fmt: dict) -> None
         "1. 每行是一条待核查任务。请按“问题描述”“比对信息”核对原始档案，在黄色列填写核查结果后整表回传（xlsx 或 csv 均可）。",
         "2. 前面各列为下发信息，请勿修改，也不要删除或调换列；不需回复的行保持“核查结果”为空即可。",
         f"3. 核查期限为下发日期后第 {HCQX_WORKING_DAYS} 个工作日（法定节假日顺延、调休上班日计入）。",
-        "4. 核查结果为 1（属实已更正）时，须填写更正字段（字段代码，如 XM、GMSFHM、CSRQ）和更正值；一行只填一个字段，"
-        "同一任务需更正多个字段时请在备注中说明。",
-        "5. 结果 4、5 仅用于“疑似同一人(FUZZY_CANDIDATE)”任务：4 表示本记录与人口编号所指人员为同一人，5 表示不是同一人。",
-        "6. 以 ' 开头的内容是为防止被表格软件当作公式而加的前缀，系统读取时会自动去掉。",
+        "4. 核查结果为 1（属实已更正）时，可填写更正字段（字段代码，如 XM、GMSFHM、CSRQ）和更正值，由人口库按更正值更正；"
+        "若已在本部门系统中更正，两者都可留空。更正字段和更正值须同时填写；一行只填一个字段，同一任务需更正多个字段时可将该任务行复制多行。",
+        "5. 更正值须符合字段格式：日期为8位数字（如 19850302），代码字段填代码（如性别 1、2），身份证号码为有效的18位号码，"
+        "区划为6位代码；不能以 =、+、-、@ 开头，不能含换行等控制字符。不符合的行会被拒收。",
+        "6. 结果 4、5 仅用于“疑似同一人(FUZZY_CANDIDATE)”任务：4 表示本记录与人口编号所指人员为同一人，5 表示不是同一人。",
+        "7. 以 ' 开头的内容是为防止被表格软件当作公式而加的前缀，系统读取时会自动去掉。",
+        "8. 被拒收的回填行会列在同一目录的回执 receipt_部门_日期 中，该任务仍在本表中，备注写明“回填被拒(日期)：原因”；"
+        "请按处理办法改正后重新回填。",
     ]
     for line in lines:
         ws.set_row(r, 2 * _LINE_HEIGHT + 3 if len(line) > 75 else None)
@@ -195,7 +203,7 @@ def _write_explanation(wb, ws, dept: str, business_date: str, fmt: dict) -> None
         r += 1
 
     section("核查结果代码(HCJG)", ("代码", "含义", "效果"), [
-        ("1", RESULT_CODES["1"], "按更正字段/更正值更正人口库；本问题在该记录下次变动前不再下发"),
+        ("1", RESULT_CODES["1"], "填了更正字段/更正值的，按更正值更正人口库；本问题在该记录下次变动前不再下发"),
         ("2", RESULT_CODES["2"], "维持原数据；本问题在该记录下次变动前不再下发"),
         ("3", RESULT_CODES["3"], "该记录标记为核查注销，直到该记录下次变动"),
         ("4", RESULT_CODES["4"], "本记录永久关联到人口编号所指人员（仅疑似同一人任务）"),
@@ -274,7 +282,7 @@ def _write_xlsx(frame: pd.DataFrame, path: Path, dept: str, business_date: str) 
                 "validate": "list",
                 "source": fields,
                 "input_title": "更正字段(GZZD)",
-                "input_message": "核查结果为1时填写要更正的字段代码，如 XM、GMSFHM、CSRQ；一行一个字段。",
+                "input_message": "核查结果为1时可填要更正的字段代码，如 XM、GMSFHM、CSRQ；一行一个字段，须同时填更正值。",
                 "error_type": "warning",
                 "error_title": "字段代码不在本部门表中",
                 "error_message": "请选择本部门表的字段代码（见“说明”页）。",
@@ -290,7 +298,7 @@ def _write_xlsx(frame: pd.DataFrame, path: Path, dept: str, business_date: str) 
 
         _write_explanation(wb, wb.add_worksheet("说明"), dept, business_date, explain_fmt)
         wb.close()
-        os.replace(tmp, path)
+        publish(Path(tmp), path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -308,6 +316,127 @@ def write_task_files(tasks: pd.DataFrame, dept: str, business_date: str, out_roo
     frame = _task_frame(tasks)
     _write_csv(frame, csv_path)
     _write_xlsx(frame, xlsx_path, dept, business_date)
+    return xlsx_path, csv_path
+
+
+# ----------------------------------------------------------------------------------------------------
+# Receipts (回填拒收回执): the rows of a department's returns that were rejected, in Chinese
+
+RECEIPT_STEM = "receipt_{dept}_{date}"
+# (column of `rejected`, header), in file order
+RECEIPT_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("RWBH", "任务编号(RWBH)"),
+    ("line", "行号"),
+    ("reason", "拒收原因代码"),
+    ("problem", "拒收原因"),
+    ("action", "处理办法"),
+    ("raw", "原始内容"),
+)
+RECEIPT_HEADERS: tuple[str, ...] = tuple(h for _, h in RECEIPT_COLUMNS)
+_RECEIPT_WIDTHS = {"RWBH": 20, "line": 7, "reason": 22, "problem": 48, "action": 48, "raw": 70}
+_RECEIPT_WRAP = ("problem", "action", "raw")
+
+
+def receipt_paths(out_root, dept: str, business_date: str) -> tuple[Path, Path]:
+    folder = Path(out_root) / "tasks" / dept / business_date
+    stem = RECEIPT_STEM.format(dept=dept, date=business_date)
+    return folder / f"{stem}.xlsx", folder / f"{stem}.csv"
+
+
+def _receipt_frame(rejected: pd.DataFrame) -> pd.DataFrame:
+    """The receipt's columns, every value a string, formulas neutralised. Without `problem`/`action`,
+    `reason_text` (else `detail`) is split at its last `。` (exchange.returns: problem。action)."""
+    rejected = rejected.reset_index(drop=True)
+
+    def col(name: str) -> pd.Series:
+        if name in rejected.columns:
+            return rejected[name].fillna("").astype(str)
+        return pd.Series("", index=rejected.index, dtype=object)
+
+    out = pd.DataFrame({c: col(c) for c, _ in RECEIPT_COLUMNS}, index=rejected.index)
+    if "problem" not in rejected.columns or "action" not in rejected.columns:
+        text = col("reason_text") if "reason_text" in rejected.columns else col("detail")
+        parts = text.str.rpartition("。")
+        split = parts[1] != ""
+        out["problem"] = parts[0].where(split, text)
+        out["action"] = parts[2].where(split, "")
+    return out.apply(escape_formulas)
+
+
+def _write_receipt_csv(frame: pd.DataFrame, path: Path) -> None:
+    fd, tmp = _atomic_target(path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8-sig", newline="") as fh:
+            w = csv.writer(fh, lineterminator="\r\n")
+            w.writerow(RECEIPT_HEADERS)
+            w.writerows(frame.itertuples(index=False, name=None))
+        publish(Path(tmp), path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _write_receipt_xlsx(frame: pd.DataFrame, path: Path, dept: str, business_date: str) -> None:
+    import xlsxwriter
+
+    fd, tmp = _atomic_target(path)
+    os.close(fd)
+    try:
+        wb = xlsxwriter.Workbook(tmp, {"strings_to_formulas": False, "strings_to_numbers": False,
+                                       "strings_to_urls": False})
+        base = {"num_format": "@", "valign": "top", "font_size": 10, "border": 1, "border_color": "#BFBFBF"}
+        f_head = wb.add_format({**base, "bold": True, "bg_color": "#FDE9D9", "text_wrap": True,
+                                "valign": "vcenter", "align": "center"})
+        f_cell = wb.add_format(base)
+        f_wrap = wb.add_format({**base, "text_wrap": True})
+        ws = wb.add_worksheet("回填拒收回执")
+        codes = [c for c, _ in RECEIPT_COLUMNS]
+        formats = [f_wrap if c in _RECEIPT_WRAP else f_cell for c in codes]
+        for c, code in enumerate(codes):
+            ws.set_column(c, c, _RECEIPT_WIDTHS[code], formats[c])
+        ws.set_row(0, 24)
+        for c, header in enumerate(RECEIPT_HEADERS):
+            ws.write_string(0, c, header, f_head)
+        for r, row in enumerate(frame.itertuples(index=False, name=None), start=1):
+            lines = max([1] + [int(np.ceil((len(v) + sum(ord(ch) > 0x7F for ch in v)) / (_RECEIPT_WIDTHS[k] - 1)))
+                               for k, v in zip(codes, row) if k in _RECEIPT_WRAP])
+            ws.set_row(r, min(lines, _MAX_LINES) * _LINE_HEIGHT + 3)
+            for c, value in enumerate(row):
+                ws.write_string(r, c, value, formats[c])
+        ws.freeze_panes(1, 0)
+        ws.autofilter(0, 0, max(len(frame), 1), len(codes) - 1)
+        ws.set_landscape()
+        ws.set_paper(9)  # A4
+        ws.fit_to_pages(1, 0)
+        ws.repeat_rows(0)
+        ws.set_header(f"&L{DEPARTMENT_NAMES.get(dept, dept)} 核查回填拒收回执 {business_date}&R第 &P 页 / 共 &N 页")
+        wb.close()
+        publish(Path(tmp), path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_receipt(rejected: pd.DataFrame, dept: str, date: str, out_root: Path) -> tuple[Path, Path] | None:
+    """Write the department's receipt of rejected return rows (回填拒收回执) beside its task file of the date:
+    `<out_root>/tasks/<dept>/<date>/receipt_<dept>_<date>.xlsx` and `.csv` (UTF-8 with BOM, CRLF); returns
+    (xlsx_path, csv_path), or None when `rejected` is None or empty (nothing is written).
+
+    `rejected`: one row per rejected return row, in the order to show them, with `RWBH` (task number as
+    returned, normalised), `line` (row in the returned file), `reason` (codes, `;`-separated), `problem`
+    (拒收原因) and `action` (处理办法), `raw` (the returned row); without `problem`/`action`, `reason_text`
+    (else `detail`) is used, split at its last `。`. Missing columns are written empty. Headers
+    `任务编号(RWBH)`, `行号`, `拒收原因代码`, `拒收原因`, `处理办法`, `原始内容`. Values are neutralised
+    against formula injection as in the task files (`escape_formulas`), every xlsx cell is a text cell.
+    """
+    if rejected is None or not len(rejected):
+        return None
+    xlsx_path, csv_path = receipt_paths(out_root, dept, date)
+    frame = _receipt_frame(rejected)
+    _write_receipt_csv(frame, csv_path)
+    _write_receipt_xlsx(frame, xlsx_path, dept, date)
     return xlsx_path, csv_path
 
 

@@ -30,7 +30,10 @@ def answer_xlsx(src: Path, dst: Path, answers: dict[str, dict[str, str]], extra_
             continue
         rows += 1
         for code, value in answers.get(rwbh, {}).items():
-            ws.cell(r, header[code]).value = value
+            cell = ws.cell(r, header[code])
+            cell.value = value
+            if isinstance(value, str) and value.startswith("="):
+                cell.data_type = "s"  # typed into a text-formatted cell: Excel keeps it as text, not a formula
     for extra in extra_rows or []:
         r = ws.max_row + 1
         rows += 1
@@ -182,13 +185,19 @@ def test_bad_return_rows_are_rejected_with_reasons(answered):
 def test_audit_entries_are_present_per_person(answered):
     with answered["engine"].connect() as conn:
         audit = db.read_frame(conn, db.audit)
+    d1 = answered["dates"][1]
     for dept, ans in answered["answers"].items():
         for rwbh in ans:
             rows = audit[(audit["entity"] == "task") & (audit["entity_key"] == rwbh) & (audit["new"] == "closed")]
-            assert len(rows) == 1 and rows.iloc[0]["actor"] == dept and rows.iloc[0]["cause"].startswith("return")
+            assert len(rows) == 1 and rows.iloc[0]["cause"].startswith("return") and rows.iloc[0]["old"] == "open"
+            assert rows.iloc[0]["actor"] == "张三"  # the clerk (HCR), not just the department
+            assert rwbh in rows.iloc[0]["cause"] and f"核查日期 {d1}" in rows.iloc[0]["cause"]
     t = answered["chosen"]["correct"]
     corr = audit[(audit["entity"] == "record") & audit["entity_key"].str.endswith(t.YWZJ) & (audit["field"] == "XB")]
-    assert len(corr) == 1 and corr.iloc[0]["actor"] == t.route
+    assert len(corr) == 1 and corr.iloc[0]["actor"] == "张三" and corr.iloc[0]["RKID"] == t.RKID
+    # old value: the department's own value before the correction; new value: the correction
+    assert (corr.iloc[0]["old"], corr.iloc[0]["new"]) == (t.XB, answered["answers"][t.route][t.RWBH]["GZZ"])
+    assert t.RWBH in corr.iloc[0]["cause"]
 
 
 def test_cancelled_record_leaves_the_base_until_it_changes(answered):
@@ -210,4 +219,77 @@ def test_audit_trail_can_be_queried_per_person(answered):
         trail = db.audit_for_person(conn, t.RKID)
     assert {"task", "record"} <= set(trail["entity"])
     assert (trail["entity_key"] == t.RWBH).any()
-    assert ((trail["entity"] == "record") & (trail["field"] == "XB") & (trail["actor"] == t.route)).any()
+    assert ((trail["entity"] == "record") & (trail["field"] == "XB") & (trail["actor"] == "张三")).any()
+
+
+# ----------------------------------------------------------------------------------------------------
+# The clerks' loop closes, on SQLite and PostgreSQL: an answer 1 without a correction is taken like a 2;
+# a correction whose value does not fit its field is rejected with a reason in Chinese, its task stays
+# open and shows the reason in the next task file; the run summary counts the returns.
+
+
+def test_the_clerks_loop_closes(db_url, city_factory, tmp_path):
+    city = city_factory(persons=3000, days=3, seed=7)
+    home = copy_city(city, tmp_path / "home")
+    engine = db.engine_for(db_url)
+    d0, d1, d2 = landed_dates(home)[:3]
+    run(home, db_url, [d0])
+    tasks = open_tasks(engine)
+    civil = tasks[(tasks["status"] == "open") & (tasks["route"] == "civil") & (tasks["HCZT"] != "FUZZY_CANDIDATE")]
+    with_birth = civil[civil["BH"].isin(["dibao", "resident"])]
+    assert len(with_birth) >= 2 and len(civil) >= 4, "the generated city has too few open civil tasks"
+    b, c = with_birth.iloc[0], with_birth.iloc[1]
+    rest = civil[~civil["RWBH"].isin([b.RWBH, c.RWBH])]
+    a, d = rest.iloc[0], rest.iloc[1]
+    answers = {
+        a.RWBH: {"HCJG": "1", "HCR": "李四", "HCRQ": d1},  # corrected in the department's own system
+        b.RWBH: {"HCJG": "1", "GZZD": "CSRQ", "GZZ": "19991340", "HCR": "李四"},  # month 13
+        c.RWBH: {"HCJG": "1", "GZZD": "XM", "GZZ": "=cmd|' /C calc'!A0"},  # a spreadsheet formula
+        d.RWBH: {"HCJG": "1", "GZZD": "CSRQ"},  # a field without its value
+    }
+    src = task_file(home, "civil", d0)
+    target = home / "landing" / "civil" / d1 / f"return_civil_{d1}.xlsx"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    n = answer_xlsx(src, target, answers)
+    deliver_return(home, "civil", d1, target, n)
+    summary = run(home, db_url, [d1])[d1]
+
+    after = open_tasks(engine).set_index("RWBH")
+    assert (after.loc[a.RWBH, "status"], after.loc[a.RWBH, "close_reason"], after.loc[a.RWBH, "HCJG"]) == (
+        "closed", "RETURN", "1")
+    with engine.connect() as conn:
+        ov = db.read_frame(conn, db.overlays)
+        audit = db.read_frame(conn, db.audit)
+    mine = ov[(ov["BH"] == a.BH) & (ov["YWZJ"] == a.YWZJ) & (ov["HCZT"] == a.HCZT)]
+    assert set(mine["kind"]) == {"SUPPRESS"}
+    texts = {b.RWBH: "不是有效的日期(CCYYMMDD)", c.RWBH: "会被表格软件当作公式", d.RWBH: "没有填写更正值"}
+    for rwbh, words in texts.items():
+        assert after.loc[rwbh, "status"] == "open", rwbh
+        assert after.loc[rwbh, "BZ"].startswith(f"回填被拒({d1})："), after.loc[rwbh, "BZ"]
+        assert words in after.loc[rwbh, "BZ"]
+    assert ov[(ov["kind"] == "CORRECT") & ov["YWZJ"].isin([b.YWZJ, c.YWZJ, d.YWZJ])].empty
+    # the next task file shows the open tasks with the reason in BZ
+    from exchange.taskfile import read_return
+
+    nxt = read_return(task_file(home, "civil", d1, "csv"), "csv").set_index("RWBH")
+    for rwbh in texts:
+        assert nxt.loc[rwbh, "BZ"] == after.loc[rwbh, "BZ"]
+    assert a.RWBH not in nxt.index
+    rejects = pd.read_csv(home / "out" / "rejects" / d1 / "civil_verification_tasks_rejects.csv", dtype=str,
+                          keep_default_na=False, encoding="utf-8-sig")
+    assert sorted(rejects["reason"]) == ["BAD_CORRECTION", "BAD_CORRECTION_VALUE", "BAD_CORRECTION_VALUE"]
+    returns = summary["departments"]["civil"]["returns"]
+    assert {k: returns[k] for k in ("accepted", "rejected", "closed")} == {"accepted": 1, "rejected": 3, "closed": 1}
+    assert returns["rejected_by_reason"] == {"BAD_CORRECTION": 1, "BAD_CORRECTION_VALUE": 2}
+    assert isinstance(returns["overdue"], int)
+    # the trace of the answer: the clerk, the task, the answer date
+    closing = audit[(audit["entity"] == "task") & (audit["entity_key"] == a.RWBH) & (audit["new"] == "closed")]
+    assert len(closing) == 1 and closing.iloc[0]["actor"] == "李四" and closing.iloc[0]["old"] == "open"
+    assert a.RWBH in closing.iloc[0]["cause"] and f"核查日期 {d1}" in closing.iloc[0]["cause"]
+    note = audit[(audit["entity"] == "task") & (audit["entity_key"] == b.RWBH) & (audit["field"] == "BZ")]
+    assert len(note) == 1 and note.iloc[0]["actor"] == "李四"
+
+    # the answer 1 holds like a 2: the state is not raised again while the record stays as it was
+    run(home, db_url, [d2])
+    final = open_tasks(engine).set_index("RWBH")
+    assert final.loc[a.RWBH, "status"] == "closed" and final.loc[a.RWBH, "close_reason"] == "RETURN"

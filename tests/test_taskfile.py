@@ -185,3 +185,64 @@ def test_escape_round_trip():
     esc = escape_formulas(values)
     assert not esc.str.match(r"^[=+\-@\t\r]").any()
     assert list(unescape_formulas(esc)) == list(values)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Receipts: rejected return rows back to the department, in Chinese, beside its task file
+
+
+def rejected_rows() -> pd.DataFrame:
+    return pd.DataFrame({
+        "RWBH": ["HC00D961340BF903A7", "=HYPERLINK(\"http://x\")"],
+        "line": ["3", "7"],
+        "reason": ["BAD_CORRECTION_VALUE", "UNKNOWN_TASK"],
+        "reason_text": ["更正值“19991340”不是有效的日期(CCYYMMDD)。请核实后重新填写更正值(GZZ)再回传",
+                        "任务编号不存在。请核对任务编号(RWBH)"],
+        "problem": ["更正值“19991340”不是有效的日期(CCYYMMDD)", "任务编号不存在"],
+        "action": ["请核实后重新填写更正值(GZZ)再回传", "请核对任务编号(RWBH)"],
+        "raw": ["HC00D961340BF903A7|1|CSRQ|19991340", "-1|@SUM(A1)|=cmd|' /C calc'!A0"],
+    })
+
+
+def test_write_receipt(tmp_path):
+    from exchange.taskfile import RECEIPT_HEADERS, write_receipt
+
+    got = write_receipt(rejected_rows(), "civil", BD, tmp_path)
+    assert got is not None
+    xlsx, csv_path = got
+    folder = tmp_path / "tasks" / "civil" / BD
+    assert (xlsx, csv_path) == (folder / f"receipt_civil_{BD}.xlsx", folder / f"receipt_civil_{BD}.csv")
+    assert RECEIPT_HEADERS == ("任务编号(RWBH)", "行号", "拒收原因代码", "拒收原因", "处理办法", "原始内容")
+    raw = csv_path.read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf") and b"\r\n" in raw
+    rows = list(csv.reader(raw.decode("utf-8-sig").splitlines()))
+    assert rows[0] == list(RECEIPT_HEADERS) and len(rows) == 3
+    assert rows[1] == ["HC00D961340BF903A7", "3", "BAD_CORRECTION_VALUE", "更正值“19991340”不是有效的日期(CCYYMMDD)",
+                       "请核实后重新填写更正值(GZZ)再回传", "HC00D961340BF903A7|1|CSRQ|19991340"]
+    assert rows[2][0] == "'=HYPERLINK(\"http://x\")" and rows[2][5] == "'-1|@SUM(A1)|=cmd|' /C calc'!A0"
+    wb = openpyxl.load_workbook(xlsx)
+    ws = wb.worksheets[0]
+    assert [c.value for c in ws[1]] == list(RECEIPT_HEADERS) and ws.freeze_panes == "A2"
+    assert ws.max_row == 3
+    for row in ws.iter_rows(min_row=1, max_row=ws.max_row):
+        for cell in row:
+            assert cell.value is None or cell.data_type == "s", cell.coordinate
+            assert not str(cell.value or "").startswith(("=", "+", "-", "@")), cell.coordinate
+    assert ws.cell(row=2, column=4).value == "更正值“19991340”不是有效的日期(CCYYMMDD)"
+    assert ws.cell(row=3, column=1).value == "'=HYPERLINK(\"http://x\")"
+    assert sorted(p.name for p in folder.iterdir()) == sorted([xlsx.name, csv_path.name])  # no temporaries left
+
+
+def test_write_receipt_splits_reason_text_and_writes_nothing_for_nothing(tmp_path):
+    from exchange.taskfile import write_receipt
+
+    assert write_receipt(rejected_rows().iloc[0:0], "civil", BD, tmp_path) is None
+    assert write_receipt(None, "civil", BD, tmp_path) is None
+    assert not (tmp_path / "tasks").exists()
+    # rows as kept in the base: the text in one column (reason_text, or detail), problem。action
+    kept = rejected_rows().drop(columns=["problem", "action", "reason_text"]).assign(
+        detail=["更正值“1。2”超过50个字符。请核实后重新填写更正值(GZZ)再回传", "没有处理办法"])
+    _, csv_path = write_receipt(kept, "police", BD, tmp_path)
+    rows = list(csv.reader(csv_path.read_text(encoding="utf-8-sig").splitlines()))
+    assert rows[1][3:5] == ["更正值“1。2”超过50个字符", "请核实后重新填写更正值(GZZ)再回传"]
+    assert rows[2][3:5] == ["没有处理办法", ""]
