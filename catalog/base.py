@@ -31,6 +31,11 @@ TASK_COLUMNS = [
 # A department's answer that holds "until the record next changes": stored with the record's fingerprint.
 OVERLAY_COLUMNS = ["overlay_key", "kind", "BM", "BH", "YWZJ", "JS", "HCZT", "field", "value", "record_fp", "RWBH", "decided"]
 
+# Every delivered row that was not loaded, with its reason (spec section 2: rejects files), kept in the
+# base so the rejects files and the departments' receipts can be written again at any time.
+REJECT_COLUMNS = ["reject_key", "business_date", "department", "table", "batch_id", "line", "reason", "detail", "raw",
+                  "RWBH"]
+
 AUDIT_COLUMNS = ["business_date", "entity", "entity_key", "RKID", "field", "old", "new", "cause", "actor", "at"]
 
 

@@ -14,6 +14,7 @@ earlier landed date that is not processed yet, and it stops at a blocked date (n
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -23,8 +24,11 @@ import pandas as pd
 import sqlalchemy as sa
 
 from catalog import RETURN_TABLE
+from catalog.base import REJECT_COLUMNS
+from day import exceptions
 from exchange import outputs, staging
 from exchange.process import process_date
+from exchange.files import clean_temporaries, publish, temporary_for
 from exchange.staging import StageResult
 from linkage.link import load_config
 from quality.suites import validate_delivery
@@ -55,7 +59,13 @@ class DateResult:
     summary: dict = field(default_factory=dict)  # the run summary in the base (reconciliation, totals, rates)
     committed: bool = False  # False: blocked, or a re-run with nothing new
     outputs: dict[str, Path] = field(default_factory=dict)  # files written ({} when kept as they were)
+    exceptions: list[dict] = field(default_factory=list)  # 交换异常: what did not go as delivered, and what to do
     seconds: float = 0.0
+
+
+class LateDelivery(RuntimeError):
+    """A business date earlier than the last processed one was asked for: dates are applied strictly in
+    order, so a late delivery is refused (docs/decisions.md), never applied after a later date."""
 
 
 class DateBlocked(RuntimeError):
@@ -78,11 +88,37 @@ def pending_before(settings: Settings, engine: sa.Engine, date: str) -> list[str
     return [d for d in settings.landed_dates() if d < date and d not in done]
 
 
+OUTPUTS_MARKER = "outputs.json"  # reports/<D>/outputs.json: written last, lists every output of the date
+
+
+def outputs_complete(settings: Settings, date: str) -> bool:
+    """Whether every output of a date was written (its marker exists and names only files that exist)."""
+    marker = settings.out / "reports" / date / OUTPUTS_MARKER
+    if not marker.exists():
+        return False
+    try:
+        listed = json.loads(marker.read_text(encoding="utf-8"))["files"]
+    except (ValueError, KeyError):
+        return False
+    return all((settings.out / rel).exists() for rel in listed)
+
+
 def outputs_due(settings: Settings, date: str, latest_processed: str) -> bool:
     """Whether to (re)write a date's outputs. They show the base right after the date, so once a later
     date has been processed (`latest_processed`, read before this date's commit) an earlier date's
-    outputs are left as they were written, unless they are missing."""
+    outputs are left as they were written (`mend_outputs` completes the latest date's after a kill)."""
     return date >= latest_processed or not (settings.out / "exports" / date).exists()
+
+
+def mend_outputs(settings: Settings, engine: sa.Engine) -> str:
+    """Write the outputs of the latest processed date again when a run died after its commit and before
+    its last output (the base still is the base right after that date). Returns the date mended, or ""."""
+    latest = max(base.processed_dates(engine), default="")
+    if latest and not outputs_complete(settings, latest):
+        log.warning("outputs of %s are incomplete (a run died after its commit): writing them again", latest)
+        write_date_outputs(settings, engine, latest)
+        return latest
+    return ""
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -109,11 +145,25 @@ def check(settings: Settings, staged: StageResult) -> Gates:
     return gates
 
 
-def commit(settings: Settings, engine: sa.Engine, staged: StageResult) -> tuple[dict, bool]:
-    """Apply, link and verify the date's new batches and write it all in one transaction.
-    Returns (run summary, whether the base changed)."""
+def refuse_late_files(staged: StageResult, latest_processed: str) -> None:
+    """New batches in the folder of a date before the latest processed one are refused: applied now they
+    would act after a later date (closing its tasks, re-baselining to an older state)."""
+    if staged.business_date >= latest_processed:
+        return
+    for f in staged.files:
+        if f.status == "staged":
+            f.status = "late"
+            f.message = (f"batch {f.batch_id} arrived for {staged.business_date} after {latest_processed} was "
+                         "processed; dates are applied in order, so it was not loaded")
+            log.error("%s/%s: %s", f.department, f.path, f.message)
+
+
+def commit(settings: Settings, engine: sa.Engine, staged: StageResult,
+           exceptions: list[dict] | None = None) -> tuple[dict, bool]:
+    """Apply, link and verify the date's new batches and write it all, with the rows rejected and the
+    date's exceptions, in one transaction. `staged` is classified already (replays, re-runs and late
+    batches are not "staged"). Returns (run summary, whether the base changed)."""
     date = staged.business_date
-    staging.classify_batches(staged, base.processed_batches(engine), date)
     new_files = [f for f in staged.files if f.status == "staged"]
     done_before = base.run_summary(engine, date)
     if done_before is not None and not new_files:
@@ -130,16 +180,21 @@ def commit(settings: Settings, engine: sa.Engine, staged: StageResult) -> tuple[
         res = process_date(state, staged, frames, date, link_config=load_config(settings.linkage_config),
                            prior_reports=base.batch_reports(conn, date), incremental=not settings.full_relink,
                            linking=settings.incremental_linking)
-        base.write_base(conn, state, res.state, res.audit, res.batches, date, res.summary)
+        res.summary["exceptions"] = (done_before or {}).get("exceptions", []) + list(exceptions or [])
+        base.write_base(conn, state, res.state, res.audit, res.batches, date, res.summary,
+                        rejects=_rejected_rows(date, new_files, folder, frames, res.rejects))
         log.info("business date %s committed: %s", date, res.summary_line())
-    rejects_dir = settings.out / "rejects" / date
-    for f in new_files:
-        rejected = folder / (f.parquet + ".rejects")
-        if rejected.exists():
-            staging.write_rejects(rejects_dir, f.department, f.table, pd.read_parquet(rejected))
-    for dept, table, frame in res.rejects:
-        staging.write_rejects(rejects_dir, dept, table, frame)
     return res.summary, True
+
+
+def _rejected_rows(date: str, new_files, folder: Path, frames: dict, late_rejects) -> pd.DataFrame:
+    """Every row of the date's new files that was not loaded: unreadable when parsed, or refused when
+    applied (duplicate keys, bad operations, rejected answers), in the layout the base keeps them."""
+    parts = [staging.reject_rows(date, f.department, f.table, f.batch_id,
+                                 frames[f"{f.batch_id}__{f.line_in_manifest}#rejects"])
+             for f in new_files if f"{f.batch_id}__{f.line_in_manifest}#rejects" in frames]
+    parts += [staging.reject_rows(date, dept, table, "", frame) for dept, table, frame in late_rejects]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=REJECT_COLUMNS)
 
 
 def write_date_outputs(settings: Settings, engine: sa.Engine, date: str) -> dict[str, Path]:
@@ -150,27 +205,47 @@ def write_date_outputs(settings: Settings, engine: sa.Engine, date: str) -> dict
     with engine.connect() as conn:
         exports = outputs.write_exports(settings.home, base.live_persons(conn), base.export_links(conn), date)
         tasks = outputs.write_task_outputs(settings.home, base.open_tasks(conn), date)
+        rejected = base.date_rejects(conn, date)
+        rejects = outputs.write_rejects_files(settings.home, rejected, date)
+        receipts = outputs.write_receipts(settings.home, rejected, date)
         reports = outputs.write_reports(settings.home, summary, date, base.run_history(conn, date))
     paths = {f"exports/{k}": v for k, v in exports.items()}
     for dept, (xlsx, csv) in tasks.items():
         paths[f"tasks/{dept}.xlsx"], paths[f"tasks/{dept}.csv"] = xlsx, csv
+    paths.update({f"rejects/{k}": v for k, v in rejects.items()})
+    for dept, (xlsx, csv) in receipts.items():
+        paths[f"receipts/{dept}.xlsx"], paths[f"receipts/{dept}.csv"] = xlsx, csv
     paths.update({f"reports/{k}": v for k, v in reports.items()})
+    marker = settings.out / "reports" / date / OUTPUTS_MARKER  # last: the outputs of the date are complete
+    tmp = temporary_for(marker)
+    tmp.write_text(json.dumps({"business_date": date, "files": sorted(
+        str(Path(v).relative_to(settings.out)) for v in paths.values())}, ensure_ascii=False, indent=1), encoding="utf-8")
+    paths["reports/outputs"] = publish(tmp, marker)
     return paths
 
 
 def run_one(settings: Settings, engine: sa.Engine, date: str, *, write_outputs: bool = True,
-            quality_gates: bool = True) -> DateResult:
-    """Stage, check, commit and write the outputs of one date (no lock: the caller holds it)."""
+            quality_gates: bool = True, late_folders: list[str] = ()) -> DateResult:
+    """Stage, check, commit and write the outputs of one date (no lock: the caller holds it).
+    `late_folders`: earlier dates refused as late, reported with this date."""
     started = time.perf_counter()
-    staged = staging.stage(settings.home, date)
+    thresholds = load_thresholds(settings.quality_config)
+    staged = staging.stage(settings.home, date, staging.Guards.from_config(thresholds))
     result = DateResult(date, staged, check(settings, staged) if quality_gates else Gates())
     if result.gates.errors:
         result.seconds = time.perf_counter() - started
         raise DateBlocked(result)
     latest_before = max(base.processed_dates(engine), default="")
-    result.summary, result.committed = commit(settings, engine, staged)
+    late = [e for d in late_folders for e in exceptions.late_folder(settings.landing, d, latest_before)]
+    staging.classify_batches(staged, base.processed_batches(engine), date)
+    refuse_late_files(staged, latest_before)
+    result.exceptions = exceptions.of_date(staged, thresholds) + late
+    result.summary, result.committed = commit(settings, engine, staged, result.exceptions)
     if not (settings.home / FIRST_DATE_FILE).exists():
         (settings.home / FIRST_DATE_FILE).write_text(min(base.processed_dates(engine)) + "\n", encoding="utf-8")
+    for e in result.exceptions:
+        log.warning("%s %s %s: %s. %s", date, e["department"], e.get("file") or e.get("batch_id"), e["cause"],
+                    e["next_step"])
     if write_outputs and outputs_due(settings, date, latest_before):
         result.outputs = write_date_outputs(settings, engine, date)
     elif write_outputs:
@@ -191,10 +266,25 @@ def run_dates(settings: Settings, dates: list[str], *, write_outputs: bool = Tru
     engine = engine_of(settings)
     results: dict[str, DateResult] = {}
     with run_lock(engine, settings.home):
-        todo = sorted(set(dates) | set(pending_before(settings, engine, max(dates))))
-        for d in todo:
+        removed = clean_temporaries(settings.out)
+        if removed:
+            log.warning("removed %s temporary file(s) a killed run left under %s", removed, settings.out)
+        if write_outputs:
+            mend_outputs(settings, engine)
+        latest = max(base.processed_dates(engine), default="")
+        pending = pending_before(settings, engine, max(dates))
+        late = [d for d in pending if d < latest]  # landed after a later date was processed: refused
+        asked_late = sorted(d for d in dates if d < latest and d not in base.processed_dates(engine))
+        if asked_late:
+            raise LateDelivery(
+                f"business date {asked_late[0]} arrived after {latest} was processed; dates are applied strictly "
+                f"in order, so it is refused. Ask the department to deliver it again under the current business "
+                f"date (a new batch id) and remove landing/*/{asked_late[0]}/ (docs/operations.md).")
+        todo = sorted((set(dates) | set(pending)) - set(late))
+        for i, d in enumerate(todo):
             try:
-                results[d] = run_one(settings, engine, d, write_outputs=write_outputs, quality_gates=quality_gates)
+                results[d] = run_one(settings, engine, d, write_outputs=write_outputs, quality_gates=quality_gates,
+                                     late_folders=late if i == 0 else [])
             except DateBlocked as blocked:
                 blocked.done = results
                 raise

@@ -9,8 +9,9 @@ Decisions (see :func:`discover`):
   ``status == "malformed"`` and ``error`` set to a :class:`DeliveryError` (path + what is wrong), so
   the caller reports it and carries on with the other departments. :meth:`Manifest.raise_for_status`
   turns it into an exception for callers that prefer one.
-* Everything listed in the manifest is checked before anything is loaded: department known and equal
-  to the folder, each file's table valid for that department (``verification_tasks`` only with
+* Everything listed in the manifest is checked before anything is loaded: ``batch_id`` a plain name
+  (:data:`BATCH_ID`: it becomes part of paths under ``out/``), department known and equal to the folder,
+  each file's table valid for that department (``verification_tasks`` only with
   ``verification_return`` and vice versa), ``extract_type`` / ``format`` / ``encoding`` known,
   ``rows`` a non-negative integer, ``sha256`` 64 hex digits, the file present inside the folder.
   One bad entry flags the whole manifest (a batch is loaded whole or not at all).
@@ -162,6 +163,10 @@ def _parse_rows(v: object) -> int | None:
     return None
 
 
+# A batch id names the quarantine folder and the staging files: no separators, no '..', nothing hidden.
+BATCH_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
 def load_manifest(folder: Path) -> Manifest:
     """Read and validate ``folder/manifest.json``. Raises :class:`DeliveryError` when malformed."""
     folder = Path(folder)
@@ -195,8 +200,9 @@ def load_manifest(folder: Path) -> Manifest:
     if not _valid_date(bdate):
         raise DeliveryError(mpath, f"business_date {bdate!r} is not a CCYYMMDD date")
     batch_id = need(raw, "batch_id", "manifest")
-    if not isinstance(batch_id, str) or not batch_id.strip():
-        raise DeliveryError(mpath, f"batch_id must be a non-empty string, got {batch_id!r}")
+    if not isinstance(batch_id, str) or not BATCH_ID.fullmatch(batch_id.strip()) or ".." in batch_id:
+        raise DeliveryError(mpath, f"batch_id {str(batch_id)[:80]!r} is not a batch id: 1-100 letters, digits, "
+                                   "'.', '_' or '-', starting with a letter or digit (it names folders and files)")
     entries = need(raw, "files", "manifest")
     if not isinstance(entries, list):
         raise DeliveryError(mpath, "'files' must be a list")
@@ -303,5 +309,6 @@ def discover(landing_root: Path | str, business_date: str) -> list[Manifest]:
             except (OSError, ValueError):
                 pass
             batch = raw.get("batch_id") if isinstance(raw.get("batch_id"), str) else ""
+            batch = batch if BATCH_ID.fullmatch(batch) and ".." not in batch else ""  # never a path
             out.append(Manifest(ddir.name, business_date, batch, [], folder, raw, status="malformed", error=err))
     return out

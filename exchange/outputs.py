@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import html
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
-from catalog import DEPARTMENT_NAMES, DEPARTMENTS
+from catalog import DEPARTMENT_NAMES, DEPARTMENTS, RETURN_TABLE
 from catalog.base import TASK_COLUMNS
 from catalog.states import STATE_NAMES
-from exchange.taskfile import write_task_files
+from exchange.files import publish, temporary_for
+from exchange.taskfile import write_receipt, write_task_files
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -33,11 +32,8 @@ def neutralise(value: str) -> str:
     return "'" + value if isinstance(value, str) and value.startswith(FORMULA_START) else value
 
 
-def _atomic_path(target: Path):
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=target.suffix)
-    os.close(fd)
-    return Path(tmp)
+def _atomic_path(target: Path) -> Path:
+    return temporary_for(target)
 
 
 def write_exports(home: Path, persons: pd.DataFrame, links: pd.DataFrame, date: str) -> dict[str, Path]:
@@ -49,9 +45,36 @@ def write_exports(home: Path, persons: pd.DataFrame, links: pd.DataFrame, date: 
         target = out / f"{name}.parquet"
         tmp = _atomic_path(target)
         frame.sort_values(frame.columns[0] if name == "persons" else ["BM", "BH", "YWZJ", "JS"]).to_parquet(tmp, index=False)
-        os.replace(tmp, target)
+        publish(tmp, target)
         paths[name] = target
     return paths
+
+
+REJECT_FILE_COLUMNS = ["line", "reason", "raw", "detail"]  # spec section 6: line, reason code, raw line; + the reason in words
+
+
+def write_rejects_files(home: Path, rejects: pd.DataFrame, date: str) -> dict[str, Path]:
+    """rejects/<D>/<dept>_<table>_rejects.csv (UTF-8 with BOM), each written whole from the rows the base
+    keeps for the date (so a failed or killed write is mended by writing again)."""
+    out = Path(home) / "out" / "rejects" / date
+    paths = {}
+    for (dept, table), part in rejects.groupby(["department", "table"], sort=True) if len(rejects) else ():
+        target = out / f"{dept}_{table}_rejects.csv"
+        tmp = _atomic_path(target)
+        part[REJECT_FILE_COLUMNS].astype(str).map(neutralise).to_csv(tmp, index=False, encoding="utf-8-sig")
+        paths[f"{dept}_{table}"] = publish(tmp, target)
+    return paths
+
+
+def write_receipts(home: Path, rejects: pd.DataFrame, date: str) -> dict[str, tuple[Path, Path]]:
+    """receipt_<dept>_<D>.xlsx/.csv beside each department's task file: its rejected answers, in Chinese."""
+    out = {}
+    answers = rejects[rejects["table"] == RETURN_TABLE] if len(rejects) else rejects
+    for dept, part in answers.groupby("department", sort=True) if len(answers) else ():
+        written = write_receipt(part.reset_index(drop=True), dept, date, Path(home) / "out")
+        if written is not None:
+            out[dept] = written
+    return out
 
 
 def write_task_outputs(home: Path, tasks: pd.DataFrame, date: str) -> dict[str, tuple[Path, Path]]:
@@ -76,13 +99,13 @@ def write_reports(home: Path, summary: dict, date: str, history: list[dict]) -> 
         target = out / f"reconciliation_{dept}.json"
         tmp = _atomic_path(target)
         tmp.write_text(json.dumps(rep, ensure_ascii=False, indent=2), encoding="utf-8")
-        os.replace(tmp, target)
+        publish(tmp, target)
         paths[f"{dept}.json"] = target
         paths[f"{dept}.xlsx"] = _write_reconciliation_xlsx(out / f"reconciliation_{dept}.xlsx", rep)
     target = out / "summary.html"
     tmp = _atomic_path(target)
     tmp.write_text(render_summary_html(summary, history), encoding="utf-8")
-    os.replace(tmp, target)
+    publish(tmp, target)
     paths["summary"] = target
     return paths
 
@@ -94,6 +117,20 @@ TABLE_HEADERS = {
 }
 
 
+STATUS_NAMES = {"staged": "正常", "processed": "正常", "quarantined": "校验和不符已隔离", "held": "全量行数不足已暂扣",
+                "missing": "文件缺失", "structural_error": "结构错误", "replay": "重复批次已跳过", "late": "迟到拒收"}
+
+
+def table_status(rep: dict, table: str) -> tuple[str, str]:
+    """(status, reason) of a table in a department's report: 正常, or what became of its files and why."""
+    files = [f for b in rep.get("batches", []) for f in b.get("files", []) if f.get("table") == table]
+    bad = [f for f in files if f.get("status") not in ("staged", "processed")]
+    if not bad:
+        return STATUS_NAMES["staged"], ""
+    status = "、".join(dict.fromkeys(STATUS_NAMES.get(f["status"], f["status"]) for f in bad))
+    return status, "; ".join(f.get("message", "") for f in bad if f.get("message"))
+
+
 def _write_reconciliation_xlsx(target: Path, rep: dict) -> Path:
     import xlsxwriter
 
@@ -103,20 +140,31 @@ def _write_reconciliation_xlsx(target: Path, rep: dict) -> Path:
     ws = wb.add_worksheet("桥接核对")
     ws.write_string(0, 0, f"{DEPARTMENT_NAMES.get(rep['department'], rep['department'])} 数据桥接核对 {rep['business_date']}",
                     bold)
-    headers = ["表(BH)"] + [f"{TABLE_HEADERS[f]}({f})" for f in RECON_FIELDS]
+    headers = ["表(BH)"] + [f"{TABLE_HEADERS[f]}({f})" for f in RECON_FIELDS] + ["状态(status)", "原因(reason)"]
     for c, h in enumerate(headers):
         ws.write_string(2, c, h, bold)
         ws.set_column(c, c, max(12, len(h) + 4))
+    ws.set_column(len(headers) - 1, len(headers) - 1, 80)
     for r, (table, figs) in enumerate(sorted(rep["tables"].items()), start=3):
         ws.write_string(r, 0, table)
         for c, f in enumerate(RECON_FIELDS, start=1):
             v = figs.get(f, "")
             ws.write_string(r, c, ("是" if v else "否") if isinstance(v, bool) else str(v))
+        status, reason = table_status(rep, table)
+        ws.write_string(r, len(RECON_FIELDS) + 1, status)
+        ws.write_string(r, len(RECON_FIELDS) + 2, neutralise(reason))
     row = 4 + len(rep["tables"])
     ws.write_string(row, 0, "核查任务", bold)
     for c, (k, label) in enumerate((("new", "新增"), ("open", "在办"), ("closed", "销号"), ("overdue", "逾期")), start=1):
         ws.write_string(row, c, f"{label}({k})", bold)
         ws.write_string(row + 1, c, str(rep["tasks"].get(k, 0)))
+    row += 3
+    ws.write_string(row, 0, "核查回填", bold)  # the departments' answers of the date (spec section 5)
+    answers = rep.get("returns", {})
+    for c, (k, label) in enumerate((("accepted", "受理"), ("rejected", "拒收"), ("closed", "销号"), ("overdue", "逾期未回")),
+                                   start=1):
+        ws.write_string(row, c, f"{label}({k})", bold)
+        ws.write_string(row + 1, c, str(answers.get(k, 0)))
     row += 3
     ws.write_string(row, 0, "质量指标", bold)
     for i, (k, v) in enumerate(sorted((rep.get("quality") or {}).items())):
@@ -125,7 +173,7 @@ def _write_reconciliation_xlsx(target: Path, rep: dict) -> Path:
             ws.write_string(row + 1 + i, 1, f"{v:.4f}" if isinstance(v, float) else str(v))
     ws.freeze_panes(3, 1)
     wb.close()
-    os.replace(tmp, target)
+    publish(tmp, target)
     return target
 
 
@@ -197,6 +245,23 @@ def _line_chart(title: str, series: dict[str, list[tuple[str, float]]], width=64
     return "".join(out)
 
 
+EXCEPTION_HEADERS = ("部门", "批次", "文件", "异常", "原因", "下一步")
+
+
+def _exceptions_html(summary: dict) -> str:
+    """The 交换异常 section: each exception of the date with its cause and what to do next."""
+    rows = summary.get("exceptions", [])
+    if not rows:
+        return "<h2>交换异常</h2><p class='empty'>无 none</p>"
+    cells = "".join(
+        "<tr class='warn'>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
+            DEPARTMENT_NAMES.get(e.get("department", ""), e.get("department", "")), e.get("batch_id", ""),
+            e.get("file", ""), e.get("label", e.get("kind", "")), e.get("cause", ""), e.get("next_step", "")))
+        + "</tr>" for e in rows)
+    head = "".join(f"<th>{h}</th>" for h in EXCEPTION_HEADERS)
+    return f"<h2>交换异常 ({len(rows)})</h2><table class='exc'><tr>{head}</tr>{cells}</table>"
+
+
 def render_summary_html(summary: dict, history: list[dict]) -> str:
     """The city-wide picture of one date: figures, tasks by state and department, trends, link methods."""
     date = summary["business_date"]
@@ -230,7 +295,7 @@ def render_summary_html(summary: dict, history: list[dict]) -> str:
                 rows.append(f"<tr class='warn'><td>{DEPARTMENT_NAMES[d]}</td><td colspan='{len(RECON_FIELDS) + 1}'>"
                             f"重复批次已跳过 replay: {html.escape(b['batch_id'])}</td></tr>")
     head = "".join(f"<th>{TABLE_HEADERS[k]}</th>" for k in RECON_FIELDS)
-    errors = "".join(f"<li>{html.escape(e)}</li>" for e in summary.get("errors", []))
+    exceptions = _exceptions_html(summary)
     return (f"""<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">
 <title>实有人口基础库 运行概况 {date}</title>
 <style>
@@ -244,13 +309,13 @@ body{{font-family:"Noto Sans CJK SC","Microsoft YaHei",sans-serif;margin:24px;co
 .grid{display:grid;grid-template-columns:1fr 1fr;gap:16px}
 """
             "table{border-collapse:collapse;font-size:13px} td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-            " td:first-child,td:nth-child(2){text-align:left}\n"
+            " td:first-child,td:nth-child(2){text-align:left} table.exc td{text-align:left;max-width:560px}\n"
             "th{background:#DDEBF7} tr.warn td{background:#FDE9D9} .lbl{font-size:12px} .val{font-size:11px;fill:#333}"
             " .empty{color:#888}\n"
             f"""</style></head><body>
 <h1>实有人口基础库 运行概况 · 业务日期 {date}</h1>
 <div class="cards">{''.join(f"<div class='card'><b>{v}</b><span>{html.escape(k)}</span></div>" for k, v in cards)}</div>
-{f"<h2>交换异常</h2><ul>{errors}</ul>" if errors else ""}
+{exceptions}
 <h2>待核查任务</h2>
 <div class="grid"><div>{_bar_chart("按核查状态 (open tasks by state)", by_state)}</div>
 <div>{_bar_chart("按部门 (open tasks by department)", by_dept)}</div></div>

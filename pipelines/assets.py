@@ -1,7 +1,7 @@
 """The assets of a business date, materialised together by `day.run_dates` (one multi-asset, one step).
 
 A date is staged, checked, committed and written out by one function (`day.run`), so Dagster shows it
-as one multi-asset with five assets, each materialised once per run with its own metadata, and three
+as one multi-asset with five assets, each materialised once per run with its own metadata, and four
 checks attached to the run's partitions. A blocked date (a structural gate failed) materialises
 `staged_deliveries` with a failed `delivery_structure` check and fails the run with the reasons; the
 base and the outputs are not touched.
@@ -21,7 +21,7 @@ from quality.thresholds import load_thresholds, rate_thresholds
 
 STAGED, BASE, EXPORTS, TASK_FILES, REPORTS = (
     "staged_deliveries", "population_base", "exports", "verification_task_files", "reconciliation_reports")
-STRUCTURE, RATES, LINK_RATE = "delivery_structure", "delivery_quality_rates", "link_rate"
+STRUCTURE, RATES, EXCEPTIONS, LINK_RATE = "delivery_structure", "delivery_quality_rates", "delivery_exceptions", "link_rate"
 
 
 def _specs() -> list[dg.AssetSpec]:
@@ -56,6 +56,9 @@ def _partitioned_check_specs(partitions) -> list[dg.AssetCheckSpec]:
         dg.AssetCheckSpec(RATES, asset=STAGED, partitions_def=partitions,
                           description="Content expectations and valid-ID / completeness rates of each delivery "
                                       "against config/quality.json."),
+        dg.AssetCheckSpec(EXCEPTIONS, asset=STAGED, partitions_def=partitions,
+                          description="交换异常: files quarantined, held (short full extract), refused as late, replayed or "
+                                      "missing, and files with many unreadable rows; each with its cause and next step."),
         dg.AssetCheckSpec(LINK_RATE, asset=BASE, partitions_def=partitions,
                           description="Share of record roles linked to a person without waiting for a clerk "
                                       "(city threshold in config/quality.json)."),
@@ -74,7 +77,7 @@ def _table(rows: list[dict], columns: list[str]) -> dg.MetadataValue:
 
 
 def staged_results(result: DateResult) -> Iterator:
-    """The staged_deliveries materialisation and its two checks."""
+    """The staged_deliveries materialisation and its three checks."""
     files = [{"file": f"{f.department}/{f.path}", "table": f.table, "status": f.status, "received": f.received_rows,
               "rejected": f.rejected_rows, "manifest_rows": f.manifest_rows} for f in result.staged.files]
     yield dg.MaterializeResult(asset_key=STAGED, metadata={
@@ -88,6 +91,13 @@ def staged_results(result: DateResult) -> Iterator:
     yield dg.AssetCheckResult(asset_key=STAGED, check_name=STRUCTURE, passed=not gates.errors,
                               metadata={"errors": len(gates.errors), "reasons": _bullets(gates.errors)},
                               description="; ".join(gates.errors)[:1000] or None)
+    exc = result.exceptions
+    yield dg.AssetCheckResult(
+        asset_key=STAGED, check_name=EXCEPTIONS, passed=not exc, severity=dg.AssetCheckSeverity.WARN,
+        metadata={"exceptions": len(exc), "details": _table(
+            [{k: e.get(k, "") for k in ("department", "file", "label", "cause", "next_step")} for e in exc],
+            ["department", "file", "label", "cause", "next_step"]) if exc else dg.MetadataValue.text("none")},
+        description="; ".join(f"{e['department']} {e['file']}: {e['label']}" for e in exc)[:1000] or None)
     rates = {f"{name} {rate}": float(v) for name, per in gates.rates.items() for rate, v in per.items()
              if isinstance(v, (int, float)) and v is not None}
     yield dg.AssetCheckResult(asset_key=STAGED, check_name=RATES, passed=not gates.warnings,

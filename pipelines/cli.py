@@ -17,6 +17,7 @@ from pathlib import Path
 
 import click
 
+from catalog import DEPARTMENTS
 from settings import Settings, landed_dates, quiet_libraries
 
 
@@ -58,21 +59,30 @@ def _run_dates(settings: Settings, dates: list[str]) -> list[dict]:
     """One Dagster run per date, in order (the job calls `day.run_dates`); prints progress and returns
     the run summaries."""
     quiet_libraries()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("popbase").setLevel(logging.INFO)  # ours at INFO, the libraries' at WARNING
     from pipelines.definitions import build_definitions
     from store import base, db
 
+    if not settings.landing.is_dir():
+        raise click.ClickException(
+            f"{settings.home} has no landing/ folder: is POPBASE_HOME right? Nothing was run "
+            "(a mistyped home would otherwise create an empty base).")
     instance = _dagster_instance(settings.home)
     job = build_definitions(settings).resolve_job_def("popbase_daily")
     summaries = []
     for i, d in enumerate(dates, 1):
         t0 = time.monotonic()
         click.echo(f"[{i}/{len(dates)}] business date {d} ...", err=True)
+        if not any((settings.landing / dept / d).is_dir() for dept in DEPARTMENTS):
+            click.echo(f"[{i}/{len(dates)}] WARNING: no department delivered anything for {d}", err=True)
         result = job.execute_in_process(partition_key=d, instance=instance, raise_on_error=False,
-                                        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}})
+                                        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
         if not result.success:
-            failures = [e.message for e in result.all_events if e.is_failure]
-            raise click.ClickException(f"run {result.run_id} for {d} failed: {' | '.join(failures)[:2000]}")
+            raise click.ClickException(f"run {result.run_id[:8]} for {d} failed:\n" + "\n".join(_failures(result)))
+        for e in result.get_asset_check_evaluations():
+            if not e.passed and e.description:
+                click.echo(f"[{i}/{len(dates)}] WARNING {e.check_name}: {e.description}", err=True)
         summary = base.run_summary(db.engine_for(settings.db_url), d) or {}
         summaries.append(summary)
         t = summary.get("totals", {})
@@ -80,6 +90,19 @@ def _run_dates(settings: Settings, dates: list[str]) -> list[dict]:
                    f"loaded {t.get('loaded_rows', 0):,} rows, rejected {t.get('rejected_rows', 0):,}, "
                    f"persons {t.get('persons', 0):,}, open tasks {t.get('open_tasks', 0):,}", err=True)
     return summaries
+
+
+def _failures(result) -> list[str]:
+    """What made a run fail, as an operator reads it: the error of each failed step (the reasons of a
+    blocked date, a refused late date, ...), without Dagster's wrapping."""
+    out = []
+    for e in result.all_events:
+        if e.is_step_failure and e.event_specific_data and e.event_specific_data.error:
+            err = e.event_specific_data.error
+            while err.cause is not None and "DagsterExecutionStepExecutionError" in err.cls_name:
+                err = err.cause
+            out.append(f"  {err.message.strip()}")
+    return out or ["  (see the run in the Dagster UI)"]
 
 
 @click.group()

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 import pandas as pd
 import sqlalchemy as sa
 
-from catalog.base import AUDIT_COLUMNS, BaseState
+from catalog.base import AUDIT_COLUMNS, REJECT_COLUMNS, BaseState
 from store import db
 
 EXPORT_LINK_COLUMNS = ["BM", "BH", "YWZJ", "JS", "RKID", "PPFS", "PPDF"]
@@ -37,8 +37,9 @@ def read_base(conn: sa.Connection) -> BaseState:
 
 
 def write_base(conn: sa.Connection, old: BaseState, new: BaseState, audit: pd.DataFrame, batches: list[dict],
-               date: str, summary: dict) -> None:
-    """Write what the date changed (rows compared by key), its audit rows, batches and run summary."""
+               date: str, summary: dict, rejects: pd.DataFrame | None = None) -> None:
+    """Write what the date changed (rows compared by key), its audit rows, rejected rows, batches and run
+    summary."""
     now = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
     for name, table in db.SOURCE_TABLES.items():
         db.sync_frame(conn, table, old.sources[name], new.sources[name])
@@ -51,6 +52,10 @@ def write_base(conn: sa.Connection, old: BaseState, new: BaseState, audit: pd.Da
         audit = audit.copy()
         audit["at"] = now
         db.append_frame(conn, db.audit, audit[AUDIT_COLUMNS])
+    if rejects is not None and len(rejects):
+        frame = rejects[REJECT_COLUMNS].drop_duplicates("reject_key", keep="last")
+        db._delete_keys(conn, db.rejects, frame["reject_key"].tolist())
+        db.append_frame(conn, db.rejects, frame)
     for batch in batches:
         conn.execute(db.batches.delete().where(db.batches.c.batch_id == batch["batch_id"]))
         conn.execute(db.batches.insert().values(**batch))
@@ -109,3 +114,13 @@ def export_links(conn: sa.Connection) -> pd.DataFrame:
 
 def open_tasks(conn: sa.Connection) -> pd.DataFrame:
     return _frame(conn, db.tasks, db.tasks.c.status == "open")
+
+
+def date_rejects(conn: sa.Connection, date: str) -> pd.DataFrame:
+    """The rows rejected on a business date, in the order they were delivered."""
+    frame = _frame(conn, db.rejects, db.rejects.c.business_date == date)
+    if len(frame):
+        order = pd.to_numeric(frame["line"], errors="coerce").fillna(0)
+        frame = frame.assign(_o=order).sort_values(["department", "table", "batch_id", "_o", "reject_key"],
+                                                   kind="stable").drop(columns="_o").reset_index(drop=True)
+    return frame

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from catalog import TABLES
 from catalog.base import (AUDIT_COLUMNS, DECISION_COLUMNS, LINK_COLUMNS, OVERLAY_COLUMNS,  # noqa: F401 - the schema's layouts
-                          PERSON_COLUMNS, SOURCE_META, TASK_COLUMNS)
+                          PERSON_COLUMNS, REJECT_COLUMNS, SOURCE_META, TASK_COLUMNS)
 
 metadata = sa.MetaData()
 
@@ -69,6 +69,8 @@ runs = sa.Table(
     sa.Column("finished_at", sa.Text, nullable=False),
     sa.Column("summary", sa.Text, nullable=False),  # JSON: reconciliation per department, rates
 )
+
+rejects = _text_table("rejects", "reject_key", REJECT_COLUMNS, (sa.Index("ix_rejects_date", "business_date"),))
 
 audit = sa.Table(
     "audit", metadata,
