@@ -278,6 +278,12 @@ def test_the_clerks_loop_closes(db_url, city_factory, tmp_path):
     rejects = pd.read_csv(home / "out" / "rejects" / d1 / "civil_verification_tasks_rejects.csv", dtype=str,
                           keep_default_na=False, encoding="utf-8-sig")
     assert sorted(rejects["reason"]) == ["BAD_CORRECTION", "BAD_CORRECTION_VALUE", "BAD_CORRECTION_VALUE"]
+    # the receipt beside the civil task file says each rejection in Chinese, with the task number
+    receipt = pd.read_csv(home / "out" / "tasks" / "civil" / d1 / f"receipt_civil_{d1}.csv", dtype=str,
+                          keep_default_na=False, encoding="utf-8-sig")
+    assert sorted(receipt["任务编号(RWBH)"]) == sorted([b.RWBH, c.RWBH, d.RWBH])
+    assert receipt["拒收原因"].str.contains("更正").all() and (receipt["处理办法"] != "").all()
+    assert not (home / "out" / "tasks" / "police" / d1 / f"receipt_police_{d1}.csv").exists()
     returns = summary["departments"]["civil"]["returns"]
     assert {k: returns[k] for k in ("accepted", "rejected", "closed")} == {"accepted": 1, "rejected": 3, "closed": 1}
     assert returns["rejected_by_reason"] == {"BAD_CORRECTION": 1, "BAD_CORRECTION_VALUE": 2}
