@@ -149,3 +149,27 @@ def test_a_structural_failure_blocks_the_date(city_factory, tmp_path):
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert materialized == {"staged_deliveries"}
     assert processed_dates(db.engine_for(settings.db_url)) == []
+
+
+def test_a_held_full_extract_and_a_quarantined_file_show_in_dagster(city_factory, tmp_path):
+    """The run of a date with exceptions succeeds (the rest of the date is loaded), and its
+    delivery_exceptions check fails as a warning on that partition, naming each file and why."""
+    from tests.test_hostile import _manifest, full_hukou_as_short_delivery
+
+    home = copy_city(city_factory(persons=500, days=2, seed=11), tmp_path / "home")
+    d0, d1, _ = landed_dates(home)
+    full_hukou_as_short_delivery(home, d0, d1, 100)
+    civil = home / "landing" / "civil" / d1
+    spoilt = _manifest(civil)["files"][0]["path"]
+    (civil / spoilt).write_bytes((civil / spoilt).read_bytes() + b"\n")  # checksum no longer matches
+    settings = Settings(home=home)
+    with dg.DagsterInstance.ephemeral() as instance:
+        d = build_definitions(settings)
+        res = {"popbase": PopbaseResource.from_settings(settings)}
+        assert dg.materialize(d.assets, partition_key=d0, instance=instance, resources=res).success
+        result = dg.materialize(d.assets, partition_key=d1, instance=instance, resources=res)
+    assert result.success
+    check = next(e for e in result.get_asset_check_evaluations() if e.check_name == "delivery_exceptions")
+    assert check.passed is False and check.severity == dg.AssetCheckSeverity.WARN
+    assert "hukou_full.csv: 全量文件行数不足" in check.description and f"{spoilt}: 文件校验和不符" in check.description
+    assert check.metadata["exceptions"].value >= 2
