@@ -87,7 +87,8 @@ def main() -> None:
             st.time(f"{date} write base to db",
                     lambda: base.write_base(conn, state, res.state, res.audit, res.batches, date, res.summary),
                     rows=sum(len(v) for v in res.state.sources.values()))
-        st.time(f"{date} outputs", lambda: write_date_outputs(settings, engine, date))
+        st.time(f"{date} outputs", lambda: write_date_outputs(settings, engine, date, res.state))
+        st.time(f"{date} outputs read back (mending)", lambda: write_date_outputs(settings, engine, date))
         t = res.summary["totals"]
         print(f"  persons {t['persons']:,}, roles {t['roles']:,}, open tasks {t['open_tasks']:,}, "
               f"link methods {json.dumps(res.summary['link_methods'])}")

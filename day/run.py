@@ -24,7 +24,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from catalog import RETURN_TABLE
-from catalog.base import REJECT_COLUMNS
+from catalog.base import REJECT_COLUMNS, BaseState
 from day import exceptions
 from exchange import outputs, staging
 from exchange.process import process_date
@@ -159,16 +159,16 @@ def refuse_late_files(staged: StageResult, latest_processed: str) -> None:
 
 
 def commit(settings: Settings, engine: sa.Engine, staged: StageResult,
-           exceptions: list[dict] | None = None) -> tuple[dict, bool]:
+           exceptions: list[dict] | None = None) -> tuple[dict, BaseState | None]:
     """Apply, link and verify the date's new batches and write it all, with the rows rejected and the
     date's exceptions, in one transaction. `staged` is classified already (replays, re-runs and late
-    batches are not "staged"). Returns (run summary, whether the base changed)."""
+    batches are not "staged"). Returns (run summary, the base as written, None when nothing changed)."""
     date = staged.business_date
     new_files = [f for f in staged.files if f.status == "staged"]
     done_before = base.run_summary(engine, date)
     if done_before is not None and not new_files:
         log.info("business date %s was already processed and nothing new arrived: nothing to do", date)
-        return done_before, False
+        return done_before, None
     folder = staging.staging_dir(settings.home, date)
     frames = {f"{f.batch_id}__{f.line_in_manifest}": pd.read_parquet(folder / f.parquet) for f in new_files}
     for f in new_files:  # keys of rejected rows: a full file must not delete what it failed to deliver
@@ -184,7 +184,7 @@ def commit(settings: Settings, engine: sa.Engine, staged: StageResult,
         base.write_base(conn, state, res.state, res.audit, res.batches, date, res.summary,
                         rejects=_rejected_rows(date, new_files, folder, frames, res.rejects))
         log.info("business date %s committed: %s", date, res.summary_line())
-    return res.summary, True
+    return res.summary, res.state
 
 
 def _rejected_rows(date: str, new_files, folder: Path, frames: dict, late_rejects) -> pd.DataFrame:
@@ -197,14 +197,19 @@ def _rejected_rows(date: str, new_files, folder: Path, frames: dict, late_reject
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=REJECT_COLUMNS)
 
 
-def write_date_outputs(settings: Settings, engine: sa.Engine, date: str) -> dict[str, Path]:
-    """Every output of a committed date, from the base as it is now."""
+def write_date_outputs(settings: Settings, engine: sa.Engine, date: str, after: BaseState | None = None) -> dict[str, Path]:
+    """Every output of a committed date, from the base as it is now: `after`, the base the date's commit
+    wrote, still in memory (no whole table is read back), else read from the store (mending outputs)."""
     summary = base.run_summary(engine, date)
     if summary is None:
         raise RuntimeError(f"business date {date} has not been processed: nothing to write")
     with engine.connect() as conn:
-        exports = outputs.write_exports(settings.home, base.live_persons(conn), base.export_links(conn), date)
-        tasks = outputs.write_task_outputs(settings.home, base.open_tasks(conn), date)
+        if after is None:
+            persons, links, tasks = base.live_persons(conn), base.all_links(conn), base.open_tasks(conn)
+        else:
+            persons, links, tasks = after.persons, after.links, after.tasks
+        exports = outputs.write_exports(settings.home, persons, links, date)
+        tasks = outputs.write_task_outputs(settings.home, tasks, date)
         rejected = base.date_rejects(conn, date)
         rejects = outputs.write_rejects_files(settings.home, rejected, date)
         receipts = outputs.write_receipts(settings.home, rejected, date)
@@ -240,14 +245,15 @@ def run_one(settings: Settings, engine: sa.Engine, date: str, *, write_outputs: 
     staging.classify_batches(staged, base.processed_batches(engine), date)
     refuse_late_files(staged, latest_before)
     result.exceptions = exceptions.of_date(staged, thresholds) + late
-    result.summary, result.committed = commit(settings, engine, staged, result.exceptions)
+    result.summary, after = commit(settings, engine, staged, result.exceptions)
+    result.committed = after is not None
     if not (settings.home / FIRST_DATE_FILE).exists():
         (settings.home / FIRST_DATE_FILE).write_text(min(base.processed_dates(engine)) + "\n", encoding="utf-8")
     for e in result.exceptions:
         log.warning("%s %s %s: %s. %s", date, e["department"], e.get("file") or e.get("batch_id"), e["cause"],
                     e["next_step"])
     if write_outputs and outputs_due(settings, date, latest_before):
-        result.outputs = write_date_outputs(settings, engine, date)
+        result.outputs = write_date_outputs(settings, engine, date, after)
     elif write_outputs:
         log.info("outputs of %s kept as they are: later dates have been processed since", date)
     result.seconds = time.perf_counter() - started

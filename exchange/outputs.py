@@ -36,10 +36,18 @@ def _atomic_path(target: Path) -> Path:
     return temporary_for(target)
 
 
+EXPORT_LINK_COLUMNS = ["BM", "BH", "YWZJ", "JS", "RKID", "PPFS", "PPDF"]
+
+
 def write_exports(home: Path, persons: pd.DataFrame, links: pd.DataFrame, date: str) -> dict[str, Path]:
-    """exports/<D>/persons.parquet (live persons) and links.parquet (every record role's link)."""
+    """exports/<D>/persons.parquet (live persons) and links.parquet (every record role's link), from the
+    base's persons and links tables as they are after the date (read back, or still in memory)."""
     out = Path(home) / "out" / "exports" / date
+    if "status" in persons.columns:
+        persons = persons[persons["status"] == "live"]
     persons = persons.reindex(columns=EXPORT_PERSON_COLUMNS, fill_value="")
+    links = links.reindex(columns=EXPORT_LINK_COLUMNS, fill_value="")
+    links["PPDF"] = pd.to_numeric(links["PPDF"], errors="coerce").astype(float)
     paths = {}
     for name, frame in (("persons", persons), ("links", links)):
         target = out / f"{name}.parquet"
@@ -78,9 +86,8 @@ def write_receipts(home: Path, rejects: pd.DataFrame, date: str) -> dict[str, tu
 
 
 def write_task_outputs(home: Path, tasks: pd.DataFrame, date: str) -> dict[str, tuple[Path, Path]]:
-    """One xlsx + csv per department holding every task of that department open on the date (`tasks`:
-    the open tasks)."""
-    tasks = tasks.copy() if len(tasks) else pd.DataFrame(columns=TASK_COLUMNS)
+    """One xlsx + csv per department holding every task of that department open on the date."""
+    tasks = tasks[tasks["status"] == "open"].copy() if len(tasks) else pd.DataFrame(columns=TASK_COLUMNS)
     tasks["HCZTMC"] = tasks["HCZT"].map(STATE_NAMES).fillna("")
     tasks["XZBZ"] = (tasks["XFRQ"] == date).map({True: "1", False: "0"})
     out = {}

@@ -16,9 +16,6 @@ import sqlalchemy as sa
 from catalog.base import AUDIT_COLUMNS, REJECT_COLUMNS, BaseState
 from store import db
 
-EXPORT_LINK_COLUMNS = ["BM", "BH", "YWZJ", "JS", "RKID", "PPFS", "PPDF"]
-
-
 def _frame(conn: sa.Connection, table: sa.Table, where=None) -> pd.DataFrame:
     frame = db.read_frame(conn, table, where)
     if frame.empty:
@@ -106,10 +103,8 @@ def live_persons(conn: sa.Connection) -> pd.DataFrame:
     return _frame(conn, db.persons, db.persons.c.status == "live")
 
 
-def export_links(conn: sa.Connection) -> pd.DataFrame:
-    links = _frame(conn, db.links).reindex(columns=EXPORT_LINK_COLUMNS, fill_value="")
-    links["PPDF"] = pd.to_numeric(links["PPDF"], errors="coerce").astype(float)
-    return links
+def all_links(conn: sa.Connection) -> pd.DataFrame:
+    return _frame(conn, db.links)
 
 
 def open_tasks(conn: sa.Connection) -> pd.DataFrame:
