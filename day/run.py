@@ -60,6 +60,7 @@ class DateResult:
     committed: bool = False  # False: blocked, or a re-run with nothing new
     outputs: dict[str, Path] = field(default_factory=dict)  # files written ({} when kept as they were)
     exceptions: list[dict] = field(default_factory=list)  # 交换异常: what did not go as delivered, and what to do
+    rows_read: dict[str, int] = field(default_factory=dict)  # rows of the base the date read, per table
     seconds: float = 0.0
 
 
@@ -234,6 +235,7 @@ def run_one(settings: Settings, engine: sa.Engine, date: str, *, write_outputs: 
     """Stage, check, commit and write the outputs of one date (no lock: the caller holds it).
     `late_folders`: earlier dates refused as late, reported with this date."""
     started = time.perf_counter()
+    read_before = dict(db.READ.rows)
     thresholds = load_thresholds(settings.quality_config)
     staged = staging.stage(settings.home, date, staging.Guards.from_config(thresholds))
     result = DateResult(date, staged, check(settings, staged) if quality_gates else Gates())
@@ -256,6 +258,10 @@ def run_one(settings: Settings, engine: sa.Engine, date: str, *, write_outputs: 
         result.outputs = write_date_outputs(settings, engine, date, after)
     elif write_outputs:
         log.info("outputs of %s kept as they are: later dates have been processed since", date)
+    result.rows_read = db.READ.since(read_before)
+    delivered = sum(f.received_rows for f in staged.files if f.status == "staged")
+    log.info("%s read %s rows of the base for %s rows delivered (%s)", date, f"{sum(result.rows_read.values()):,}",
+             f"{delivered:,}", ", ".join(f"{t} {n:,}" for t, n in sorted(result.rows_read.items())))
     result.seconds = time.perf_counter() - started
     return result
 

@@ -190,8 +190,30 @@ def _intern(values: np.ndarray, pool: dict) -> np.ndarray:
     return canon[codes]
 
 
+class ReadMeter:
+    """Rows the store has handed out, per table: what a business date reads of the base (issue 15: a
+    daily date must read what its deliveries reach, not the city). `read_frame` counts every row."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, int] = {}
+
+    def add(self, table: str, n: int) -> None:
+        self.rows[table] = self.rows.get(table, 0) + n
+
+    @property
+    def total(self) -> int:
+        return sum(self.rows.values())
+
+    def since(self, before: dict[str, int]) -> dict[str, int]:
+        """Rows read per table since `before` (a copy of `rows` taken earlier)."""
+        return {t: n - before.get(t, 0) for t, n in self.rows.items() if n - before.get(t, 0)}
+
+
+READ = ReadMeter()
+
+
 def read_frame(conn: sa.Connection, table: sa.Table, where=None) -> pd.DataFrame:
-    """A whole table (or a filtered part) as a frame of strings.
+    """A whole table (or a filtered part) as a frame of strings (the rows count in `READ`).
 
     Text columns that are NOT NULL come back as they are (they hold strings, "" for missing); any other
     column is turned into text, NULL into "". Columns that repeat their values (judged on the first
@@ -217,6 +239,7 @@ def read_frame(conn: sa.Connection, table: sa.Table, where=None) -> pd.DataFrame
         return pd.DataFrame({c: pd.Series(dtype=object) for c in cols})
     frame = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
     del parts
+    READ.add(table.name, len(frame))
     for c in table.columns:
         if c.name in frame and (not isinstance(c.type, sa.Text) or (c.nullable and not c.primary_key)):
             col = frame[c.name]

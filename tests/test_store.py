@@ -68,3 +68,18 @@ def test_read_frame_gives_text_and_sync_frame_round_trips(db_url, monkeypatch):
         assert len(audit) == 1 and isinstance(audit["id"].iloc[0], str) and audit["id"].iloc[0].isdigit()
         assert len(db.audit_for_person(conn, "RK9")) == 1
     engine.dispose()
+
+
+def test_the_store_counts_the_rows_it_hands_out(db_url):
+    """The read meter (issue 15: a daily date's reads are measured) counts every row read_frame returns."""
+    engine = db.make_engine(db_url)
+    with engine.begin() as conn:
+        db.append_frame(conn, db.persons, pd.DataFrame([{c: f"{c}{i}" for c in db.PERSON_COLUMNS} | {"status": s}
+                                                        for i, s in enumerate(["live", "live", "retired"])]))
+    before = dict(db.READ.rows)
+    with engine.connect() as conn:
+        db.read_frame(conn, db.persons)
+        db.read_frame(conn, db.persons, db.persons.c.status == "live")
+        db.read_frame(conn, db.links)
+    assert db.READ.since(before) == {"persons": 5}
+    engine.dispose()
