@@ -15,7 +15,7 @@ from dagster import AssetExecutionContext
 
 from catalog import DEPARTMENT_NAMES, DEPARTMENTS
 from catalog.states import STATE_NAMES
-from day import DateBlocked, DateResult, run_dates
+from day import DateBlocked, DateResult, LateDelivery, run_dates
 from pipelines.resources import PopbaseResource
 from quality.thresholds import load_thresholds, rate_thresholds
 
@@ -156,10 +156,12 @@ def business_date_assets(partitions: dg.PartitionsDefinition) -> dg.AssetsDefini
                              f"outputs {'written' if r.outputs else 'kept'}")
         try:
             results = run_dates(settings, dates, on_date=progress)
-        except DateBlocked as blocked:
+        except DateBlocked as blocked:  # retrying cannot help: the deliveries must be fixed
             yield from staged_results(blocked.result)
-            raise dg.Failure(description=str(blocked),
-                             metadata={"reasons": _bullets(blocked.result.gates.errors)}) from None
+            raise dg.Failure(description=str(blocked), metadata={"reasons": _bullets(blocked.result.gates.errors)},
+                             allow_retries=False) from None
+        except LateDelivery as late:
+            raise dg.Failure(description=str(late), allow_retries=False) from None
         last = results[dates[-1]]
         yield from staged_results(last)
         yield from base_results(last, load_thresholds(settings.quality_config))

@@ -60,7 +60,9 @@ def _run_dates(settings: Settings, dates: list[str]) -> list[dict]:
     the run summaries."""
     quiet_libraries()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
-    logging.getLogger("popbase").setLevel(logging.INFO)  # ours at INFO, the libraries' at WARNING
+    logging.getLogger("popbase").setLevel(logging.INFO)
+    for handler in logging.getLogger().handlers:  # ours at INFO, the libraries' (GX sets INFO on its own) at WARNING
+        handler.addFilter(lambda r: r.levelno >= logging.WARNING or r.name.startswith("popbase"))
     from pipelines.definitions import build_definitions
     from store import base, db
 
@@ -77,10 +79,10 @@ def _run_dates(settings: Settings, dates: list[str]) -> list[dict]:
         if not any((settings.landing / dept / d).is_dir() for dept in DEPARTMENTS):
             click.echo(f"[{i}/{len(dates)}] WARNING: no department delivered anything for {d}", err=True)
         result = job.execute_in_process(partition_key=d, instance=instance, raise_on_error=False,
-                                        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+                                        run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}})
         if not result.success:
             raise click.ClickException(f"run {result.run_id[:8]} for {d} failed:\n" + "\n".join(_failures(result)))
-        for e in result.get_asset_check_evaluations():
+        for e in result.get_asset_check_evaluations():  # Dagster's own console is silent: say what failed
             if not e.passed and e.description:
                 click.echo(f"[{i}/{len(dates)}] WARNING {e.check_name}: {e.description}", err=True)
         summary = base.run_summary(db.engine_for(settings.db_url), d) or {}
@@ -101,7 +103,10 @@ def _failures(result) -> list[str]:
             err = e.event_specific_data.error
             while err.cause is not None and "DagsterExecutionStepExecutionError" in err.cls_name:
                 err = err.cause
-            out.append(f"  {err.message.strip()}")
+            text = err.message.strip()
+            if err.cls_name == "Failure":  # our own failure: its description is the reason
+                text = text.split(": ", 1)[-1]
+            out.append(f"  {text}")
     return out or ["  (see the run in the Dagster UI)"]
 
 

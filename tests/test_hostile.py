@@ -351,3 +351,20 @@ def test_a_corrupt_return_file_blocks_the_date_and_names_the_file(home):
     run_dates(settings, [d0])
     with pytest.raises(DateBlocked, match="return_police.xlsx"):
         run_dates(settings, [d1])
+
+
+def test_the_cli_says_why_a_blocked_date_failed(home, tmp_path, monkeypatch):
+    """popbase run on a date with a broken manifest exits non-zero with the reason, not 'step failed'
+    (and the run is not retried: retrying cannot fix a delivery)."""
+    from pipelines.cli import main
+
+    d0 = landed_dates(home)[0]
+    (home / "landing" / "civil" / d0 / "manifest.json").write_text("{not json", encoding="utf-8")
+    dagster_home = tmp_path / "dagster"
+    dagster_home.mkdir()
+    monkeypatch.setenv("POPBASE_HOME", str(home))
+    monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
+    result = CliRunner().invoke(main, ["run", "--date", d0])
+    assert result.exit_code == 1
+    assert f"business date {d0} is blocked" in result.output and "invalid JSON" in result.output
+    assert "max_retries" not in result.output
