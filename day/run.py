@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -25,9 +25,9 @@ import sqlalchemy as sa
 
 from catalog import RETURN_TABLE
 from catalog.base import REJECT_COLUMNS, BaseState
-from day import exceptions
+from day import exceptions, scoped
 from exchange import outputs, staging
-from exchange.process import process_date
+from exchange.process import ScopeTooSmall, process_date
 from exchange.files import clean_temporaries, publish, temporary_for
 from exchange.staging import StageResult
 from linkage.link import load_config
@@ -61,6 +61,7 @@ class DateResult:
     outputs: dict[str, Path] = field(default_factory=dict)  # files written ({} when kept as they were)
     exceptions: list[dict] = field(default_factory=list)  # 交换异常: what did not go as delivered, and what to do
     rows_read: dict[str, int] = field(default_factory=dict)  # rows of the base the date read, per table
+    commit_rows_read: dict[str, int] = field(default_factory=dict)  # of those, before its outputs
     seconds: float = 0.0
 
 
@@ -88,6 +89,9 @@ def pending_before(settings: Settings, engine: sa.Engine, date: str) -> list[str
     done = set(base.processed_dates(engine))
     return [d for d in settings.landed_dates() if d < date and d not in done]
 
+
+SCOPED = BaseState(sources={}, persons=pd.DataFrame(), links=pd.DataFrame(), decisions=pd.DataFrame(),
+                   tasks=pd.DataFrame(), overlays=pd.DataFrame())  # `commit` of a scoped date: the base is not in memory
 
 OUTPUTS_MARKER = "outputs.json"  # reports/<D>/outputs.json: written last, lists every output of the date
 
@@ -163,7 +167,8 @@ def commit(settings: Settings, engine: sa.Engine, staged: StageResult,
            exceptions: list[dict] | None = None) -> tuple[dict, BaseState | None]:
     """Apply, link and verify the date's new batches and write it all, with the rows rejected and the
     date's exceptions, in one transaction. `staged` is classified already (replays, re-runs and late
-    batches are not "staged"). Returns (run summary, the base as written, None when nothing changed)."""
+    batches are not "staged"). Returns (run summary, the base as written, None when nothing changed,
+    `SCOPED` when the date read only what its deliveries reach: the outputs then read the store)."""
     date = staged.business_date
     new_files = [f for f in staged.files if f.status == "staged"]
     done_before = base.run_summary(engine, date)
@@ -176,16 +181,37 @@ def commit(settings: Settings, engine: sa.Engine, staged: StageResult,
         rejected = folder / (f.parquet + ".rejects")
         if rejected.exists():
             frames[f"{f.batch_id}__{f.line_in_manifest}#rejects"] = pd.read_parquet(rejected)
+    cfg = load_config(settings.linkage_config)
     with engine.begin() as conn:
-        state = base.read_base(conn)
-        res = process_date(state, staged, frames, date, link_config=load_config(settings.linkage_config),
-                           prior_reports=base.batch_reports(conn, date), incremental=not settings.full_relink,
-                           linking=settings.incremental_linking)
+        prior = base.batch_reports(conn, date)
+        sc = scoped.scoped_state(conn, staged, frames, date, cfg, settings) if settings.scoped_dates else None
+        res = None
+        if sc is not None:
+            try:
+                res = process_date(sc.state, staged, frames, date, link_config=cfg, prior_reports=prior,
+                                   incremental=not settings.full_relink, linking=settings.incremental_linking,
+                                   scoped=True)
+            except ScopeTooSmall as exc:
+                log.info("%s reads the whole base: %s", date, exc)
+                sc = None
+        if sc is None:
+            state = base.read_base(conn)
+            res = process_date(state, staged, frames, date, link_config=cfg, prior_reports=prior,
+                               incremental=not settings.full_relink, linking=settings.incremental_linking)
+        else:
+            state = sc.state
+            state = replace(state, tasks=base.bump_raised(conn, state.last_run, date, state.tasks))
+        rejected = _rejected_rows(date, new_files, folder, frames, res.rejects)
+        base.write_base(conn, state, res.state, res.audit, res.batches, date, res.summary, rejects=rejected)
+        if sc is None:
+            scoped.write_full_index(conn, res, cfg)
+        else:
+            scoped.finish_scoped(conn, sc, res, date, cfg)
+            res.summary = scoped.city_figures(conn, res, date, prior, staged)
         res.summary["exceptions"] = (done_before or {}).get("exceptions", []) + list(exceptions or [])
-        base.write_base(conn, state, res.state, res.audit, res.batches, date, res.summary,
-                        rejects=_rejected_rows(date, new_files, folder, frames, res.rejects))
+        base.write_run(conn, date, res.summary)
         log.info("business date %s committed: %s", date, res.summary_line())
-    return res.summary, res.state
+    return res.summary, (res.state if sc is None else SCOPED)
 
 
 def _rejected_rows(date: str, new_files, folder: Path, frames: dict, late_rejects) -> pd.DataFrame:
@@ -249,13 +275,14 @@ def run_one(settings: Settings, engine: sa.Engine, date: str, *, write_outputs: 
     result.exceptions = exceptions.of_date(staged, thresholds) + late
     result.summary, after = commit(settings, engine, staged, result.exceptions)
     result.committed = after is not None
+    result.commit_rows_read = db.READ.since(read_before)
     if not (settings.home / FIRST_DATE_FILE).exists():
         (settings.home / FIRST_DATE_FILE).write_text(min(base.processed_dates(engine)) + "\n", encoding="utf-8")
     for e in result.exceptions:
         log.warning("%s %s %s: %s. %s", date, e["department"], e.get("file") or e.get("batch_id"), e["cause"],
                     e["next_step"])
     if write_outputs and outputs_due(settings, date, latest_before):
-        result.outputs = write_date_outputs(settings, engine, date, after)
+        result.outputs = write_date_outputs(settings, engine, date, None if after is SCOPED else after)
     elif write_outputs:
         log.info("outputs of %s kept as they are: later dates have been processed since", date)
     result.rows_read = db.READ.since(read_before)

@@ -45,6 +45,8 @@ class ProcessResult:
     summary: dict
     rejects: list[tuple[str, str, pd.DataFrame]] = field(default_factory=list)  # (dept, table, rejects)
     roles: pd.DataFrame | None = None
+    role_key: np.ndarray | None = None  # the role key of each row of `roles`
+    view: dict | None = None  # the sources with the departments' answers laid over (what `roles` came from)
 
     def summary_line(self) -> str:
         t = self.summary.get("totals", {})
@@ -327,8 +329,15 @@ def role_changes(state, roles: pd.DataFrame, date: str, with_old: bool = True) -
     return fingerprints, (old_roles_of_changes(state, fingerprints, date) if with_old else None)
 
 
+class ScopeTooSmall(RuntimeError):
+    """A date run on the part of the base its deliveries reach (`day.scoped`) needed more than that part:
+    the linker fell back to the whole city or needed a second sub-run. The date is then run on the whole
+    base (the same transaction, nothing written yet)."""
+
+
 def link_date(state, roles: pd.DataFrame, decisions: pd.DataFrame, date: str, link_config=None,
-              incremental: bool = True, changes: tuple | None = None, linking: bool | None = None):
+              incremental: bool = True, changes: tuple | None = None, linking: bool | None = None,
+              scoped: bool = False):
     """Link the date's roles: incrementally when switched on and the base has what that needs (a stored
     model and the fingerprints of yesterday's roles), else the whole city. `changes`: `role_changes(...)`
     if the caller has them. Returns (LinkResult, model payload)."""
@@ -344,7 +353,13 @@ def link_date(state, roles: pd.DataFrame, decisions: pd.DataFrame, date: str, li
     if can:
         ic = cfg.get("incremental", {})
         res = link_incremental(roles, old, state.persons, prev_links, decisions, date, cfg, model, fingerprints,
-                               max_share=float(ic.get("max_share", 0.35)), max_rounds=int(ic.get("max_rounds", 8)))
+                               max_share=2.0 if scoped else float(ic.get("max_share", 0.35)),
+                               max_rounds=1 if scoped else int(ic.get("max_rounds", 8)))
+        inc = res.stats.get("incremental", {})
+        if scoped and (inc.get("mode") != "incremental" or inc.get("rounds", 0) > 1):
+            raise ScopeTooSmall(f"linking needed more than the scope ({inc.get('mode')}, {inc.get('rounds')} rounds)")
+    elif scoped:
+        raise ScopeTooSmall("incremental linking is not possible on this base")
     else:
         res = link_roles(roles, state.persons, prev_links.drop(columns=["role_fp", "role_key"], errors="ignore"),
                          decisions, date, config=cfg, model=model)
@@ -407,9 +422,14 @@ def date_states(state, roles: pd.DataFrame, links: pd.DataFrame, view: dict, tas
 
 def process_date(state: BaseState, stage_result, staged: dict[str, pd.DataFrame], date: str, link_config=None,
                  prior_reports: dict | None = None, incremental: bool = True,
-                 linking: bool | None = None) -> ProcessResult:
+                 linking: bool | None = None, scoped: bool = False) -> ProcessResult:
     """`incremental=False` re-links and re-checks the whole city (the rebuild the incremental run must
-    equal); `linking` switches incremental linking on or off over the configuration (None: as configured)."""
+    equal); `linking` switches incremental linking on or off over the configuration (None: as configured).
+
+    `scoped`: `state` is the part of the base the date's deliveries reach (`day.scoped`), not the whole
+    base: linking and re-checking must stay incremental (`ScopeTooSmall` otherwise), and the city-wide
+    figures (quality rates, task and link counts) are left to the caller, who counts them in the
+    database once the date is written (`ProcessResult.summary` then holds only what the scope knows)."""
     phases: dict[str, float] = {}
     clock = [time.perf_counter()]
 
@@ -436,7 +456,7 @@ def process_date(state: BaseState, stage_result, staged: dict[str, pd.DataFrame]
     recheck = recheck_on(link_config, incremental, linking)
     changes = role_changes(state, roles, date, with_old=recheck or incremental_on(link_config, incremental, linking))
     done("changes")
-    res, model_payload = link_date(state, roles, dec, date, link_config, incremental, changes, linking)
+    res, model_payload = link_date(state, roles, dec, date, link_config, incremental, changes, linking, scoped)
     done("link")
     inc = res.stats.get("incremental", {})
     log.info("linking %s: %s, re-linked %s of %s roles (context %s, %s round(s), %s s; keys %s s, sub-runs %s s)",
@@ -464,6 +484,8 @@ def process_date(state: BaseState, stage_result, staged: dict[str, pd.DataFrame]
 
     states, checked = date_states(state, roles, links, view, tasks, overlays, date, changes if recheck else None,
                                   link_key)
+    if scoped and checked["mode"] != "incremental":
+        raise ScopeTooSmall("the states could not be re-checked incrementally")
     done("states")
     log.info("states %s: %s, re-checked %s of %s roles (evaluated %s)", date, checked["mode"],
              f"{checked['rechecked']:,}", f"{len(roles):,}", f"{checked.get('frame', len(roles)):,}")
@@ -482,20 +504,33 @@ def process_date(state: BaseState, stage_result, staged: dict[str, pd.DataFrame]
                         model=model_payload)
     batches = [{"batch_id": b, "department": r["department"], "folder_date": date, "run_date": date,
                 "report": json.dumps(r, ensure_ascii=False)} for b, r in reports.items()]
-    rates = quality_rates(roles, links, role_key=role_key, link_key=link_key)
-    done("quality rates")
-    summary = build_summary(stage_result, reports, tasks, links, rates, date, prior_reports)
-    summary["totals"]["persons"] = int((persons_db["status"] == "live").sum())
+    if scoped:
+        rates = {}
+        summary = build_summary(stage_result, reports, tasks, links["PPFS"].value_counts().to_dict(), rates, date,
+                                prior_reports)
+    else:
+        rates = quality_rates(roles, links, role_key=role_key, link_key=link_key)
+        done("quality rates")
+        summary = build_summary(stage_result, reports, tasks, links["PPFS"].value_counts().to_dict() if len(links) else {},
+                                rates, date, prior_reports)
+        summary["totals"]["persons"] = int((persons_db["status"] == "live").sum())
     audit = pd.DataFrame(audit_rows, columns=[c for c in AUDIT_COLUMNS if c != "at"])
     audit = pd.concat([audit] + [a[audit.columns] for a in (link_audit, task_audit) if a is not None and len(a)],
                       ignore_index=True)
     done("frames for the base")
     log.info("%s in phases: %s", date, ", ".join(
         f"{k} {v:.1f} s" + (f" (peak {peaks[k]:.1f} GiB)" if peaks.get(k) else "") for k, v in phases.items()))
-    return ProcessResult(new_state, audit, batches, summary, rejects, roles)
+    return ProcessResult(new_state, audit, batches, summary, rejects, roles, role_key=role_key, view=view)
 
 
 RETURN_FIGURES = ("accepted", "rejected", "closed", "overdue", "rejected_by_reason")
+
+
+def _count(frame: pd.DataFrame, mask) -> int:
+    """Rows of `frame` where `mask` holds; a frame of counted rows (`n`) counts each row `n` times."""
+    if "n" in frame.columns:
+        return int(pd.to_numeric(frame.loc[mask, "n"]).sum())
+    return int(mask.sum())
 
 
 def _return_figures(all_reports: dict, mine: pd.DataFrame, dept: str, date: str) -> dict:
@@ -514,18 +549,24 @@ def _return_figures(all_reports: dict, mine: pd.DataFrame, dept: str, date: str)
             for code, n in (fr.get("rejected_reasons") or {}).items():
                 out["rejected_by_reason"][code] = out["rejected_by_reason"].get(code, 0) + int(n)
     if len(mine):
-        out["closed"] = int(((mine["status"] == "closed") & (mine["closed_date"] == date)
-                             & (mine["close_reason"] == "RETURN")).sum())
-        out["overdue"] = int(((mine["status"] == "open") & (mine["HCQX"] < date)).sum())
+        out["closed"] = _count(mine, (mine["status"] == "closed") & (mine["closed_date"] == date)
+                               & (mine["close_reason"] == "RETURN"))
+        out["overdue"] = _count(mine, (mine["status"] == "open") & (mine["HCQX"] < date))
     out["rejected_by_reason"] = dict(sorted(out["rejected_by_reason"].items()))
     return out
 
 
-def build_summary(stage_result, reports: dict, tasks: pd.DataFrame, links: pd.DataFrame, rates: dict, date: str,
+def _by_count(counts: dict) -> dict[str, int]:
+    """Counts, the largest first (ties by name): the same order however they were counted."""
+    return {k: int(v) for k, v in sorted(counts.items(), key=lambda kv: (-int(kv[1]), str(kv[0]))) if int(v)}
+
+
+def build_summary(stage_result, reports: dict, tasks: pd.DataFrame, methods: dict, rates: dict, date: str,
                   prior_reports: dict | None = None) -> dict:
     """The run's figures per department (spec section 6: reconciliation) and city-wide. Per department:
     `batches`, `tables`, `returns` (`_return_figures`: `accepted`, `rejected`, `closed`, `overdue`,
-    `rejected_by_reason`), `tasks` (`new`, `open`, `closed`, `overdue`), `quality`."""
+    `rejected_by_reason`), `tasks` (`new`, `open`, `closed`, `overdue`), `quality`. `tasks`: every task,
+    or counted rows of them (a column `n`, `store.base.task_counts`); `methods`: links per `PPFS`."""
     all_reports = dict(prior_reports or {})
     all_reports.update(reports)
     by_dept: dict[str, dict] = {}
@@ -551,21 +592,24 @@ def build_summary(stage_result, reports: dict, tasks: pd.DataFrame, links: pd.Da
         mine = tasks[tasks["route"] == d] if len(tasks) else tasks
         by_dept[d]["returns"] = _return_figures(all_reports, mine, d, date)
         by_dept[d]["tasks"] = {
-            "new": int(((mine["XFRQ"] == date) & (mine["last_raised"] == date)).sum()) if len(mine) else 0,
-            "open": int((mine["status"] == "open").sum()) if len(mine) else 0,
-            "closed": int(((mine["status"] == "closed") & (mine["closed_date"] == date)).sum()) if len(mine) else 0,
-            "overdue": int(((mine["status"] == "open") & (mine["HCQX"] < date)).sum()) if len(mine) else 0,
+            "new": _count(mine, (mine["XFRQ"] == date) & (mine["last_raised"] == date)) if len(mine) else 0,
+            "open": _count(mine, mine["status"] == "open") if len(mine) else 0,
+            "closed": _count(mine, (mine["status"] == "closed") & (mine["closed_date"] == date)) if len(mine) else 0,
+            "overdue": _count(mine, (mine["status"] == "open") & (mine["HCQX"] < date)) if len(mine) else 0,
         }
         by_dept[d]["quality"] = rates.get("by_department", {}).get(d, {})
-    methods = links["PPFS"].value_counts().to_dict() if len(links) else {}
-    states = tasks[tasks["status"] == "open"]["HCZT"].value_counts().to_dict() if len(tasks) else {}
+    if len(tasks) and "n" in tasks.columns:
+        open_ = tasks[tasks["status"] == "open"]
+        states = pd.to_numeric(open_["n"]).groupby(open_["HCZT"]).sum().to_dict()
+    else:
+        states = tasks[tasks["status"] == "open"]["HCZT"].value_counts().to_dict() if len(tasks) else {}
     totals = {
-        "roles": int(len(links)),
+        "roles": int(sum(methods.values())),
         "persons": 0,
         "loaded_rows": sum(t["loaded_rows"] for d in by_dept.values() for t in d["tables"].values()),
         "rejected_rows": sum(t["rejected_rows"] for d in by_dept.values() for t in d["tables"].values()),
         "open_tasks": int(sum(d["tasks"]["open"] for d in by_dept.values())),
     }
-    return {"business_date": date, "departments": by_dept, "link_methods": {k: int(v) for k, v in methods.items()},
-            "open_tasks_by_state": {k: int(v) for k, v in states.items()}, "quality": rates, "totals": totals,
+    return {"business_date": date, "departments": by_dept, "link_methods": _by_count(methods),
+            "open_tasks_by_state": _by_count(states), "quality": rates, "totals": totals,
             "errors": stage_result.errors, "waiting": stage_result.waiting}

@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from linkage import fuzzy as fz
+from linkage.blocks import id_group_keys
 from linkage.base import LINK_KEY, PERSON_COLUMNS, rkid_for, role_keys
 from linkage.link import (DEFAULT_TABLE_ORDER, LinkResult, _canonical, _isin, _partner_rows, borrowed_place, link_roles,
                           query_id_evidence)
@@ -354,12 +355,9 @@ class _Neighbourhood:
         status = U["id_status"].astype(str).to_numpy(dtype=object)
         id18 = U["id18"].astype(str).to_numpy(dtype=object)
         id_norm = U["id_norm"].astype(str).to_numpy(dtype=object)
-        zjlx = U["ZJLX"].astype(str).str.strip().to_numpy(dtype=object)
         citizen = np.isin(status, ["VALID18", "VALID15"]) & (id18 != "")
         doc = (status == "OTHER_DOC") & (id_norm != "")
-        self.id_key = np.where(citizen, id18, "").astype(object)
-        if doc.any():
-            self.id_key[doc] = "DOC:" + zjlx[doc] + "|" + id_norm[doc]
+        self.id_key = id_group_keys(U)
         self.citizen_id = np.where(citizen, id18, "").astype(object)
         # a record: table and business key, as one integer
         bh_code, bh_uniq = pd.factorize(U["BH"].astype(str).to_numpy(dtype=object))

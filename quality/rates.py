@@ -29,6 +29,7 @@ import pandas as pd
 
 from catalog import DEPARTMENTS, TABLES
 from catalog import table as catalogue_table
+from catalog.base import MEASURE_FLAGS
 from catalog.codes import CITIZEN_ID_DOC
 from quality.thresholds import rate_warnings  # noqa: F401 - re-exported (callers import it from here)
 from quality.values import column, ids_valid
@@ -41,14 +42,19 @@ _ID_OPTIONAL = [t.name for t in TABLES.values() if not t.id_required]
 _NO_BIRTH = [f"{t.name}|{r.code}" for t in TABLES.values() for r in t.roles if not r.birth]
 
 
-def _rate(hit: pd.Series, base: pd.Series) -> tuple[float | None, int]:
-    n = int(base.sum())
-    return (round(float((hit & base).sum()) / n, 6) if n else None), n
+def _rate(hit: pd.Series, base: pd.Series, weight: pd.Series | None) -> tuple[float | None, int]:
+    if weight is None:
+        n, h = int(base.sum()), int((hit & base).sum())
+    else:
+        n, h = int(weight[base].sum()), int(weight[hit & base].sum())
+    return (round(float(h) / n, 6) if n else None), n
 
 
 def _rates_of(m: pd.DataFrame, with_links: bool) -> dict[str, Any]:
-    """The rates of one set of measured roles (columns built by the callers below)."""
-    out: dict[str, Any] = {"roles": int(len(m))}
+    """The rates of one set of measured roles (columns built by the callers below). With a column `n`,
+    each row stands for `n` roles (`rates_from_counts`)."""
+    weight = m["n"] if "n" in m.columns else None
+    out: dict[str, Any] = {"roles": int(len(m)) if weight is None else int(weight.sum())}
     everyone = pd.Series(True, index=m.index)
     measures = {
         "valid_id_rate": (m["id_ok"], m["citizen"] & m["id_required"]),
@@ -63,7 +69,7 @@ def _rates_of(m: pd.DataFrame, with_links: bool) -> dict[str, Any]:
         if measure is None:
             out[name], out[f"{name}_base"] = None, 0
         else:
-            out[name], out[f"{name}_base"] = _rate(*measure)
+            out[name], out[f"{name}_base"] = _rate(*measure, weight)
     return out
 
 
@@ -78,9 +84,9 @@ def _with_breakdown(m: pd.DataFrame, with_links: bool) -> dict[str, Any]:
     return out
 
 
-def quality_rates(roles: pd.DataFrame, links: pd.DataFrame | None = None, role_key=None, link_key=None) -> dict[str, Any]:
-    """City-wide rates over the roles frame, with a per-table breakdown (`by_table`). `role_key` /
-    `link_key`: the `BM|BH|YWZJ|JS` strings of the roles / links (row-aligned) when the caller has them."""
+def role_measures(roles: pd.DataFrame) -> pd.DataFrame:
+    """What each role contributes to the rates: `table`, `dept` and the flags `MEASURE_FLAGS` (the base
+    keeps them per role, so the city's rates are a GROUP BY: `rates_from_counts`)."""
     tables = column(roles, "BH").str.strip()
     jobs = column(roles, "JS").str.strip()
     status = column(roles, "id_status").str.strip()
@@ -95,6 +101,23 @@ def quality_rates(roles: pd.DataFrame, links: pd.DataFrame | None = None, role_k
     m["has_id"] = column(roles, "GMSFHM").str.strip().ne("")
     m["has_birth"] = column(roles, "CSRQ").str.strip().ne("")
     m["birth_applies"] = ~(tables + "|" + jobs).isin(_NO_BIRTH)
+    return m
+
+
+def rates_from_counts(counts: pd.DataFrame) -> dict[str, Any]:
+    """The rates of `quality_rates` from counted roles: one row per distinct (`table`, `dept`, flags of
+    `MEASURE_FLAGS`, `linked`) with `n` roles."""
+    m = counts.copy()
+    for c in MEASURE_FLAGS + ("linked",):
+        m[c] = m[c].astype(bool)
+    m["n"] = m["n"].astype("int64")
+    return _with_breakdown(m, True)
+
+
+def quality_rates(roles: pd.DataFrame, links: pd.DataFrame | None = None, role_key=None, link_key=None) -> dict[str, Any]:
+    """City-wide rates over the roles frame, with a per-table breakdown (`by_table`). `role_key` /
+    `link_key`: the `BM|BH|YWZJ|JS` strings of the roles / links (row-aligned) when the caller has them."""
+    m = role_measures(roles)
     with_links = links is not None
     if with_links:
         m["linked"] = _linked(roles, links, role_key, link_key)

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 import pandas as pd
 import sqlalchemy as sa
 
-from catalog.base import AUDIT_COLUMNS, REJECT_COLUMNS, BaseState
+from catalog.base import AUDIT_COLUMNS, MEASURE_FLAGS, REJECT_COLUMNS, BaseState
 from store import db
 
 def _frame(conn: sa.Connection, table: sa.Table, where=None) -> pd.DataFrame:
@@ -56,6 +56,12 @@ def write_base(conn: sa.Connection, old: BaseState, new: BaseState, audit: pd.Da
     for batch in batches:
         conn.execute(db.batches.delete().where(db.batches.c.batch_id == batch["batch_id"]))
         conn.execute(db.batches.insert().values(**batch))
+    write_run(conn, date, summary)
+
+
+def write_run(conn: sa.Connection, date: str, summary: dict) -> None:
+    """The run row of a date: when it finished and its summary (written again once the summary is final)."""
+    now = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
     conn.execute(db.runs.delete().where(db.runs.c.business_date == date))
     conn.execute(db.runs.insert().values(business_date=date, finished_at=now,
                                          summary=json.dumps(summary, ensure_ascii=False)))
@@ -118,4 +124,152 @@ def date_rejects(conn: sa.Connection, date: str) -> pd.DataFrame:
         order = pd.to_numeric(frame["line"], errors="coerce").fillna(0)
         frame = frame.assign(_o=order).sort_values(["department", "table", "batch_id", "_o", "reject_key"],
                                                    kind="stable").drop(columns="_o").reset_index(drop=True)
+    return frame
+
+
+# ----------------------------------------------------------------------------------------------------
+# The part of the base a daily date reaches (store/scope.py finds it), and the city's figures counted
+# in the database
+
+
+def _records_where(table: sa.Table, records: set[str]):
+    """(BH, YWZJ) pairs as one condition per table."""
+    by_table: dict[str, list[str]] = {}
+    for r in records:
+        bh, ywzj = r.split("|", 1)
+        by_table.setdefault(bh, []).append(ywzj)
+    return by_table
+
+
+def _by_keys(conn: sa.Connection, table: sa.Table, column: str, keys, extra=None) -> pd.DataFrame:
+    keys = sorted(set(keys) - {""})
+    parts = []
+    for start in range(0, len(keys), 500):
+        cond = table.c[column].in_(keys[start:start + 500])
+        parts.append(_frame(conn, table, cond if extra is None else sa.and_(cond, extra)))
+    if not parts:
+        return _frame(conn, table, sa.false())
+    return pd.concat(parts, ignore_index=True).drop_duplicates(list(table.primary_key.columns)[0].name)
+
+
+def read_scoped_base(conn: sa.Connection, records: set[str], roles: set[str], rkids: set[str]) -> BaseState:
+    """The base restricted to the records `records` (`BH|YWZJ`), the links of `roles` and the persons
+    `rkids` plus those the links name and the persons they were merged into: the working copy of a
+    scoped date (`day.scoped`)."""
+    by_table = _records_where(db.tasks, records)
+    sources = {name: _by_keys(conn, t, "_key", by_table.get(name, [])) for name, t in db.SOURCE_TABLES.items()}
+    links = _by_keys(conn, db.links, "role_key", roles)
+    per_record = {}
+    for key, table in (("tasks", db.tasks), ("overlays", db.overlays), ("decisions", db.decisions)):
+        parts = [_by_keys(conn, table, "YWZJ", keys, table.c.BH == bh) for bh, keys in by_table.items()]
+        per_record[key] = (pd.concat(parts, ignore_index=True) if parts else _frame(conn, table, sa.false()))
+    want = set(rkids) | set(links["RKID"]) | set(per_record["decisions"]["RKID"])
+    persons = _by_keys(conn, db.persons, "RKID", want)
+    todo = set(persons["merged_into"]) - set(persons["RKID"]) - {""}
+    while todo:
+        more = _by_keys(conn, db.persons, "RKID", todo)
+        persons = pd.concat([persons, more], ignore_index=True)
+        todo = set(more["merged_into"]) - set(persons["RKID"]) - {""}
+    persons = persons.sort_values("RKID", kind="stable").reset_index(drop=True)
+    last_run = conn.execute(sa.select(sa.func.max(db.runs.c.business_date))).scalar() or ""
+    return BaseState(sources=sources, persons=persons, links=links, decisions=per_record["decisions"],
+                     tasks=per_record["tasks"], overlays=per_record["overlays"], model=db.read_meta(conn, db.MODEL_KEY),
+                     last_run=str(last_run))
+
+
+def issued_rkids(conn: sa.Connection, candidates) -> set[str]:
+    """Which of the RKIDs `candidates` the base has issued (a person row, live or retired)."""
+    return set(_by_keys(conn, db.persons, "RKID", candidates)["RKID"]) if len(candidates) else set()
+
+
+def date_sensitive_roles(conn: sa.Connection, since: str, date: str, young_after: str, old_until: str) -> set[str]:
+    """Roles whose states can change between `since` and `date` with no change to their record
+    (`verification.states.date_sensitive`): a FORMAT number's birth date after `since`, a
+    family-planning woman born after `young_after` or on or before `old_until`, a marriage registered
+    after `since`; and the roles of tasks a return closed on `since` or `date` (a state that still holds
+    reopens them)."""
+    ix = db.role_index
+    cond = sa.or_(sa.and_(ix.c.format_birth != "", ix.c.format_birth > since),
+                  sa.and_(ix.c.women_birth != "", sa.or_(ix.c.women_birth > young_after, ix.c.women_birth <= old_until)),
+                  sa.and_(ix.c.marriage_date != "", ix.c.marriage_date > since))
+    keys = {r[0] for r in conn.execute(sa.select(ix.c.role_key).where(cond))}
+    t = db.tasks
+    rows = conn.execute(sa.select(t.c.BM, t.c.BH, t.c.YWZJ, t.c.JS).where(
+        t.c.close_reason == "RETURN", t.c.closed_date.in_([since, date]))).all()
+    keys |= {"|".join(r) for r in rows}
+    db.READ.add(ix.name, len(keys))
+    return keys
+
+
+def tasks_by_number(conn: sa.Connection, numbers) -> pd.DataFrame:
+    return _by_keys(conn, db.tasks, "RWBH", numbers)
+
+
+def index_rows(conn: sa.Connection, forms: sa.Table, roles: set[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The stored index and form rows of `roles`."""
+    return _by_keys(conn, db.role_index, "role_key", roles), _by_keys(conn, forms, "role_key", roles)
+
+
+def write_index(conn: sa.Connection, forms: sa.Table, old: tuple[pd.DataFrame, pd.DataFrame] | None,
+                index: pd.DataFrame, form_rows: pd.DataFrame, stamp: str) -> None:
+    """Write the role index: the changes against `old` (the stored rows of the same roles), or, with
+    `old` None, the whole index anew. `stamp`: what it was built for (`db.ROLE_INDEX_KEY`)."""
+    if old is None:
+        conn.execute(db.role_index.delete())
+        conn.execute(forms.delete())
+        db.append_frame(conn, db.role_index, index)
+        db.append_frame(conn, forms, form_rows)
+    else:
+        db.sync_frame(conn, db.role_index, old[0], index)
+        db.sync_frame(conn, forms, old[1], form_rows)
+    if db.read_meta(conn, db.ROLE_INDEX_KEY) != stamp:
+        db.write_meta(conn, db.ROLE_INDEX_KEY, stamp)
+
+
+def bump_raised(conn: sa.Connection, last_run: str, date: str, tasks_read: pd.DataFrame) -> pd.DataFrame:
+    """The tasks raised on the last run stay raised today unless the date re-checked them: set their
+    `last_raised` to `date` in the database, and return `tasks_read` (the tasks the date re-checked,
+    as read) as the database now holds them, so that writing the date's tasks over it is exact."""
+    conn.execute(db.tasks.update().where(db.tasks.c.last_raised == last_run).values(last_raised=date))
+    out = tasks_read.copy()
+    out.loc[out["last_raised"] == last_run, "last_raised"] = date
+    return out
+
+
+def task_counts(conn: sa.Connection, date: str) -> pd.DataFrame:
+    """Every task counted by what the run summary reports of it (`exchange.process.build_summary`):
+    route, status, state, reason closed, whether new, closed or overdue on `date`; column `n`."""
+    t = db.tasks
+
+    def on(col):
+        return sa.case((col == date, date), else_="")
+
+    cols = [t.c.route.label("route"), t.c.status.label("status"), t.c.HCZT.label("HCZT"),
+            t.c.close_reason.label("close_reason"), on(t.c.XFRQ).label("XFRQ"), on(t.c.last_raised).label("last_raised"),
+            on(t.c.closed_date).label("closed_date"), sa.case((t.c.HCQX < date, "0"), else_="99999999").label("HCQX")]
+    rows = conn.execute(sa.select(*cols, sa.func.count().label("n")).group_by(*cols)).all()
+    return pd.DataFrame(rows, columns=["route", "status", "HCZT", "close_reason", "XFRQ", "last_raised",
+                                       "closed_date", "HCQX", "n"], dtype=object)
+
+
+def link_methods(conn: sa.Connection) -> dict[str, int]:
+    rows = conn.execute(sa.select(db.links.c.PPFS, sa.func.count()).group_by(db.links.c.PPFS)).all()
+    return {r[0]: int(r[1]) for r in rows}
+
+
+def live_person_count(conn: sa.Connection) -> int:
+    return int(conn.execute(sa.select(sa.func.count()).where(db.persons.c.status == "live")).scalar() or 0)
+
+
+def role_measure_counts(conn: sa.Connection) -> pd.DataFrame:
+    """The roles counted by their contribution to the quality rates (`quality.rates.rates_from_counts`)."""
+    ix, lk = db.role_index, db.links
+    flags = [ix.c[f"q_{f}"] for f in MEASURE_FLAGS]
+    linked = sa.case((sa.and_(lk.c.PPFS != "", lk.c.PPFS.notin_(["UNMATCHED", "POSSIBLE"])), "1"), else_="0")
+    cols = [ix.c.BH, ix.c.q_dept, *flags, linked]
+    stmt = (sa.select(*cols, sa.func.count()).select_from(ix.outerjoin(lk, lk.c.role_key == ix.c.role_key))
+            .group_by(*cols))
+    frame = pd.DataFrame(conn.execute(stmt).all(), columns=["table", "dept", *MEASURE_FLAGS, "linked", "n"])
+    for f in (*MEASURE_FLAGS, "linked"):
+        frame[f] = frame[f].astype(str) == "1"
     return frame

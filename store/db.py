@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from catalog import TABLES
 from catalog.base import (AUDIT_COLUMNS, DECISION_COLUMNS, LINK_COLUMNS, OVERLAY_COLUMNS,  # noqa: F401 - the schema's layouts
-                          PERSON_COLUMNS, REJECT_COLUMNS, SOURCE_META, TASK_COLUMNS)
+                          PERSON_COLUMNS, REJECT_COLUMNS, ROLE_INDEX_COLUMNS, SOURCE_META, TASK_COLUMNS)
 
 metadata = sa.MetaData()
 
@@ -39,12 +39,65 @@ persons = _text_table("persons", "RKID", PERSON_COLUMNS)
 # role_fp: fingerprint of the role as it was linked (linkage.incremental: what changed since)
 links = _text_table("links", "role_key", LINK_COLUMNS, (sa.Index("ix_links_rkid", "RKID"),))
 
-decisions = _text_table("decisions", "decision_key", DECISION_COLUMNS)
+decisions = _text_table("decisions", "decision_key", DECISION_COLUMNS,
+                        (sa.Index("ix_decisions_rkid", "RKID"), sa.Index("ix_decisions_record", "BH", "YWZJ")))
 
-tasks = _text_table("tasks", "RWBH", TASK_COLUMNS, (sa.Index("ix_tasks_route", "route", "status"),))
+tasks = _text_table("tasks", "RWBH", TASK_COLUMNS, (
+    sa.Index("ix_tasks_route", "route", "status"), sa.Index("ix_tasks_record", "BH", "YWZJ"),
+    sa.Index("ix_tasks_closed", "close_reason", "closed_date"), sa.Index("ix_tasks_raised", "last_raised")))
 
 # A department's answer that holds "until the record next changes": stored with the record's _ts.
-overlays = _text_table("overlays", "overlay_key", OVERLAY_COLUMNS)
+overlays = _text_table("overlays", "overlay_key", OVERLAY_COLUMNS, (sa.Index("ix_overlays_record", "BH", "YWZJ"),))
+
+
+def _partial(name: str, col: str) -> sa.Index:
+    """An index of the rows where `col` is filled (most roles have no broken ID, no date sensitivity)."""
+    return sa.Index(name, col, sqlite_where=sa.text(f"{col} <> ''"), postgresql_where=sa.text(f"{col} <> ''"))
+
+
+# The index of record roles (exchange/role_index.py): what a daily date looks roles up by.
+role_index = _text_table("role_index", "role_key", ROLE_INDEX_COLUMNS, (
+    sa.Index("ix_role_index_record", "record"), _partial("ix_role_index_id_key", "id_key"),
+    _partial("ix_role_index_state_id", "state_id"), _partial("ix_role_index_broken", "broken_id"),
+    _partial("ix_role_index_prefix", "repair_prefix"), _partial("ix_role_index_format", "format_birth"),
+    _partial("ix_role_index_women", "women_birth"), _partial("ix_role_index_marriage", "marriage_date")))
+ROLE_INDEX_KEY = "role_index"  # meta: the configuration version and passes the index was built for
+
+_forms_meta = sa.MetaData()
+
+
+def forms_table(block_cols: list[str]) -> sa.Table:
+    """`role_forms` (linkage/blocks.py): one row per role and form, a column `bk_<pass>` per blocking pass of
+    the configuration, each with a partial index; `ensure_forms` creates what is missing."""
+    name = "role_forms"
+    if name in _forms_meta.tables:
+        t = _forms_meta.tables[name]
+        if [c.name for c in t.columns][3:] == list(block_cols):
+            return t
+        _forms_meta.remove(t)
+    cols = [sa.Column("form_key", sa.Text, primary_key=True), sa.Column("role_key", sa.Text, nullable=False),
+            sa.Column("form", sa.Text, nullable=False)]
+    cols += [sa.Column(c, sa.Text, nullable=False, server_default="") for c in block_cols]
+    return sa.Table(name, _forms_meta, *cols)
+
+
+def ensure_forms(conn: sa.Connection, block_cols: list[str]) -> sa.Table:
+    """The `role_forms` table with a column and an index per pass: a pass added to the configuration
+    gets them here, with no code of its own (the column is filled when the index is rebuilt)."""
+    for c in block_cols:
+        if not c.replace("_", "").isalnum():
+            raise ValueError(f"not a block column: {c!r}")
+    table = forms_table(block_cols)
+    conn.exec_driver_sql('CREATE TABLE IF NOT EXISTS role_forms (form_key TEXT PRIMARY KEY, role_key TEXT NOT NULL, '
+                         'form TEXT NOT NULL)')
+    have = {c["name"] for c in sa.inspect(conn).get_columns("role_forms")}
+    for c in block_cols:
+        if c not in have:
+            conn.exec_driver_sql(f"ALTER TABLE role_forms ADD COLUMN {c} TEXT NOT NULL DEFAULT ''")
+    conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_role_forms_role ON role_forms (role_key)")
+    for c in block_cols:
+        conn.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS ix_role_forms_{c} ON role_forms ({c}) WHERE {c} <> ''")
+    return table
 
 # Values the base keeps between runs: the linking model (`linkage_model`, compressed JSON).
 meta = sa.Table(

@@ -138,24 +138,53 @@ def test_incremental_linking_equals_relinking_everything_on_every_date(both_mode
             pd.testing.assert_frame_equal(whole_link[table], full[table], obj=f"{date} {table} (whole-city linking)")
 
 
+def _city_roles(lines: list[str]) -> dict[str, int]:
+    """Roles of the whole city per date, from the whole-city linking lines."""
+    out = {}
+    for ln in lines:
+        m = re.match(r"linking (\d{8}): full, re-linked [\d,]+ of ([\d,]+)", ln)
+        if m:
+            out[m.group(1)] = int(m.group(2).replace(",", ""))
+    return out
+
+
 def test_incremental_linking_relinks_a_small_part_of_the_city(both_modes):
     _, lines, _ = both_modes
+    city = _city_roles(lines)
     inc = [ln for ln in lines if ln.startswith("linking") and ": incremental," in ln]
     assert len(inc) == 7, lines  # every date after the historical one
     for ln in inc:
-        relinked, total = (int(x.replace(",", "")) for x in re.search(r"re-linked ([\d,]+) of ([\d,]+)", ln).groups())
-        assert 0 < relinked < 0.1 * total, ln
+        date = ln.split()[1].rstrip(":")
+        relinked = int(re.search(r"re-linked ([\d,]+) of", ln).group(1).replace(",", ""))
+        assert 0 < relinked < 0.1 * city[date], ln
+
+
+def test_daily_dates_read_only_what_their_deliveries_reach(both_modes):
+    """The default run reads a scope, not the base, on every daily date but the one with a full extract
+    (a re-baseline compares the whole table); the scope is a part of the city (on a 2,000-person city
+    a fuzzy query's blocks are a large share of it; tests/test_reads.py bounds the reads)."""
+    _, lines, _ = both_modes
+    city = _city_roles(lines)
+    scopes = [ln for ln in lines if re.match(r"\d{8}: scope of", ln)]
+    whole = [ln for ln in lines if re.match(r"\d{8} reads the whole base: (?!full re-link|incremental linking is off)", ln)]
+    assert len(scopes) == 6 and sorted({ln[:8] for ln in whole}) == ["20260301", "20260303"], whole
+    for ln in scopes:
+        date = ln[:8]
+        roles = int(re.search(r"scope of ([\d,]+) roles", ln).group(1).replace(",", ""))
+        assert 0 < roles < 0.35 * city[date], ln
 
 
 def test_incremental_runs_recheck_a_small_part_of_the_city(both_modes):
     _, lines, _ = both_modes
+    city = _city_roles(lines)
     inc = [ln for ln in lines if ln.startswith("states") and ": incremental," in ln]
     full = [ln for ln in lines if ln.startswith("states") and ": full," in ln]
     assert len(inc) == 7 * 2 and len(full) == 8 + 2, lines  # incremental and whole_city_link: 7 dates each after the first
     for ln in inc:
-        checked, total, evaluated = (int(x.replace(",", "")) for x in
-                                     re.search(r"re-checked ([\d,]+) of ([\d,]+) roles \(evaluated ([\d,]+)\)", ln).groups())
-        assert 0 < checked <= evaluated < 0.1 * total, ln
+        date = ln.split()[1].rstrip(":")
+        checked, evaluated = (int(x.replace(",", "")) for x in
+                              re.search(r"re-checked ([\d,]+) of [\d,]+ roles \(evaluated ([\d,]+)\)", ln).groups())
+        assert 0 < checked <= evaluated < 0.1 * city[date], ln
 
 
 def _state_and_roles(engine, edit):

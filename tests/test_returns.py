@@ -431,7 +431,7 @@ def test_summary_counts_returns_per_department():
             {"RWBH": "HC0000000000000000", "HCJG": "2"}]
     stage, staged, reports = returned(rows)
     tasks, *_ = apply_returns(state, stage, staged, BD, reports, sources)
-    summary = build_summary(stage, reports, tasks, pd.DataFrame({"PPFS": pd.Series(dtype=object)}), {}, BD)
+    summary = build_summary(stage, reports, tasks, {}, {}, BD)
     civil = summary["departments"]["civil"]["returns"]
     assert civil == {"accepted": 3, "rejected": 2, "closed": 2, "overdue": 1,
                      "rejected_by_reason": {"BAD_CORRECTION_VALUE": 1, "UNKNOWN_TASK": 1}}

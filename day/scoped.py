@@ -1,0 +1,181 @@
+"""A daily date on the part of the base its deliveries reach (issue 15, docs/scale.md 2.3).
+
+`scoped_state` finds the seeds of a date (the records delivered, the tasks answered, the roles whose
+states the date alone can change), works out today's version of the delivered records on just those
+records, finds the scope by lookups (`store.scope.find_scope`) and reads the base restricted to it.
+`exchange.process.process_date(..., scoped=True)` then runs on that as on the whole base, and
+`finish_scoped` writes the role index of the scope and counts the city's figures in the database.
+
+Not scoped (the date reads the whole base, as before): the first date, a full extract (a re-baseline
+compares the whole table), a base whose role index was built for another configuration, a scope past
+`incremental.max_share` of the roles, and a date on which the linker needed more than the scope
+(`ScopeTooSmall`).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, replace
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from catalog import RETURN_TABLE, TABLES
+from catalog.base import BaseState
+from exchange.overlays import live_overlays, overlay_sources
+from exchange.process import ProcessResult, apply_extracts, apply_returns, stored_model
+from exchange.role_index import role_index
+from linkage.base import rkid_for, role_keys
+from linkage.blocks import block_columns, block_passes, role_blocks
+from linkage.ids import id_variants
+from linkage.link import _canonical
+from linkage.repair import _variants15
+from linkage.roles import build_roles
+from quality.rates import rates_from_counts
+from store import base, db
+from store.scope import find_scope
+from verification.states import WOMEN_AGE
+
+log = logging.getLogger("popbase")
+
+
+def index_stamp(cfg: dict) -> str:
+    """What the role index depends on: the configuration version and its blocking passes."""
+    return json.dumps({"version": cfg.get("version", ""), "passes": block_passes(cfg)}, sort_keys=True)
+
+
+def index_of(roles: pd.DataFrame, keys: np.ndarray, view: dict, cfg: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The index and form rows of `roles` (`exchange.role_index`, `linkage.blocks`)."""
+    filled = _canonical(roles, [])
+    order = pd.Index(role_keys(filled)).get_indexer(keys)  # _canonical sorts: back to the roles' order
+    filled = filled.iloc[order].reset_index(drop=True)
+    return role_index(filled, keys, view), role_blocks(filled, keys, cfg)
+
+
+def _years_before(day: str, years: int) -> str:
+    """CCYYMMDD `years` before `day`, as text: born after it = not yet `years` old on `day` (the
+    comparison `verification.states._age` makes, 29 February included)."""
+    return f"{int(day[:4]) - years:04d}{day[4:]}"
+
+
+def _repair_targets(broken: list[str]) -> list[str]:
+    """The citizen IDs broken numbers could be repaired to, one keystroke away (`linkage.repair`)."""
+    if not broken:
+        return []
+    s = pd.Series(broken, dtype=object)
+    out = list(id_variants(s)["variant"])
+    v15 = _variants15(s)
+    out += [v for v in v15["variant"] if v]
+    return out
+
+
+@dataclass
+class Scoped:
+    state: BaseState
+    roles: set[str]
+    records: set[str]
+    stamp: str
+    forms: sa.Table
+    block_cols: list[str]
+
+
+def scoped_state(conn: sa.Connection, staged, frames: dict, date: str, cfg: dict, settings) -> Scoped | None:
+    """The base restricted to what the date's deliveries reach, or None when the date must read it whole
+    (the module docstring says when)."""
+    last_run = conn.execute(sa.select(sa.func.max(db.runs.c.business_date))).scalar() or ""
+    model = stored_model(db.read_meta(conn, db.MODEL_KEY), cfg)
+    stamp = index_stamp(cfg)
+    new_files = [f for f in staged.files if f.status == "staged"]
+    why = ("first date" if not last_run or last_run >= date else
+           "full re-link asked for" if settings.full_relink or settings.incremental_linking is False else
+           "incremental linking is off" if not (settings.incremental_linking or cfg.get("incremental", {}).get("enabled")) else
+           "no model with its skip list" if model is None or model.skip_blocks is None else
+           "the role index was built for another configuration" if db.read_meta(conn, db.ROLE_INDEX_KEY) != stamp else
+           "a full extract" if any(f.extract_type != "incremental" and f.table != RETURN_TABLE for f in new_files)
+           else "")
+    if why:
+        log.info("%s reads the whole base: %s", date, why)
+        return None
+    # seeds: the delivered records, the answered tasks' records, the date-sensitive roles
+    seed_records: set[str] = set()
+    answered: set[str] = set()
+    for f in new_files:
+        frame = frames[f"{f.batch_id}__{f.line_in_manifest}"]
+        if f.table == RETURN_TABLE:
+            answered |= set(frame["RWBH"].astype(str).str.strip()) if "RWBH" in frame.columns else set()
+        else:
+            key = TABLES[f.table].key
+            seed_records |= {f"{f.table}|{k}" for k in frame[key].astype(str).str.strip()} if key in frame.columns else set()
+    answered_tasks = base.tasks_by_number(conn, answered)
+    seed_records |= set(answered_tasks["BH"] + "|" + answered_tasks["YWZJ"])
+    lo, hi = WOMEN_AGE
+    seed_roles = base.date_sensitive_roles(conn, last_run, date, young_after=_years_before(last_run, lo),
+                                           old_until=_years_before(date, hi + 1))
+    # today's version of the delivered records, on those records alone
+    mini = base.read_scoped_base(conn, seed_records, set(), set())
+    mini = replace(mini, tasks=pd.concat([mini.tasks, answered_tasks], ignore_index=True).drop_duplicates("RWBH"))
+    sources, reports, _ = apply_extracts(mini, staged, frames, date)
+    _, overlays, _, _, _ = apply_returns(mini, staged, frames, date, reports, sources)
+    view = overlay_sources(sources, live_overlays(overlays, sources))
+    roles = build_roles(view, date)
+    forms = db.ensure_forms(conn, block_columns(cfg))
+    cols = block_columns(cfg)
+    seed_index, seed_forms = index_of(roles, role_keys(roles), view, cfg)
+    skip = {f"bk_{name}": set(np.asarray(v, dtype=np.uint64).view(np.int64).astype(str))
+            for name, v in (model.skip_blocks or {}).items()}
+    total = int(conn.execute(sa.select(sa.func.count()).select_from(db.role_index)).scalar() or 0)
+    max_share = float(cfg.get("incremental", {}).get("max_share", 0.35))
+    scope = find_scope(conn, forms, cols, skip, seed_records, seed_roles, seed_index, seed_forms, _repair_targets,
+                       max_roles=max(int(max_share * total), 1000))
+    if scope is None:
+        log.info("%s reads the whole base: its changes reach past %.0f%% of the roles", date, 100 * max_share)
+        return None
+    rkids = _rkid_claims(conn, scope.roles)
+    state = base.read_scoped_base(conn, scope.records, scope.roles, rkids)
+    log.info("%s: scope of %s roles in %s records (%s lookup rounds) for %s delivered records (%s)",
+             date, f"{len(scope.roles):,}", f"{len(scope.records):,}", scope.rounds, f"{len(seed_records):,}",
+             ", ".join(f"{k} {v:,}" for k, v in scope.lookups.items()))
+    return Scoped(state=state, roles=scope.roles, records=scope.records, stamp=stamp, forms=forms, block_cols=cols)
+
+
+def _rkid_claims(conn: sa.Connection, keys: set[str]) -> set[str]:
+    """The issued RKIDs a role of the scope would be given if it founded a person (`rkid_for`, then the
+    next salt while issued): the linker must see them to never issue one twice."""
+    out: set[str] = set()
+    todo = [k.split("|", 3) for k in keys]
+    salt = 0
+    while todo:
+        cand = {rkid_for(*k, salt): k for k in todo}
+        hit = base.issued_rkids(conn, set(cand))
+        out |= hit
+        todo = [cand[c] for c in hit]
+        salt += 1
+    return out
+
+
+def finish_scoped(conn: sa.Connection, scoped: Scoped, res: ProcessResult, date: str, cfg: dict) -> None:
+    """Write the index rows of the scope's roles and count the city's figures in the database (after
+    the date's rows are written): the summary's task, link and person counts and quality rates."""
+    index, form_rows = index_of(res.roles, res.role_key, res.view, cfg)
+    old = base.index_rows(conn, scoped.forms, scoped.roles)
+    base.write_index(conn, scoped.forms, old, index, form_rows, scoped.stamp)
+
+
+def city_figures(conn: sa.Connection, res: ProcessResult, date: str, prior_reports: dict, staged) -> dict:
+    """The run summary with its city-wide figures counted in the database."""
+    from exchange.process import build_summary  # the summary's one definition
+
+    reports = {b["batch_id"]: json.loads(b["report"]) for b in res.batches}
+    rates = rates_from_counts(base.role_measure_counts(conn))
+    summary = build_summary(staged, reports, base.task_counts(conn, date), base.link_methods(conn), rates, date,
+                            prior_reports)
+    summary["totals"]["persons"] = base.live_person_count(conn)
+    return summary
+
+
+def write_full_index(conn: sa.Connection, res: ProcessResult, cfg: dict) -> None:
+    """The whole role index anew, from a date that read the whole base."""
+    cols = block_columns(cfg)
+    forms = db.ensure_forms(conn, cols)
+    index, form_rows = index_of(res.roles, res.role_key, res.view, cfg)
+    base.write_index(conn, forms, None, index, form_rows, index_stamp(cfg))
