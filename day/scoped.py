@@ -26,7 +26,7 @@ from exchange.overlays import live_overlays, overlay_sources
 from exchange.process import ProcessResult, apply_extracts, apply_returns, stored_model
 from exchange.role_index import role_index
 from linkage.base import rkid_for, role_keys
-from linkage.blocks import block_columns, block_passes, role_blocks
+from linkage.blocks import COMPARE_COLUMNS, block_columns, block_passes, reachable, role_blocks
 from linkage.ids import id_variants
 from linkage.link import _canonical
 from linkage.repair import _variants15
@@ -125,7 +125,8 @@ def scoped_state(conn: sa.Connection, staged, frames: dict, date: str, cfg: dict
             for name, v in (model.skip_blocks or {}).items()}
     total = int(conn.execute(sa.select(sa.func.count()).select_from(db.role_index)).scalar() or 0)
     max_share = float(cfg.get("incremental", {}).get("max_share", 0.35))
-    scope = find_scope(conn, forms, cols, skip, seed_records, seed_roles, seed_index, seed_forms, _repair_targets,
+    scope = find_scope(conn, forms, cols, COMPARE_COLUMNS, skip, seed_records, seed_roles, seed_index, seed_forms,
+                       _repair_targets, lambda q, t: reachable(q, t, model, cfg),
                        max_roles=max(int(max_share * total), 1000))
     if scope is None:
         log.info("%s reads the whole base: its changes reach past %.0f%% of the roles", date, 100 * max_share)

@@ -6,7 +6,8 @@ One row per role of `build_roles` (every role of every live record), computed wh
 - `record` (`BH|YWZJ`), `id_key` (the linker's ID group: a valid citizen ID, or `DOC:<ZJLX>|<number>`),
   `state_id` (`verification.states.state_id_keys`: who else holds the ID, for the rules);
 - for ID repair both ways: `broken_id` (a well-formed-looking but broken number, `id_norm`) and
-  `repair_prefix` (the digits an Excel-damaged number kept);
+  `repair_prefix` (the digits an Excel-damaged number kept) with `repair_birth` where they are too few
+  to find the ID without the birth date (`linkage.repair`: EXCEL_SCI);
 - the business-date sensitivity of `verification.states.date_sensitive`: `format_birth` (the birth date
   inside a FORMAT number), `women_birth` (a family-planning woman's birth date), `marriage_date`;
 - the role's contribution to the quality rates (`quality.rates.role_measures`), so the city's rates are a
@@ -41,6 +42,8 @@ def role_index(roles: pd.DataFrame, role_key: np.ndarray, sources: dict[str, pd.
     broken = np.isin(s["id_status"], ["CHECKSUM", "FORMAT"]) | (s["id_damage"] != "")
     out["broken_id"] = np.where(broken, s["id_norm"], "")
     out["repair_prefix"] = np.where(s["id_damage"] != "", s["id_prefix"], "")
+    out["repair_birth"] = np.where((s["id_damage"] != "") & (np.char.str_len(s["id_prefix"].astype(str)) < 15),
+                                   s["birth"], "")  # Excel's 3.2E+17 keeps too few digits: the birth date must agree
     emb = np.where(np.char.str_len(s["id_norm"].astype(str)) == 18, [v[6:14] for v in s["id_norm"]],
                    ["19" + v[6:12] for v in s["id_norm"]])
     out["format_birth"] = np.where(s["id_status"] == "FORMAT", emb, "")

@@ -18,6 +18,9 @@ from linkage import fuzzy as fz
 from linkage.link import _partner_rows, borrowed_place, query_id_evidence
 
 FORM_COLUMNS = ["form_key", "role_key", "form"]
+# what a form is compared on (the values `fuzzy.prepare` gives it), so that the scope can tell which
+# pairs of a block can be kept candidates (`reachable`) without building the roles behind them
+COMPARE_COLUMNS = ["p_name_key", "p_birth", "p_sex", "p_region", "p_address", "p_idk", "p_idv", "p_spouse"]  # = store.db
 
 
 def id_group_keys(roles: pd.DataFrame) -> np.ndarray:
@@ -59,7 +62,7 @@ def role_blocks(roles: pd.DataFrame, role_key: np.ndarray, cfg: dict) -> pd.Data
     block hash as decimal text, "" when the role is in no block of the pass). `roles` come from
     `build_roles` with the linker's columns (`_canonical`); `role_key` row-aligned."""
     passes = block_passes(cfg)
-    cols = FORM_COLUMNS + [f"bk_{n}" for n, _ in passes]
+    cols = FORM_COLUMNS + COMPARE_COLUMNS + [f"bk_{n}" for n, _ in passes]
     n = len(roles)
     if not n:
         return pd.DataFrame(columns=cols, dtype=object)
@@ -82,6 +85,11 @@ def role_blocks(roles: pd.DataFrame, role_key: np.ndarray, cfg: dict) -> pd.Data
     rows = np.arange(len(src))
     out = {"role_key": np.asarray(role_key, dtype=object)[src],
            "form": np.where(rows < n, "Q", "T").astype(object)}
+    address = borrowed_place(R, partner).get("address", R["address"].astype(str).to_numpy(dtype=object))
+    for c in ("name_key", "birth", "sex", "region", "idk", "idv"):
+        out[f"p_{c}"] = np.asarray(P.cols[c], dtype=object)
+    out["p_address"] = np.asarray(address, dtype=object)[src]
+    out["p_spouse"] = np.where(partner[src] >= 0, "1", "")
     differs = np.zeros(len(src), dtype=bool)
     for name, keys in passes:
         ok = np.ones(len(src), dtype=bool)
@@ -95,3 +103,43 @@ def role_blocks(roles: pd.DataFrame, role_key: np.ndarray, cfg: dict) -> pd.Data
     frame = frame[(rows < n) | differs]
     frame.insert(0, "form_key", frame["role_key"] + "|" + frame["form"])
     return frame[cols].reset_index(drop=True)
+
+
+def reach_bits(model: fz.FSModel, P: fz.Prepared, left: np.ndarray, right: np.ndarray, both_spouses: np.ndarray,
+               cuts, keep_min: float) -> np.ndarray:
+    """Which pairs (query form `left`, target form `right` of `P`) can reach the keep threshold at best:
+    birth, sex, region and ID compared, the spouse feature at its best where both have a spouse, then
+    name and address only while the pair can still reach it (`linkage.incremental._Reach`)."""
+    lv = fz.compare_pairs(P, left, right, cuts, features=("birth", "sex", "region", "id"))
+    b = np.zeros(len(left), dtype=np.float64)
+    for f in ("birth", "sex", "region", "id"):
+        b += model.feature_bits(P, left, f, lv[f])
+    b += np.where(both_spouses, model.max_bits("partner"), 0.0)
+    alive = np.ones(len(left), dtype=bool)
+    for i, f in enumerate(("name", "address")):
+        room = sum(model.max_bits(g) for g in ("name", "address")[i:])
+        alive &= b + room >= keep_min
+        sel = np.flatnonzero(alive)
+        if not len(sel):
+            break
+        b[sel] += model.feature_bits(P, left[sel], f, fz.compare_pairs(P, left[sel], right[sel], cuts, features=(f,))[f])
+    return alive & (b >= keep_min)
+
+
+def reachable(queries: pd.DataFrame, targets: pd.DataFrame, model: fz.FSModel, cfg: dict) -> np.ndarray:
+    """Row by row, whether the query form `queries` and the target form `targets` (rows of `role_blocks`,
+    row-aligned) can be a kept candidate pair: the test the scope of a date filters a block with."""
+    n = len(queries)
+    if not n:
+        return np.zeros(0, dtype=bool)
+    both = pd.concat([queries[COMPARE_COLUMNS], targets[COMPARE_COLUMNS]], ignore_index=True).fillna("").astype(str)
+    frame = pd.DataFrame({"name_key": both["p_name_key"], "birth": both["p_birth"], "sex": both["p_sex"],
+                          "region": both["p_region"], "address": both["p_address"]})
+    P = fz.prepare(frame, np.zeros(2 * n, dtype=bool), both["p_idk"].to_numpy(dtype=object),
+                   both["p_idv"].to_numpy(dtype=object))
+    fzc = cfg["fuzzy"]
+    keep_min = float(fzc.get("keep_min_bits", -10.0)) - model.log2_prior_odds
+    spouses = (both["p_spouse"].to_numpy(dtype=object) == "1")
+    left, right = np.arange(n), np.arange(n, 2 * n)
+    return reach_bits(model, P, left, right, spouses[left] & spouses[right], tuple(fzc.get("address_levels", (0.7, 0.4))),
+                      keep_min)

@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from linkage import fuzzy as fz
-from linkage.blocks import id_group_keys
+from linkage.blocks import id_group_keys, reach_bits
 from linkage.base import LINK_KEY, PERSON_COLUMNS, rkid_for, role_keys
 from linkage.link import (DEFAULT_TABLE_ORDER, LinkResult, _canonical, _isin, _partner_rows, borrowed_place, link_roles,
                           query_id_evidence)
@@ -216,21 +216,8 @@ class _Reach:
         self.pairs_scored += len(left)
         if not len(left):
             return np.zeros(0, dtype=bool), left, right
-        lv = fz.compare_pairs(P, left, right, self.cuts, features=("birth", "sex", "region", "id"))
-        b = np.zeros(len(left), dtype=np.float64)
-        for f in ("birth", "sex", "region", "id"):
-            b += m.feature_bits(P, left, f, lv[f])
-        b += np.where(self.has_spouse[left] & self.has_spouse[right], m.max_bits("partner"), 0.0)
-        alive = np.ones(len(left), dtype=bool)
-        for i, f in enumerate(("name", "address")):
-            room = sum(m.max_bits(g) for g in ("name", "address")[i:])
-            alive &= b + room >= self.keep_min
-            sel = np.flatnonzero(alive)
-            if not len(sel):
-                break
-            b[sel] += m.feature_bits(P, left[sel], f,
-                                     fz.compare_pairs(P, left[sel], right[sel], self.cuts, features=(f,))[f])
-        return alive & (b >= self.keep_min), left, right
+        both = self.has_spouse[left] & self.has_spouse[right]
+        return reach_bits(m, P, left, right, both, self.cuts, self.keep_min), left, right
 
     def _pairs(self, queries: np.ndarray, target_forms: np.ndarray, tag: str, by_target: bool = False):
         """Reachable (query row, target row) pairs of U between query rows `queries` and target forms

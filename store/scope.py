@@ -73,21 +73,31 @@ class Scope:
         return out
 
 
-def find_scope(conn: sa.Connection, forms_table: sa.Table, block_cols: list[str], skip: dict[str, set[str]],
-               seed_records: set[str], seed_roles: set[str], seed_index: pd.DataFrame, seed_forms: pd.DataFrame,
-               variants, max_roles: int) -> Scope | None:
+def _reach(reach, pairs: pd.DataFrame, query: str, target: str, compare_cols: list[str]):
+    """`reach(queries, targets)` on the pairs' columns with the suffixes `query` and `target`."""
+    if not len(pairs):
+        return pd.Series(dtype=bool).to_numpy()
+    q = pairs[[c + query for c in compare_cols]].set_axis(compare_cols, axis=1)
+    t = pairs[[c + target for c in compare_cols]].set_axis(compare_cols, axis=1)
+    return reach(q.reset_index(drop=True), t.reset_index(drop=True))
+
+
+def find_scope(conn: sa.Connection, forms_table: sa.Table, block_cols: list[str], compare_cols: list[str],
+               skip: dict[str, set[str]], seed_records: set[str], seed_roles: set[str], seed_index: pd.DataFrame,
+               seed_forms: pd.DataFrame, variants, reach, max_roles: int) -> Scope | None:
     """The scope of a date (module docstring); None when it grows past `max_roles` (the date then reads
     the whole base). `seed_index` / `seed_forms`: index and form rows of today's versions of the seed
     records (their old versions are read from the base); `skip`: per block column, the hashes of the
     blocks the model skips; `variants(broken_ids)`: the citizen IDs a broken number could be repaired
-    to (`linkage.repair` candidates).
+    to (`linkage.repair` candidates); `reach(queries, targets)`: which row-aligned pairs of forms (columns
+    `compare_cols`) can be kept candidates (`linkage.blocks.reachable`).
 
     Two kinds of roles: the work set (seeds and the possible queries sharing a block with the work set:
     they may be re-linked) and the context (roles the work set's queries can reach, and everything
     sharing a person, ID, record or decision with either). Only the work set's blocks bring in more
     possible queries; a possible query of either kind brings in its whole blocks."""
     ix = db.role_index
-    icols = ["role_key", "record", "id_key", "state_id", "broken_id", "repair_prefix"]
+    icols = ["role_key", "record", "id_key", "state_id", "broken_id", "repair_prefix", "repair_birth"]
     scope = Scope()
     seen: dict[str, set] = {k: set() for k in ("record", "person", "id_key", "state_id", "broken", "prefix",
                                                 "valid", "bk")}
@@ -96,7 +106,7 @@ def find_scope(conn: sa.Connection, forms_table: sa.Table, block_cols: list[str]
     probed_p: set[str] = set()  # ... as a possible query's
     is_pq: set[str] = set()
     extra_rows = seed_index.reindex(columns=icols) if len(seed_index) else None
-    extra_forms = seed_forms.reindex(columns=["role_key", *block_cols]) if len(seed_forms) else None
+    extra_forms = seed_forms.reindex(columns=["role_key", *compare_cols, *block_cols]) if len(seed_forms) else None
     records, roles = set(seed_records), set(seed_roles)
     first = True
     while True:
@@ -111,13 +121,14 @@ def find_scope(conn: sa.Connection, forms_table: sa.Table, block_cols: list[str]
         if extra_rows is not None:
             parts.append(extra_rows)
             extra_rows = None
+        if first:  # the delivered records' roles, old and new, are the work set; the other seeds need
+            # re-checking only (their states can change with the date), so they are context
+            work |= set(parts[0]["role_key"]) | (set(parts[2]["role_key"]) if len(parts) > 2 else set())
+            first = False
         rows = pd.concat(parts, ignore_index=True).drop_duplicates()
         fresh_keys = set(rows["role_key"]) - scope.roles
         scope.roles |= fresh_keys
         scope.records |= set(rows["record"]) | records
-        if first:
-            work |= fresh_keys
-            first = False
         if len(scope.roles) > max_roles:
             return None
         nxt_roles: set[str] = set()
@@ -143,11 +154,16 @@ def find_scope(conn: sa.Connection, forms_table: sa.Table, block_cols: list[str]
         broken = set(rows["broken_id"]) - seen["broken"] - {""}
         seen["broken"] |= broken
         nxt_roles |= set(_select(conn, ix, "id_key", variants(sorted(broken)), ["role_key"])["role_key"])
-        prefixes = set(rows["repair_prefix"]) - seen["prefix"] - {""}
+        prefixes = set(zip(rows["repair_prefix"], rows["repair_birth"])) - seen["prefix"] - {("", "")}
         seen["prefix"] |= prefixes
-        for p in sorted(prefixes):
+        for p, birth in sorted(prefixes):
             head = p[:-1] if len(p) > 6 else p  # Excel's last shown digit may be rounded
-            hit = conn.execute(sa.select(ix.c.role_key).where(ix.c.id_key >= head, ix.c.id_key < head + ":")).all()
+            cond = [ix.c.id_key >= head, ix.c.id_key < head + ":"]
+            if len(p) < 15:  # too few digits: the holder must also be born that day (`linkage.repair`)
+                if not birth:
+                    continue
+                cond.append(sa.func.substr(ix.c.id_key, 7, 8) == birth)
+            hit = conn.execute(sa.select(ix.c.role_key).where(*cond)).all()
             db.READ.add(ix.name, len(hit))
             nxt_roles |= {h[0] for h in hit}
         valid = {v for v in rows["id_key"] if len(v) == 18 and v.isalnum()} - seen["valid"]
@@ -166,7 +182,8 @@ def find_scope(conn: sa.Connection, forms_table: sa.Table, block_cols: list[str]
         want_p = (is_pq & scope.roles) - probed_p
         probed_w |= want_w
         probed_p |= want_p
-        forms = _select(conn, forms_table, "role_key", want_w | want_p, ["role_key", *block_cols])
+        fcols = ["role_key", *compare_cols, *block_cols]
+        forms = _select(conn, forms_table, "role_key", want_w | want_p, fcols)
         if extra_forms is not None:
             forms = pd.concat([forms, extra_forms], ignore_index=True)
             extra_forms = None
@@ -178,16 +195,27 @@ def find_scope(conn: sa.Connection, forms_table: sa.Table, block_cols: list[str]
             seen["bk"].update(("p", col, v) for v in fp)
             if not fw and not fp:
                 continue
-            mates = _select(conn, forms_table, col, fw | fp, ["role_key", col])
+            mates = _select(conn, forms_table, col, fw | fp, ["role_key", *compare_cols, col])
             if not len(mates):
                 continue
             keys = set(mates["role_key"])
             ml = _select(conn, db.links, "role_key", keys - scope.roles, ["role_key", "PPFS"])
-            outside_pq = set(ml.loc[ml["PPFS"].isin(QUERY_METHODS), "role_key"]) | (keys - scope.roles - set(ml["role_key"]))
-            is_pq |= outside_pq
-            joins = set(mates.loc[mates[col].isin(fw), "role_key"]) & is_pq
+            is_pq |= set(ml.loc[ml["PPFS"].isin(QUERY_METHODS), "role_key"]) | (keys - scope.roles - set(ml["role_key"]))
+            # a possible query's candidates: the mates its forms can reach
+            q = forms[forms["role_key"].isin(want_p) & forms[col].isin(fp)]
+            pairs = q.merge(mates, on=col, suffixes=("", "_t"))
+            pairs = pairs[pairs["role_key"] != pairs["role_key_t"]]
+            nxt_roles |= set(pairs.loc[_reach(reach, pairs, "", "_t", compare_cols), "role_key_t"])
+            # possible queries joining the work set: a mate reaching a work form, a work query reaching a mate
+            w = forms[forms["role_key"].isin(want_w) & forms[col].isin(fw)]
+            pq_mates = mates[mates["role_key"].isin(is_pq)]
+            pairs = w.merge(pq_mates, on=col, suffixes=("", "_t"))
+            pairs = pairs[pairs["role_key"] != pairs["role_key_t"]]
+            hit = _reach(reach, pairs, "_t", "", compare_cols)
+            hit |= pairs["role_key"].isin(is_pq).to_numpy() & _reach(reach, pairs, "", "_t", compare_cols)
+            joins = set(pairs.loc[hit, "role_key_t"])
             work |= joins
-            nxt_roles |= joins | set(mates.loc[mates[col].isin(fp), "role_key"])
+            nxt_roles |= joins
         roles = nxt_roles
         records = nxt_records
     scope.lookups = {k: len(v) for k, v in seen.items()} | {"work": len(work), "possible_queries": len(is_pq)}
