@@ -203,8 +203,10 @@ def commit(settings: Settings, engine: sa.Engine, staged: StageResult,
             state = replace(state, tasks=base.bump_raised(conn, state.last_run, date, state.tasks))
         rejected = _rejected_rows(date, new_files, folder, frames, res.rejects)
         base.write_base(conn, state, res.state, res.audit, res.batches, date, res.summary, rejects=rejected)
-        if sc is None:
+        if sc is None and settings.scoped_dates:
             scoped.write_full_index(conn, res, cfg)
+        elif sc is None:  # the index is not kept up to date: a later scoped date must rebuild it first
+            conn.execute(db.meta.delete().where(db.meta.c.key == db.ROLE_INDEX_KEY))
         else:
             scoped.finish_scoped(conn, sc, res, date, cfg)
             res.summary = scoped.city_figures(conn, res, date, prior, staged)

@@ -60,7 +60,7 @@ def run(home: Path, db: sa.Engine | str, dates: list[str], **kw) -> dict[str, di
     """`day.run_dates` on a home and database; returns the run summary of each date processed."""
     from day import run_dates
 
-    switches = {k: kw.pop(k) for k in ("incremental_linking", "full_relink") if k in kw}
+    switches = {k: kw.pop(k) for k in ("incremental_linking", "full_relink", "scoped_dates") if k in kw}
     return {d: r.summary for d, r in run_dates(settings_for(home, db, **switches), dates, **kw).items()}
 
 

@@ -31,7 +31,7 @@ def _base_rows(url: str) -> dict[str, int]:
 def test_a_daily_date_reads_what_its_deliveries_reach(city_factory, tmp_path, db_url):
     city = city_factory(persons=6000, days=3, seed=11, rebaseline=False)
     home = copy_city(city, tmp_path / "home")
-    settings = settings_for(home, db_url)
+    settings = settings_for(home, db_url, scoped_dates=True)
     dates = sorted(p.name for p in (home / "landing" / "police").iterdir())
     run_dates(settings, dates[:1], write_outputs=False, quality_gates=False)
     for date in dates[1:]:
