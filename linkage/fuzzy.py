@@ -19,8 +19,10 @@ Pieces, each usable on its own:
   with the Bayes factor (bits) and the posterior match probability, normalised over the candidates
   (a query with two equally good candidates gets at most 0.5 for each).
 
-Feature levels (-1 = missing on either side, contributes nothing):
-  name    0 different · 1 surname only · 2 similar · 3 homophone · 4 equivalent (□, ·, Latin) · 5 exact
+Feature levels (-1 = missing on either side, contributes nothing; labels in `LEVEL_LABELS`):
+  name    0 different · 1 surname only · 2 similar · 3 homophone · 4 equivalent (□, ·, Latin) · 5 exact;
+          two Latin names (`names.LATIN_LEVELS`): 5 exact · 6 tokens reordered · 7 Jaro-Winkler >= 0.92 ·
+          8 Jaro-Winkler >= 0.88 · 9 a part missing · 10 initials · 11 one part agrees · 0 else
   birth   0 different · 1 same year · 2 one digit off / adjacent transposition · 3 day↔month · 4 exact
   sex     0 different · 1 same
   region  0 different · 1 same prefecture (4 digits) · 2 same county (6 digits)
@@ -49,9 +51,24 @@ from linkage import names as nm
 FEATURES = ("name", "birth", "sex", "region", "address", "id", "partner")
 LEARNED = ("name", "birth", "sex", "region", "address")
 CHEAP = ("birth", "sex", "region", "id", "partner")  # vectorised comparisons
-N_LEVELS = {"name": 6, "birth": 5, "sex": 2, "region": 3, "address": 3, "id": 5, "partner": 2}
-BLOCK_FIELDS = ("name_key", "surname", "given", "pinyin", "birth", "byear", "bmd", "region", "region4", "sex",
-                "idregion", "partner")
+N_LEVELS = {"name": nm.N_NAME_LEVELS, "birth": 5, "sex": 2, "region": 3, "address": 3, "id": 5, "partner": 2}
+# blocking fields: the name and its parts (`names.name_blocking_keys`; tokens, initials, phonetic and latin
+# are filled for Latin names only), the birth date and its parts (year, year+month, month+day), region,
+# the numbers of the address (anum), sex, the region digits of an ID, the spouse's entity
+BLOCK_FIELDS = ("name_key", "surname", "given", "pinyin", "tokens", "initials", "phonetic", "latin", "birth", "byear",
+                "bym", "bmd", "region", "region4", "anum", "sex", "idregion", "partner")
+NAME_PARTS = nm.NAME_BLOCK_PARTS  # blocking parts of the name (`names.name_blocking_keys`)
+# labels of the levels of each feature (index = level), for explanations and `FSModel.describe`
+LEVEL_LABELS = {
+    "name": [nm.NAME_LEVEL_LABELS[i] for i in range(nm.N_NAME_LEVELS)],
+    "birth": ["different", "same year", "one digit off / adjacent digits swapped", "day and month swapped", "exact"],
+    "sex": ["different", "same"],
+    "region": ["different", "same prefecture", "same county"],
+    "address": ["different", "similar", "very similar"],
+    "id": ["different", "a short known prefix agrees", "region and birth digits agree",
+           "at most two digits off / 15+ known digits agree", "the same broken ID"],
+    "partner": ["different", "the spouses are one person"],
+}
 
 
 # ---------------------------------------------------------------------------------------- prepare
@@ -84,6 +101,12 @@ def _norm_address(u: str) -> str:
     return "".join(unicodedata.normalize("NFKC", u).split())
 
 
+def _address_numbers(u: str) -> str:
+    """The numbers of a (normalised) address in order, space-separated: a blocking key (house number,
+    postcode …) that survives typos in the words."""
+    return " ".join(_DIGITS.findall(u))
+
+
 def prepare(roles: pd.DataFrame, trust_id: np.ndarray, id_kind: np.ndarray, id_value: np.ndarray,
             overrides: dict | None = None) -> "Prepared":
     """Comparison frame, one row per role (positional, same order as `roles`).
@@ -108,16 +131,16 @@ def prepare(roles: pd.DataFrame, trust_id: np.ndarray, id_kind: np.ndarray, id_v
     sex[~np.isin(sex, ["1", "2"])] = ""
     birth, sex = _trusted(birth, sex, trust_id, col("id_birth"), col("id_sex"))
     region = _per_unique(col("region"), lambda u: u.strip() if len(u.strip()) == 6 and u.strip().isdigit() else "")
+    address = _per_unique(col("address"), _norm_address)
     P = pd.DataFrame(
         {
             "name_key": key,
-            "surname": parts["surname"].to_numpy(dtype=object),
-            "given": parts["given"].to_numpy(dtype=object),
-            "pinyin": parts["pinyin"].to_numpy(dtype=object),
+            **{c: parts[c].to_numpy(dtype=object) for c in NAME_PARTS},
             "birth": birth,
             "sex": sex,
             "region": region,
-            "address": _per_unique(col("address"), _norm_address),
+            "address": address,
+            "anum": _per_unique(address, _address_numbers),
             "region4": _per_unique(region, lambda u: u[:4]),
             **_id_and_birth_parts(birth, id_kind, id_value),
         }
@@ -140,7 +163,8 @@ def _trusted(birth: np.ndarray, sex: np.ndarray, trust_id: np.ndarray, id_birth:
 
 def _id_and_birth_parts(birth: np.ndarray, id_kind, id_value) -> dict[str, np.ndarray]:
     return {"idk": np.asarray(id_kind, dtype=object), "idv": np.asarray(id_value, dtype=object),
-            "byear": _per_unique(birth, lambda u: u[:4]), "bmd": _per_unique(birth, lambda u: u[4:]),
+            "byear": _per_unique(birth, lambda u: u[:4]), "bym": _per_unique(birth, lambda u: u[:6]),
+            "bmd": _per_unique(birth, lambda u: u[4:]),
             "idregion": _per_unique(np.asarray(id_value, dtype=object),
                                     lambda u: u[:6] if len(u) >= 6 and u[:6].isdigit() else "")}
 
@@ -204,12 +228,11 @@ class Prepared:
         rows = np.asarray(rows, dtype=np.int64)
         birth, sex = _trusted(self.cols["birth"][rows], self.cols["sex"][rows], np.ones(len(rows), dtype=bool),
                               id_birth, id_sex)
-        extra = {c: self.cols[c][rows] for c in ("name_key", "surname", "given", "pinyin", "region", "address",
-                                                  "region4")}
+        extra = {c: self.cols[c][rows] for c in ("name_key", *NAME_PARTS, "region", "address", "anum", "region4")}
         extra.update(birth=birth, sex=sex, **_id_and_birth_parts(birth, id_kind, id_value))
         df = pd.DataFrame({c: np.concatenate([self.cols[c], extra[c]]) for c in self.df.columns})
         out = Prepared(df)
-        for f in ("name_key", "surname", "given", "pinyin", "region", "region4"):  # same values: same codes
+        for f in ("name_key", *NAME_PARTS, "region", "anum", "region4"):  # same values: same codes
             c, m = self.codes(f)
             out._codes[f] = (np.concatenate([c, c[rows]]), m)
             out._uniq[f] = self._uniq[f]
@@ -377,7 +400,7 @@ def compare_pairs(P: Prepared, left: np.ndarray, right: np.ndarray, address_cuts
     out: dict[str, np.ndarray] = {}
     col = P.cols
     if "name" in features:
-        out["name"] = nm.name_levels(col["name_key"][left], col["name_key"][right])
+        out["name"] = nm.name_feature_levels(col["name_key"][left], col["name_key"][right])
     if "birth" in features:
         out["birth"] = birth_levels(mats.birth[left], mats.birth[right])
     if "sex" in features:
@@ -502,6 +525,7 @@ class FSModel:
             "n_entities": self.n_entities,
             "log2_prior_odds": round(self.log2_prior_odds, 3),
             "bits": {f: [round(float(x), 2) for x in self.level_bits(f)] for f in LEARNED},
+            "levels": {f: LEVEL_LABELS[f] for f in LEARNED},
             "m": {f: [round(float(x), 5) for x in self.m[f]] for f in LEARNED},
             "u": {f: [float(f"{x:.3g}") for x in self.u[f]] for f in LEARNED},
             **self.meta,
@@ -568,6 +592,8 @@ def train_model(P: Prepared, entity: np.ndarray, labelled: tuple[np.ndarray, np.
         lv = compare_pairs(P, i[:ks], j[:ks], cuts, features=("address",))
         u["address"] = _smooth(_level_counts(lv["address"], N_LEVELS["address"]), default_u["address"], pc)
         u["name"] = _name_u(P, entity, rng, ks, cuts, default_u["name"], pc)
+        u["name"] = _latin_name_u(P, entity, u["name"], int(tr.get("random_pairs_latin", 200_000)),
+                                  int(tr.get("seed", 0)), cuts)
 
     name_tf = _entity_shares(P.cols["name_key"], entity, n_entities)
     birth_tf = _entity_shares(P.cols["birth"], entity, n_entities)
@@ -595,6 +621,7 @@ def train_model(P: Prepared, entity: np.ndarray, labelled: tuple[np.ndarray, np.
         left, right = left[pick], right[pick]
     m = {f: default_m[f] / default_m[f].sum() for f in LEARNED}
     source = "default"
+    meta: dict = {}
     if n_lab >= int(tr.get("min_labelled_pairs", 500)):
         lv = compare_pairs(P, left, right, cuts, features=LEARNED)
         m = {f: _smooth(_level_counts(lv[f], N_LEVELS[f]), default_m[f], pc) for f in LEARNED}
@@ -612,14 +639,15 @@ def train_model(P: Prepared, entity: np.ndarray, labelled: tuple[np.ndarray, np.
             l_ = np.concatenate(got_l)[:cap]
             r_ = np.concatenate(got_r)[:cap]
             lv = compare_pairs(P, l_, r_, cuts, features=LEARNED)
-            m = _em(lv, m, u, int(tr.get("em_iterations", 25)), pc, default_m)
+            m = _em_sessions(lv, m, u, tr.get("em_sessions") or [], int(tr.get("em_iterations", 25)), pc,
+                             default_m, meta)
             source = "em"
 
     id_bits = np.array([float(fz["id_bits"][str(i)]) for i in range(N_LEVELS["id"])])
     partner_bits = np.array([float(fz.get("partner_bits", {}).get(str(i), 0.0)) for i in range(N_LEVELS["partner"])])
     return FSModel(m=m, u=u, id_bits=id_bits, partner_bits=partner_bits, name_tf=name_tf, birth_tf=birth_tf,
                    n_entities=n_entities, prior_has_match=float(fz.get("prior_has_match", 0.5)), source=source, n_labelled=n_lab,
-                   n_random=n_random, cap=float(fz.get("weights_bits_cap", 20.0)))
+                   n_random=n_random, cap=float(fz.get("weights_bits_cap", 20.0)), meta=meta)
 
 
 def _name_u(P: Prepared, entity: np.ndarray, rng, k: int, cuts, default, pc) -> np.ndarray:
@@ -629,8 +657,11 @@ def _name_u(P: Prepared, entity: np.ndarray, rng, k: int, cuts, default, pc) -> 
     (the exact level is replaced from value frequencies by the caller)."""
     base = np.asarray(default, dtype=np.float64) / np.sum(default)
     sur = P.cols["surname"]
-    rows = np.flatnonzero(sur != "")
+    rows = np.flatnonzero((sur != "") & (P.cols["tokens"] == ""))  # Chinese names (Latin ones: `_latin_name_u`)
     if len(rows) < 2:
+        if len(rows) == 0 and (P.cols["tokens"] != "").any():  # only Latin names: the Chinese levels cannot occur
+            base[[nm.SURNAME, nm.SIMILAR, nm.HOMOPHONE, nm.EQUIVALENT]] = 1e-9
+            return base / base.sum()
         return base
     codes, _ = pd.factorize(sur[rows])
     size = np.bincount(codes).astype(np.float64)
@@ -656,21 +687,90 @@ def _name_u(P: Prepared, entity: np.ndarray, rng, k: int, cuts, default, pc) -> 
     return u / u.sum()
 
 
-def _em(lv: dict[str, np.ndarray], m: dict, u: dict, iterations: int, pc: float, default_m: dict) -> dict:
-    """Classic EM for m with u fixed (u from random pairs is reliable; m is what blocking hides)."""
+def _latin_name_u(P: Prepared, entity: np.ndarray, u: np.ndarray, k: int, seed: int, cuts) -> np.ndarray:
+    """u of the Latin name levels (`names.LATIN_LEVELS`): measured on `k` random pairs of Latin names
+    of different entities and scaled by the chance that two random roles both have a Latin name; the
+    `different` level takes the rest. An own random stream, so that the draws of the other estimates do
+    not depend on how many Latin names there are."""
+    lat = np.flatnonzero(P.cols["tokens"] != "")
+    if len(lat) < 2 or k <= 0:
+        return u
+    rng = np.random.default_rng([seed, 1])
+    k = int(min(k, len(lat) * (len(lat) - 1)))
+    a = lat[rng.integers(0, len(lat), size=k)]
+    b = lat[rng.integers(0, len(lat), size=k)]
+    keep = entity[a] != entity[b]
+    if not keep.any():
+        return u
+    lv = compare_pairs(P, a[keep], b[keep], cuts, features=("name",))["name"]
+    counts = _level_counts(lv, N_LEVELS["name"])
+    total = counts.sum()
+    if total == 0:
+        return u
+    p_lat = (len(lat) / len(P)) ** 2
+    u = u.copy()
+    for lvl in range(nm.EXACT + 1, nm.N_NAME_LEVELS):
+        u[lvl] = max(p_lat * counts[lvl] / total, 0.5 / (total + 1) * p_lat)
+    u[0] = max(1.0 - u[1:].sum(), 1e-6)
+    return u / u.sum()
+
+
+EXACT_LEVEL = {"name": nm.EXACT, "birth": 4, "sex": 1, "region": 2, "address": 2}
+
+
+def _em_sessions(lv: dict[str, np.ndarray], m: dict, u: dict, sessions: list, iterations: int, pc: float,
+                 default_m: dict, meta: dict) -> dict:
+    """m by EM over candidate pairs, in sessions as Splink trains (`training.em_sessions`): a session is a
+    list of features, and runs EM over the candidate pairs that agree exactly on them, estimating the m of
+    the other features only (the blocking that found a pair makes its blocked-on features agree far more
+    often than u says, so EM over all pairs at once takes "shares a block" for "is a match"). Each
+    feature's m is the mean over the sessions that estimated it; a feature no session estimated, or no
+    sessions at all, gets EM over all the pairs."""
+    out: dict[str, list] = {f: [] for f in LEARNED}
+    done = []
+    for cond in sessions:
+        cond = [f for f in cond if f in LEARNED]
+        sel = np.ones(len(lv["name"]), dtype=bool)
+        for f in cond:
+            sel &= lv[f] == EXACT_LEVEL[f]
+        free = [f for f in LEARNED if f not in cond]
+        if sel.sum() < 50 or not free:
+            continue
+        got = _em({f: lv[f][sel] for f in LEARNED}, m, u, iterations, pc, default_m, features=free)
+        for f in free:
+            out[f].append(got[f])
+        done.append({"agree_on": cond, "pairs": int(sel.sum())})
+    m = {f: v.copy() for f, v in m.items()}
+    rest = [f for f in LEARNED if not out[f]]
+    if rest:
+        got = _em(lv, m, u, iterations, pc, default_m)
+        for f in rest:
+            out[f].append(got[f])
+        done.append({"agree_on": [], "pairs": int(len(lv["name"])), "for": rest})
+    for f in LEARNED:
+        v = np.mean(out[f], axis=0)
+        m[f] = v / v.sum()
+    meta["em_sessions"] = done
+    return m
+
+
+def _em(lv: dict[str, np.ndarray], m: dict, u: dict, iterations: int, pc: float, default_m: dict,
+        features=LEARNED) -> dict:
+    """Classic EM for the m of `features` with u fixed (u from random pairs is reliable; m is what
+    blocking hides)."""
     lam = 0.1
     m = {f: v.copy() for f, v in m.items()}
     for _ in range(iterations):
         lm = np.full(len(lv["name"]), math.log(lam))
         lu = np.full(len(lv["name"]), math.log(1 - lam))
-        for f in LEARNED:
+        for f in features:
             idx = lv[f]
             ok = idx >= 0
             lm[ok] += np.log(m[f][idx[ok]])
             lu[ok] += np.log(u[f][idx[ok]])
         p = 1.0 / (1.0 + np.exp(np.clip(lu - lm, -700, 700)))
         lam = float(np.clip(p.mean(), 1e-6, 1 - 1e-6))
-        for f in LEARNED:
+        for f in features:
             m[f] = _smooth(_level_counts(lv[f], N_LEVELS[f], p), default_m[f], pc)
     return m
 

@@ -122,7 +122,7 @@ class _Reach:
         idv = np.concatenate([citizen_id[rows_v], np.asarray(repair_ids, dtype=object),
                               np.full(len(rows_d), "", dtype=object)])
         # every row untrusted (its form as a query), then the trusted forms
-        frame = U[["name_key", "birth", "id_birth", "sex", "id_sex"]]
+        frame = U[["name_key", "birth", "id_birth", "sex", "id_sex", "region", "address"]]
         base = fz.prepare(frame, np.zeros(N, dtype=bool), idk_q, idv_q, overrides=borrowed_place(U, partner))
         self.P = base.with_forms(trusted, U["id_birth"].to_numpy(dtype=object)[trusted],
                                  U["id_sex"].to_numpy(dtype=object)[trusted], idk, idv)
