@@ -90,8 +90,6 @@ def pending_before(settings: Settings, engine: sa.Engine, date: str) -> list[str
     return [d for d in settings.landed_dates() if d < date and d not in done]
 
 
-SCOPED = BaseState(sources={}, persons=pd.DataFrame(), links=pd.DataFrame(), decisions=pd.DataFrame(),
-                   tasks=pd.DataFrame(), overlays=pd.DataFrame())  # `commit` of a scoped date: the base is not in memory
 
 OUTPUTS_MARKER = "outputs.json"  # reports/<D>/outputs.json: written last, lists every output of the date
 
@@ -168,7 +166,7 @@ def commit(settings: Settings, engine: sa.Engine, staged: StageResult,
     """Apply, link and verify the date's new batches and write it all, with the rows rejected and the
     date's exceptions, in one transaction. `staged` is classified already (replays, re-runs and late
     batches are not "staged"). Returns (run summary, the base as written, None when nothing changed,
-    `SCOPED` when the date read only what its deliveries reach: the outputs then read the store)."""
+    `scoped.Touched` when the date read only what its deliveries reach: what its outputs must replace)."""
     date = staged.business_date
     new_files = [f for f in staged.files if f.status == "staged"]
     done_before = base.run_summary(engine, date)
@@ -213,7 +211,7 @@ def commit(settings: Settings, engine: sa.Engine, staged: StageResult,
         res.summary["exceptions"] = (done_before or {}).get("exceptions", []) + list(exceptions or [])
         base.write_run(conn, date, res.summary)
         log.info("business date %s committed: %s", date, res.summary_line())
-    return res.summary, (res.state if sc is None else SCOPED)
+    return res.summary, (res.state if sc is None else scoped.touched(sc, res))
 
 
 def _rejected_rows(date: str, new_files, folder: Path, frames: dict, late_rejects) -> pd.DataFrame:
@@ -226,18 +224,26 @@ def _rejected_rows(date: str, new_files, folder: Path, frames: dict, late_reject
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=REJECT_COLUMNS)
 
 
-def write_date_outputs(settings: Settings, engine: sa.Engine, date: str, after: BaseState | None = None) -> dict[str, Path]:
+def write_date_outputs(settings: Settings, engine: sa.Engine, date: str,
+                       after: BaseState | scoped.Touched | None = None) -> dict[str, Path]:
     """Every output of a committed date, from the base as it is now: `after`, the base the date's commit
-    wrote, still in memory (no whole table is read back), else read from the store (mending outputs)."""
+    wrote, still in memory (no whole table is read back); for a scoped date (`scoped.Touched`) the
+    exports are the previous date's with the touched persons and links replaced, read by key; else
+    everything is read from the store (mending outputs)."""
     summary = base.run_summary(engine, date)
     if summary is None:
         raise RuntimeError(f"business date {date} has not been processed: nothing to write")
     with engine.connect() as conn:
-        if after is None:
-            persons, links, tasks = base.live_persons(conn), base.all_links(conn), base.open_tasks(conn)
+        if isinstance(after, scoped.Touched) and outputs_complete(settings, after.previous):
+            exports = outputs.merge_exports(settings.home, after.previous, date, base.persons_of(conn, after.rkids),
+                                            after.rkids, base.links_of(conn, after.role_keys), after.role_keys)
+            tasks = base.open_tasks(conn)
         else:
-            persons, links, tasks = after.persons, after.links, after.tasks
-        exports = outputs.write_exports(settings.home, persons, links, date)
+            if isinstance(after, BaseState):
+                persons, links, tasks = after.persons, after.links, after.tasks
+            else:
+                persons, links, tasks = base.live_persons(conn), base.all_links(conn), base.open_tasks(conn)
+            exports = outputs.write_exports(settings.home, persons, links, date)
         tasks = outputs.write_task_outputs(settings.home, tasks, date)
         rejected = base.date_rejects(conn, date)
         rejects = outputs.write_rejects_files(settings.home, rejected, date)
@@ -284,7 +290,7 @@ def run_one(settings: Settings, engine: sa.Engine, date: str, *, write_outputs: 
         log.warning("%s %s %s: %s. %s", date, e["department"], e.get("file") or e.get("batch_id"), e["cause"],
                     e["next_step"])
     if write_outputs and outputs_due(settings, date, latest_before):
-        result.outputs = write_date_outputs(settings, engine, date, None if after is SCOPED else after)
+        result.outputs = write_date_outputs(settings, engine, date, after)
     elif write_outputs:
         log.info("outputs of %s kept as they are: later dates have been processed since", date)
     result.rows_read = db.READ.since(read_before)

@@ -139,6 +139,23 @@ def scoped_state(conn: sa.Connection, staged, frames: dict, date: str, cfg: dict
     return Scoped(state=state, roles=scope.roles, records=scope.records, stamp=stamp, forms=forms, block_cols=cols)
 
 
+@dataclass
+class Touched:
+    """What a scoped date can have changed in the exports: the persons and link roles it read or wrote
+    (everything else is as `previous`, the date processed before it, left it)."""
+
+    previous: str
+    rkids: set[str]
+    role_keys: set[str]
+
+
+def touched(sc: Scoped, res: ProcessResult) -> Touched:
+    before, after = sc.state, res.state
+    return Touched(previous=before.last_run,
+                   rkids=set(before.persons["RKID"]) | set(after.persons["RKID"]),
+                   role_keys=set(before.links["role_key"]) | set(after.links["role_key"]))
+
+
 def _rkid_claims(conn: sa.Connection, keys: set[str]) -> set[str]:
     """The issued RKIDs a role of the scope would be given if it founded a person (`rkid_for`, then the
     next salt while issued): the linker must see them to never issue one twice."""

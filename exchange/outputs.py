@@ -11,6 +11,9 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from catalog import DEPARTMENT_NAMES, DEPARTMENTS, RETURN_TABLE
 from catalog.base import TASK_COLUMNS
@@ -43,16 +46,54 @@ def write_exports(home: Path, persons: pd.DataFrame, links: pd.DataFrame, date: 
     """exports/<D>/persons.parquet (live persons) and links.parquet (every record role's link), from the
     base's persons and links tables as they are after the date (read back, or still in memory)."""
     out = Path(home) / "out" / "exports" / date
-    if "status" in persons.columns:
-        persons = persons[persons["status"] == "live"]
-    persons = persons.reindex(columns=EXPORT_PERSON_COLUMNS, fill_value="")
-    links = links.reindex(columns=EXPORT_LINK_COLUMNS, fill_value="")
-    links["PPDF"] = pd.to_numeric(links["PPDF"], errors="coerce").astype(float)
     paths = {}
-    for name, frame in (("persons", persons), ("links", links)):
+    for name, frame in (("persons", _export_persons(persons)), ("links", _export_links(links))):
         target = out / f"{name}.parquet"
         tmp = _atomic_path(target)
-        frame.sort_values(frame.columns[0] if name == "persons" else ["BM", "BH", "YWZJ", "JS"]).to_parquet(tmp, index=False)
+        frame.sort_values(EXPORT_ORDER[name]).to_parquet(tmp, index=False)
+        publish(tmp, target)
+        paths[name] = target
+    return paths
+
+
+EXPORT_ORDER = {"persons": ["RKID"], "links": ["BM", "BH", "YWZJ", "JS"]}  # rows sorted by, and keyed by
+
+
+def _export_persons(persons: pd.DataFrame) -> pd.DataFrame:
+    if "status" in persons.columns:
+        persons = persons[persons["status"] == "live"]
+    return persons.reindex(columns=EXPORT_PERSON_COLUMNS, fill_value="")
+
+
+def _export_links(links: pd.DataFrame) -> pd.DataFrame:
+    links = links.reindex(columns=EXPORT_LINK_COLUMNS, fill_value="")
+    links["PPDF"] = pd.to_numeric(links["PPDF"], errors="coerce").astype(float)
+    return links
+
+
+def _row_keys(table: pa.Table, name: str) -> pa.Array:
+    cols = [table[c] for c in EXPORT_ORDER[name]]
+    return cols[0] if len(cols) == 1 else pc.binary_join_element_wise(*cols, "|")
+
+
+def merge_exports(home: Path, previous: str, date: str, persons: pd.DataFrame, rkids: set[str],
+                  links: pd.DataFrame, role_keys: set[str]) -> dict[str, Path]:
+    """The exports of `date` as those of `previous` (the date processed just before, its exports as the
+    base stood after it) with the rows of the persons `rkids` and the link roles `role_keys`
+    (`BM|BH|YWZJ|JS`) replaced by `persons` and `links`, their rows in the base now (issue 15: a daily
+    date's outputs follow its changes; the same files `write_exports` writes from the whole base,
+    tests/test_outputs_merge.py). Arrow throughout: the previous files are never turned into pandas."""
+    out = Path(home) / "out" / "exports" / date
+    paths = {}
+    for name, fresh, keys in (("persons", _export_persons(persons), rkids), ("links", _export_links(links), role_keys)):
+        old = pq.read_table(Path(home) / "out" / "exports" / previous / f"{name}.parquet")
+        kept = old.filter(pc.invert(pc.is_in(_row_keys(old, name), value_set=pa.array(sorted(keys), pa.string()))))
+        new = pa.Table.from_pandas(fresh.reset_index(drop=True), schema=old.schema, preserve_index=False)
+        table = pa.concat_tables([kept, new])
+        table = table.take(pc.sort_indices(table, [(c, "ascending") for c in EXPORT_ORDER[name]]))
+        target = out / f"{name}.parquet"
+        tmp = _atomic_path(target)
+        pq.write_table(table, tmp)
         publish(tmp, target)
         paths[name] = target
     return paths

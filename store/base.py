@@ -113,6 +113,15 @@ def all_links(conn: sa.Connection) -> pd.DataFrame:
     return _frame(conn, db.links)
 
 
+def persons_of(conn: sa.Connection, rkids) -> pd.DataFrame:
+    """The person rows of `rkids` (live or not)."""
+    return _by_keys(conn, db.persons, "RKID", rkids)
+
+
+def links_of(conn: sa.Connection, role_keys) -> pd.DataFrame:
+    return _by_keys(conn, db.links, "role_key", role_keys)
+
+
 def open_tasks(conn: sa.Connection) -> pd.DataFrame:
     return _frame(conn, db.tasks, db.tasks.c.status == "open")
 

@@ -28,11 +28,13 @@ CHUNK = 500
 
 def _select(conn: sa.Connection, table: sa.Table, column: str, values: Iterable[str], cols: list[str],
             extra=None) -> pd.DataFrame:
-    """Rows of `table` whose `column` is one of `values` (in chunks), columns `cols`."""
+    """Rows of `table` whose `column` is one of `values` (in chunks), columns `cols`. The condition
+    `column <> ''` is spelled out: it lets SQLite use a partial index (`store.db._partial`), which it
+    does not infer from an IN list (without it each chunk scanned the whole table)."""
     values = sorted({v for v in values if v})
     parts = []
     for start in range(0, len(values), CHUNK):
-        cond = table.c[column].in_(values[start:start + CHUNK])
+        cond = sa.and_(table.c[column].in_(values[start:start + CHUNK]), table.c[column] != "")
         if extra is not None:
             cond = sa.and_(cond, extra)
         rows = conn.execute(sa.select(*[table.c[c] for c in cols]).where(cond)).all()
@@ -105,6 +107,7 @@ def find_scope(conn: sa.Connection, forms_table: sa.Table, block_cols: list[str]
     probed_w: set[str] = set()  # roles whose blocks were probed as the work set's
     probed_p: set[str] = set()  # ... as a possible query's
     is_pq: set[str] = set()
+    checked: set[str] = set()  # roles outside the scope whose link method was read (is_pq known)
     extra_rows = seed_index.reindex(columns=icols) if len(seed_index) else None
     extra_forms = seed_forms.reindex(columns=["role_key", *compare_cols, *block_cols]) if len(seed_forms) else None
     records, roles = set(seed_records), set(seed_roles)
@@ -158,7 +161,7 @@ def find_scope(conn: sa.Connection, forms_table: sa.Table, block_cols: list[str]
         seen["prefix"] |= prefixes
         for p, birth in sorted(prefixes):
             head = p[:-1] if len(p) > 6 else p  # Excel's last shown digit may be rounded
-            cond = [ix.c.id_key >= head, ix.c.id_key < head + ":"]
+            cond = [ix.c.id_key >= head, ix.c.id_key < head + ":", ix.c.id_key != ""]  # != "": the partial index
             if len(p) < 15:  # too few digits: the holder must also be born that day (`linkage.repair`)
                 if not birth:
                     continue
@@ -198,9 +201,10 @@ def find_scope(conn: sa.Connection, forms_table: sa.Table, block_cols: list[str]
             mates = _select(conn, forms_table, col, fw | fp, ["role_key", *compare_cols, col])
             if not len(mates):
                 continue
-            keys = set(mates["role_key"])
-            ml = _select(conn, db.links, "role_key", keys - scope.roles, ["role_key", "PPFS"])
-            is_pq |= set(ml.loc[ml["PPFS"].isin(QUERY_METHODS), "role_key"]) | (keys - scope.roles - set(ml["role_key"]))
+            unknown = set(mates["role_key"]) - scope.roles - checked  # whether a possible query: not known yet
+            checked |= unknown
+            ml = _select(conn, db.links, "role_key", unknown, ["role_key", "PPFS"])
+            is_pq |= set(ml.loc[ml["PPFS"].isin(QUERY_METHODS), "role_key"]) | (unknown - set(ml["role_key"]))
             # a possible query's candidates: the mates its forms can reach
             q = forms[forms["role_key"].isin(want_p) & forms[col].isin(fp)]
             pairs = q.merge(mates, on=col, suffixes=("", "_t"))
