@@ -226,8 +226,9 @@ def write_index(conn: sa.Connection, forms: sa.Table, old: tuple[pd.DataFrame, p
     if old is None:
         conn.execute(db.role_index.delete())
         conn.execute(forms.delete())
-        db.append_frame(conn, db.role_index, index)
-        db.append_frame(conn, forms, form_rows)
+        with db.index_tables_unindexed(conn, [c.name for c in forms.columns if c.name.startswith("bk_")]):
+            db.append_frame(conn, db.role_index, index.sort_values("role_key"))
+            db.append_frame(conn, forms, form_rows.sort_values("form_key"))
     else:
         db.sync_frame(conn, db.role_index, old[0], index)
         db.sync_frame(conn, forms, old[1], form_rows)

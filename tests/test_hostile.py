@@ -231,7 +231,7 @@ def test_the_cli_refuses_a_home_without_landing(tmp_path, monkeypatch):
 
 KILL_AT = {
     "before the commit": "store.base:write_base",
-    "after the commit, before the outputs": "exchange.outputs:write_exports",
+    "after the commit, before the outputs": "exchange.outputs:_export_persons",  # both ways of writing the exports
     "between two outputs": "exchange.outputs:write_task_outputs",
     "while an output file is renamed into place": "exchange.files:publish",
     "before the outputs marker": "exchange.outputs:write_reports#after",

@@ -107,8 +107,9 @@ def both_modes(city_factory, tmp_path_factory):
     city = city_factory(persons=2000, days=7, seed=7)
     root = tmp_path_factory.mktemp("modes")
     # settings incremental_linking / full_relink (POPBASE_INCREMENTAL_LINKING / POPBASE_FULL_RELINK)
-    modes = {"incremental": {"scoped_dates": True}, "whole_city_link": {"incremental_linking": False},
-             "full": {"full_relink": True}}
+    modes = {"incremental": {"scoped_dates": True},
+             "whole_city_link": {"incremental_linking": False, "scoped_dates": False},
+             "full": {"full_relink": True, "scoped_dates": False}}
     homes = {m: copy_city(city, root / m) for m in modes}
     engines = {m: db.make_engine(f"sqlite:///{h / 'popbase.db'}") for m, h in homes.items()}
     lines = _Lines()
