@@ -23,21 +23,29 @@ import sqlalchemy as sa
 from store import db
 
 QUERY_METHODS = ("FUZZY", "POSSIBLE", "UNMATCHED", "MANUAL")  # linkage.incremental.QUERY_METHODS
-CHUNK = 500
+CHUNK = 5000  # keys per query (SQLite allows 32,766 parameters)
 
 
 def _select(conn: sa.Connection, table: sa.Table, column: str, values: Iterable[str], cols: list[str],
-            extra=None) -> pd.DataFrame:
-    """Rows of `table` whose `column` is one of `values` (in chunks), columns `cols`. The condition
-    `column <> ''` is spelled out: it lets SQLite use a partial index (`store.db._partial`), which it
-    does not infer from an IN list (without it each chunk scanned the whole table)."""
+            equal: tuple[str, str] | None = None) -> pd.DataFrame:
+    """Rows of `table` whose `column` is one of `values` (and, given `equal` = (column, value), that column
+    equal to that value), columns `cols`, in chunks of `CHUNK` keys. The condition `column <> ''` is
+    spelled out: it lets SQLite use a partial index (`store.db._partial`), which it does not infer from
+    an IN list (without it each chunk scanned the whole table). Driver SQL: compiling an IN list of
+    thousands of values through SQLAlchemy cost more than running it."""
     values = sorted({v for v in values if v})
+    q = '"'
+    ph = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    head = (f"SELECT {', '.join(q + c + q for c in cols)} FROM {q}{table.name}{q} "
+            f"WHERE {q}{column}{q} <> ''" + (f" AND {q}{equal[0]}{q} = {ph}" if equal else "") + f" AND {q}{column}{q} ")
+    tail = (equal[1],) if equal else ()
     parts = []
     for start in range(0, len(values), CHUNK):
-        cond = sa.and_(table.c[column].in_(values[start:start + CHUNK]), table.c[column] != "")
-        if extra is not None:
-            cond = sa.and_(cond, extra)
-        rows = conn.execute(sa.select(*[table.c[c] for c in cols]).where(cond)).all()
+        chunk = values[start:start + CHUNK]
+        if conn.dialect.name == "postgresql":
+            rows = conn.exec_driver_sql(head + f"= ANY({ph})", (*tail, chunk)).all()
+        else:
+            rows = conn.exec_driver_sql(head + f"IN ({', '.join([ph] * len(chunk))})", (*tail, *chunk)).all()
         if rows:
             parts.append(pd.DataFrame(rows, columns=cols, dtype=object))
     frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols, dtype=object)
@@ -235,7 +243,7 @@ def _decisions(conn: sa.Connection, persons: set[str], records: set[str]) -> pd.
         bh, ywzj = r.split("|", 1)
         by_table.setdefault(bh, set()).add(ywzj)
     for bh, keys in by_table.items():
-        parts.append(_select(conn, db.decisions, "YWZJ", keys, cols, extra=db.decisions.c.BH == bh))
+        parts.append(_select(conn, db.decisions, "YWZJ", keys, cols, equal=("BH", bh)))
     return pd.concat(parts, ignore_index=True).drop_duplicates()
 
 
