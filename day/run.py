@@ -203,8 +203,8 @@ def commit(settings: Settings, engine: sa.Engine, staged: StageResult,
         base.write_base(conn, state, res.state, res.audit, res.batches, date, res.summary, rejects=rejected)
         if sc is None and settings.scoped_dates:
             scoped.write_full_index(conn, res, cfg)
-        elif sc is None:  # the index is not kept up to date: a later scoped date must rebuild it first
-            conn.execute(db.meta.delete().where(db.meta.c.key == db.ROLE_INDEX_KEY))
+        elif sc is None:
+            base.forget_role_index(conn)
         else:
             scoped.finish_scoped(conn, sc, res, date, cfg)
             res.summary = scoped.city_figures(conn, res, date, prior, staged)

@@ -21,7 +21,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from catalog import RETURN_TABLE, TABLES
-from catalog.base import BaseState
+from catalog.base import MEASURE_FLAGS, BaseState
 from exchange.overlays import live_overlays, overlay_sources
 from exchange.process import ProcessResult, apply_extracts, apply_returns, stored_model
 from exchange.role_index import role_index
@@ -31,7 +31,7 @@ from linkage.ids import id_variants
 from linkage.link import _canonical
 from linkage.repair import _variants15
 from linkage.roles import build_roles
-from quality.rates import rates_from_counts
+from quality.rates import NOT_LINKED, rates_from_counts
 from store import base, db
 from store.scope import find_scope
 from verification.states import WOMEN_AGE
@@ -171,23 +171,63 @@ def _rkid_claims(conn: sa.Connection, keys: set[str]) -> set[str]:
     return out
 
 
+MEASURE_KEYS = ["table", "dept", *MEASURE_FLAGS, "linked"]  # = store.base.role_measure_counts' columns but n
+
+
+def city_counts(index: pd.DataFrame, links: pd.DataFrame, persons: pd.DataFrame, sign: int = 1) -> dict:
+    """What roles (their `role_index` rows and links) and persons add to the city's figures: roles per
+    table, department, quality flags and linked-or-not (as `store.base.role_measure_counts` counts them),
+    links per method, live persons. `sign` -1: what they take away."""
+    ppfs = index["role_key"].map(links.drop_duplicates("role_key").set_index("role_key")["PPFS"]) if len(links) \
+        else pd.Series("", index=index.index)
+    ppfs = ppfs.fillna("").astype(str).str.strip()
+    frame = pd.DataFrame({"table": index["BH"].astype(str), "dept": index["q_dept"].astype(str),
+                          **{f: index[f"q_{f}"].astype(str) == "1" for f in MEASURE_FLAGS},
+                          "linked": (ppfs != "") & ~ppfs.isin(NOT_LINKED)})
+    measures = frame.groupby(MEASURE_KEYS).size().rename("n").reset_index() if len(frame) else \
+        pd.DataFrame(columns=[*MEASURE_KEYS, "n"])
+    live = int((persons["status"] == "live").sum()) if len(persons) else 0
+    return {"measures": [[*r[:-1], sign * int(r[-1])] for r in measures.itertuples(index=False, name=None)],
+            "methods": {k: sign * int(v) for k, v in links["PPFS"].value_counts().items()} if len(links) else {},
+            "persons": sign * live}
+
+
+def add_counts(*parts: dict) -> dict:
+    """The sum of `city_counts` results (rows that come to zero dropped)."""
+    rows = [r for p in parts for r in p["measures"]]
+    m = pd.DataFrame(rows, columns=[*MEASURE_KEYS, "n"])
+    m = m.groupby(MEASURE_KEYS)["n"].sum().reset_index() if len(m) else m
+    methods: dict[str, int] = {}
+    for p in parts:
+        for k, v in p["methods"].items():
+            methods[k] = methods.get(k, 0) + v
+    return {"measures": [[*r[:-1], int(r[-1])] for r in m[m["n"] != 0].itertuples(index=False, name=None)],
+            "methods": {k: v for k, v in sorted(methods.items()) if v},
+            "persons": sum(p["persons"] for p in parts)}
+
+
 def finish_scoped(conn: sa.Connection, scoped: Scoped, res: ProcessResult, date: str, cfg: dict) -> None:
-    """Write the index rows of the scope's roles and count the city's figures in the database (after
-    the date's rows are written): the summary's task, link and person counts and quality rates."""
+    """Write the index rows of the scope's roles and bring the city's running totals up to date: what
+    the scope's roles and persons counted before the date is taken away, what they count now added (only
+    the scope was written, so the totals stay those of the whole base; tests/test_reads.py)."""
     index, form_rows = index_of(res.roles, res.role_key, res.view, cfg)
     old = base.index_rows(conn, scoped.forms, scoped.roles)
     base.write_index(conn, scoped.forms, old, index, form_rows, scoped.stamp)
+    before, now = scoped.state, res.state
+    base.write_city_counts(conn, add_counts(base.city_counts(conn), city_counts(old[0], before.links, before.persons, -1),
+                                            city_counts(index, now.links, now.persons)))
 
 
 def city_figures(conn: sa.Connection, res: ProcessResult, date: str, prior_reports: dict, staged) -> dict:
-    """The run summary with its city-wide figures counted in the database."""
+    """The run summary with its city-wide figures from the running totals (tasks counted in the database)."""
     from exchange.process import build_summary  # the summary's one definition
 
     reports = {b["batch_id"]: json.loads(b["report"]) for b in res.batches}
-    rates = rates_from_counts(base.role_measure_counts(conn))
-    summary = build_summary(staged, reports, base.task_counts(conn, date), base.link_methods(conn), rates, date,
-                            prior_reports)
-    summary["totals"]["persons"] = base.live_person_count(conn)
+    counts = base.city_counts(conn)
+    measures = pd.DataFrame(counts["measures"], columns=[*MEASURE_KEYS, "n"])
+    summary = build_summary(staged, reports, base.task_counts(conn, date), counts["methods"],
+                            rates_from_counts(measures), date, prior_reports)
+    summary["totals"]["persons"] = counts["persons"]
     return summary
 
 
@@ -197,3 +237,4 @@ def write_full_index(conn: sa.Connection, res: ProcessResult, cfg: dict) -> None
     forms = db.ensure_forms(conn, cols)
     index, form_rows = index_of(res.roles, res.role_key, res.view, cfg)
     base.write_index(conn, forms, None, index, form_rows, index_stamp(cfg))
+    base.write_city_counts(conn, add_counts(city_counts(index, res.state.links, res.state.persons)))

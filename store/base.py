@@ -271,6 +271,21 @@ def live_person_count(conn: sa.Connection) -> int:
     return int(conn.execute(sa.select(sa.func.count()).where(db.persons.c.status == "live")).scalar() or 0)
 
 
+def city_counts(conn: sa.Connection) -> dict | None:
+    """The running totals a scoped date keeps instead of counting the city (`day.scoped.CityCounts`)."""
+    text = db.read_meta(conn, db.CITY_COUNTS_KEY)
+    return json.loads(text) if text else None
+
+
+def write_city_counts(conn: sa.Connection, counts: dict) -> None:
+    db.write_meta(conn, db.CITY_COUNTS_KEY, json.dumps(counts, ensure_ascii=False, sort_keys=True))
+
+
+def forget_role_index(conn: sa.Connection) -> None:
+    """A date that did not keep the role index up to date: a later scoped date must rebuild it first."""
+    conn.execute(db.meta.delete().where(db.meta.c.key.in_([db.ROLE_INDEX_KEY, db.CITY_COUNTS_KEY])))
+
+
 def role_measure_counts(conn: sa.Connection) -> pd.DataFrame:
     """The roles counted by their contribution to the quality rates (`quality.rates.rates_from_counts`)."""
     ix, lk = db.role_index, db.links

@@ -63,6 +63,7 @@ role_index = _text_table("role_index", "role_key", ROLE_INDEX_COLUMNS, (
     _partial("ix_role_index_prefix", "repair_prefix"), _partial("ix_role_index_format", "format_birth"),
     _partial("ix_role_index_women", "women_birth"), _partial("ix_role_index_marriage", "marriage_date")))
 ROLE_INDEX_KEY = "role_index"  # meta: the configuration version and passes the index was built for
+CITY_COUNTS_KEY = "city_counts"  # meta: running totals of the city's figures, kept with the role index
 
 _forms_meta = sa.MetaData()
 

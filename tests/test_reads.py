@@ -49,6 +49,21 @@ def test_a_daily_date_reads_what_its_deliveries_reach(city_factory, tmp_path, db
             if held.get(table, 0) > 1000:
                 assert n < 0.25 * held[table], (date, table, n, held[table])
         assert total < 0.25 * sum(held.values()), (date, total, held)
+        # the city's running totals are what counting the whole base gives
+        engine = sa.create_engine(db_url)
+        try:
+            with engine.connect() as conn:
+                from day.scoped import MEASURE_KEYS
+                from store import base
+                kept = base.city_counts(conn)
+                counted = base.role_measure_counts(conn)
+                assert kept["methods"] == dict(sorted(base.link_methods(conn).items()))
+                assert kept["persons"] == base.live_person_count(conn)
+        finally:
+            engine.dispose()
+        kept_m = pd.DataFrame(kept["measures"], columns=[*MEASURE_KEYS, "n"]).sort_values(MEASURE_KEYS)
+        counted = counted[counted["n"] > 0].sort_values(MEASURE_KEYS)
+        pd.testing.assert_frame_equal(kept_m.reset_index(drop=True), counted.reset_index(drop=True), check_dtype=False)
         # the outputs: the exports merged from the previous date's read only the touched rows
         for table in ("links", "persons"):
             assert result.rows_read.get(table, 0) < 0.25 * held[table], (date, table, result.rows_read, held)
