@@ -174,21 +174,35 @@ def _rkid_claims(conn: sa.Connection, keys: set[str]) -> set[str]:
 MEASURE_KEYS = ["table", "dept", *MEASURE_FLAGS, "linked"]  # = store.base.role_measure_counts' columns but n
 
 
-def city_counts(index: pd.DataFrame, links: pd.DataFrame, persons: pd.DataFrame, sign: int = 1) -> dict:
-    """What roles (their `role_index` rows and links) and persons add to the city's figures: roles per
-    table, department, quality flags and linked-or-not (as `store.base.role_measure_counts` counts them),
-    links per method, live persons. `sign` -1: what they take away."""
-    ppfs = index["role_key"].map(links.drop_duplicates("role_key").set_index("role_key")["PPFS"]) if len(links) \
-        else pd.Series("", index=index.index)
-    ppfs = ppfs.fillna("").astype(str).str.strip()
+def _method_of(links: pd.DataFrame) -> pd.Series:
+    """PPFS by role key."""
+    return links.drop_duplicates("role_key").set_index("role_key")["PPFS"] if len(links) else pd.Series(dtype=object)
+
+
+def _measures(index: pd.DataFrame, method_of: pd.Series, sign: int) -> list[list]:
+    """Roles (their `role_index` rows) counted per table, department, quality flags and linked-or-not, as
+    `store.base.role_measure_counts` counts them."""
+    ppfs = index["role_key"].map(method_of).fillna("").astype(str).str.strip()
     frame = pd.DataFrame({"table": index["BH"].astype(str), "dept": index["q_dept"].astype(str),
                           **{f: index[f"q_{f}"].astype(str) == "1" for f in MEASURE_FLAGS},
                           "linked": (ppfs != "") & ~ppfs.isin(NOT_LINKED)})
-    measures = frame.groupby(MEASURE_KEYS).size().rename("n").reset_index() if len(frame) else \
-        pd.DataFrame(columns=[*MEASURE_KEYS, "n"])
+    if not len(frame):
+        return []
+    measures = frame.groupby(MEASURE_KEYS).size().rename("n").reset_index()
+    return [[*r[:-1], sign * int(r[-1])] for r in measures.itertuples(index=False, name=None)]
+
+
+def city_counts(index: pd.DataFrame, links: pd.DataFrame, persons: pd.DataFrame, sign: int = 1) -> dict:
+    """What roles (their `role_index` rows and links) and persons add to the city's figures: roles per
+    table, department, quality flags and linked-or-not, links per method, live persons. `sign` -1: what
+    they take away."""
+    return {"measures": _measures(index, _method_of(links), sign), **_links_and_persons(links, persons, sign)}
+
+
+def _links_and_persons(links: pd.DataFrame, persons: pd.DataFrame, sign: int) -> dict:
+    """Links per method and live persons, times `sign`."""
     live = int((persons["status"] == "live").sum()) if len(persons) else 0
-    return {"measures": [[*r[:-1], sign * int(r[-1])] for r in measures.itertuples(index=False, name=None)],
-            "methods": {k: sign * int(v) for k, v in links["PPFS"].value_counts().items()} if len(links) else {},
+    return {"methods": {k: sign * int(v) for k, v in links["PPFS"].value_counts().items()} if len(links) else {},
             "persons": sign * live}
 
 
@@ -231,10 +245,27 @@ def city_figures(conn: sa.Connection, res: ProcessResult, date: str, prior_repor
     return summary
 
 
+ROLES_PER_CHUNK = 200_000  # the whole index is made and written this many roles at a time
+
+
 def write_full_index(conn: sa.Connection, res: ProcessResult, cfg: dict) -> None:
-    """The whole role index anew, from a date that read the whole base."""
-    cols = block_columns(cfg)
-    forms = db.ensure_forms(conn, cols)
-    index, form_rows = index_of(res.roles, res.role_key, res.view, cfg)
-    base.write_index(conn, forms, None, index, form_rows, index_stamp(cfg))
-    base.write_city_counts(conn, add_counts(city_counts(index, res.state.links, res.state.persons)))
+    """The whole role index anew, from a date that read the whole base, in chunks of whole records (a
+    record's roles are indexed together: spouses in one record borrow each other's place), and the
+    city's running totals counted from it."""
+    forms = db.ensure_forms(conn, block_columns(cfg))
+    roles = res.roles.reset_index(drop=True)
+    keys = np.asarray(res.role_key, dtype=object)
+    n_chunks = max(1, -(-len(roles) // ROLES_PER_CHUNK))
+    bucket = pd.factorize(roles["BH"].astype(str) + "|" + roles["YWZJ"].astype(str))[0] % n_chunks
+    method_of = _method_of(res.state.links)
+    totals = [{"measures": [], **_links_and_persons(res.state.links, res.state.persons, 1)}]
+
+    def chunks():
+        for b in range(n_chunks):
+            sel = np.flatnonzero(bucket == b)
+            index, form_rows = index_of(roles.iloc[sel], keys[sel], res.view, cfg)
+            totals.append({"measures": _measures(index, method_of, 1), "methods": {}, "persons": 0})
+            yield index, form_rows
+
+    base.rebuild_index(conn, forms, chunks(), index_stamp(cfg))
+    base.write_city_counts(conn, add_counts(*totals))

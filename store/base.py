@@ -219,21 +219,26 @@ def index_rows(conn: sa.Connection, forms: sa.Table, roles: set[str]) -> tuple[p
     return _by_keys(conn, db.role_index, "role_key", roles), _by_keys(conn, forms, "role_key", roles)
 
 
-def write_index(conn: sa.Connection, forms: sa.Table, old: tuple[pd.DataFrame, pd.DataFrame] | None,
+def write_index(conn: sa.Connection, forms: sa.Table, old: tuple[pd.DataFrame, pd.DataFrame],
                 index: pd.DataFrame, form_rows: pd.DataFrame, stamp: str) -> None:
-    """Write the role index: the changes against `old` (the stored rows of the same roles), or, with
-    `old` None, the whole index anew. `stamp`: what it was built for (`db.ROLE_INDEX_KEY`)."""
-    if old is None:
-        conn.execute(db.role_index.delete())
-        conn.execute(forms.delete())
-        with db.index_tables_unindexed(conn, [c.name for c in forms.columns if c.name.startswith("bk_")]):
-            db.append_frame(conn, db.role_index, index.sort_values("role_key"))
-            db.append_frame(conn, forms, form_rows.sort_values("form_key"))
-    else:
-        db.sync_frame(conn, db.role_index, old[0], index)
-        db.sync_frame(conn, forms, old[1], form_rows)
+    """Write the changes of the role index against `old` (the stored rows of the same roles). `stamp`:
+    what it was built for (`db.ROLE_INDEX_KEY`)."""
+    db.sync_frame(conn, db.role_index, old[0], index)
+    db.sync_frame(conn, forms, old[1], form_rows)
     if db.read_meta(conn, db.ROLE_INDEX_KEY) != stamp:
         db.write_meta(conn, db.ROLE_INDEX_KEY, stamp)
+
+
+def rebuild_index(conn: sa.Connection, forms: sa.Table, chunks, stamp: str) -> None:
+    """The whole role index anew from `chunks`, an iterable of (index rows, form rows) made one at a time
+    (memory bounded by a chunk), loaded with the tables' indexes dropped and built after."""
+    conn.execute(db.role_index.delete())
+    conn.execute(forms.delete())
+    with db.index_tables_unindexed(conn, [c.name for c in forms.columns if c.name.startswith("bk_")]):
+        for index, form_rows in chunks:
+            db.append_frame(conn, db.role_index, index.sort_values("role_key"))
+            db.append_frame(conn, forms, form_rows.sort_values("form_key"))
+    db.write_meta(conn, db.ROLE_INDEX_KEY, stamp)
 
 
 def bump_raised(conn: sa.Connection, last_run: str, date: str, tasks_read: pd.DataFrame) -> pd.DataFrame:

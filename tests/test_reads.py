@@ -77,3 +77,27 @@ def test_a_daily_date_reads_what_its_deliveries_reach(city_factory, tmp_path, db
         for name, path in whole.items():
             merged = pd.read_parquet(home / "out" / "exports" / date / f"{name}.parquet")
             pd.testing.assert_frame_equal(merged, pd.read_parquet(path), obj=f"{date} {name}")
+
+
+def test_the_whole_index_written_in_chunks_is_the_index_written_at_once(city_factory, tmp_path, monkeypatch):
+    """The historical date writes the role index a chunk of records at a time (`day.scoped.write_full_index`):
+    any chunk size gives the same index and the same running totals."""
+    from day import scoped
+
+    city = city_factory(persons=1500, days=1, seed=5)
+    tables = {}
+    for size in (10 ** 9, 301):
+        monkeypatch.setattr(scoped, "ROLES_PER_CHUNK", size)
+        home = copy_city(city, tmp_path / str(size))
+        url = f"sqlite:///{home / 'popbase.db'}"
+        dates = sorted(p.name for p in (home / "landing" / "police").iterdir())
+        run_dates(settings_for(home, url), dates[:1], write_outputs=False, quality_gates=False)
+        engine = sa.create_engine(url)
+        with engine.connect() as conn:
+            tables[size] = {t: pd.read_sql_table(t, conn).sort_values(key).reset_index(drop=True)
+                            for t, key in (("role_index", "role_key"), ("role_forms", "form_key"))}
+            tables[size]["meta"] = pd.read_sql_table("meta", conn).sort_values("key").reset_index(drop=True)
+        engine.dispose()
+    assert len(tables[301]["role_index"]) > 5 * 301  # several chunks
+    for t in tables[301]:
+        pd.testing.assert_frame_equal(tables[301][t], tables[10 ** 9][t], obj=t)
