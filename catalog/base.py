@@ -18,8 +18,9 @@ PERSON_COLUMNS = [
     "status", "merged_into", "issued",
 ]
 
-# role_fp: fingerprint of the role as it was linked (linkage.incremental: what changed since)
-LINK_COLUMNS = ["role_key", "BM", "BH", "YWZJ", "JS", "RKID", "PPFS", "PPDF", "role_fp"]
+# role_fp: fingerprint of the role as it was linked (linkage.incremental: what changed since); PPMX (匹配明细):
+# why a FUZZY/POSSIBLE link was made, compact JSON (linkage/explain.py), "" for the others; not exported
+LINK_COLUMNS = ["role_key", "BM", "BH", "YWZJ", "JS", "RKID", "PPFS", "PPDF", "role_fp", "PPMX"]
 
 DECISION_COLUMNS = ["decision_key", "BM", "BH", "YWZJ", "JS", "RKID", "decision", "RWBH", "decided"]
 

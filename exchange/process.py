@@ -24,6 +24,7 @@ from exchange.apply import apply_delivery
 from exchange.overlays import live_overlays, overlay_sources, record_fp
 from exchange.returns import REJECTED_EXTRA, return_effects, validate_returns
 from linkage.base import person_attributes, role_keys
+from linkage.explain import EXPLAINED
 from linkage.fuzzy import FSModel
 from linkage.incremental import link_incremental, role_fingerprints
 from linkage.link import link_roles, load_config
@@ -266,6 +267,14 @@ def _links_from_db(links: pd.DataFrame, keep_keys: bool = False) -> pd.DataFrame
     return out
 
 
+def _explained(links: pd.DataFrame) -> bool:
+    """Every fuzzy link carries its explanation (`PPMX`). A base from before explanations has none: its
+    first date links the whole city once, so that no link keeps an empty one a rebuild would fill."""
+    if "PPMX" not in links:
+        return False
+    return not (links["PPFS"].isin(EXPLAINED) & (links["PPMX"] == "")).any()
+
+
 def stored_model(payload: str, cfg: dict):
     """The linking model kept in the base, if it was trained under the current configuration version."""
     if not payload:
@@ -346,7 +355,7 @@ def link_date(state, roles: pd.DataFrame, decisions: pd.DataFrame, date: str, li
     prev_links = _links_from_db(state.links, keep_keys=True)
     on = incremental_on(cfg, incremental, linking)
     can = (on and model is not None and model.skip_blocks is not None and len(prev_links) > 0
-           and bool((prev_links["role_fp"] != "").all()))
+           and bool((prev_links["role_fp"] != "").all()) and _explained(prev_links))
     if changes is None or (can and changes[1] is None):
         changes = role_changes(state, roles, date, with_old=can)
     fingerprints, old = changes

@@ -19,7 +19,8 @@ Pieces, each usable on its own:
   with the Bayes factor (bits) and the posterior match probability, normalised over the candidates
   (a query with two equally good candidates gets at most 0.5 for each).
 
-Feature levels (-1 = missing on either side, contributes nothing; labels in `LEVEL_LABELS`):
+Feature levels (-1 = missing on either side, contributes nothing; labels in `LEVEL_LABELS`, in Chinese
+`LEVEL_LABELS_ZH`; `explain_pairs` gives the levels and bits of the pair behind a link, `linkage.explain`):
   name    0 different · 1 surname only · 2 similar · 3 homophone · 4 equivalent (□, ·, Latin) · 5 exact;
           two Latin names (`names.LATIN_LEVELS`): 5 exact · 6 tokens reordered · 7 Jaro-Winkler >= 0.92 ·
           8 Jaro-Winkler >= 0.88 · 9 a part missing · 10 initials · 11 one part agrees · 0 else
@@ -69,6 +70,24 @@ LEVEL_LABELS = {
            "at most two digits off / 15+ known digits agree", "the same broken ID"],
     "partner": ["different", "the spouses are one person"],
 }
+# the same levels as a clerk reads them (task files' DBXX, `popbase explain`): each label names its
+# comparison, so a list of them reads as a sentence (姓名相同、出生日期差一位 …)
+LEVEL_LABELS_ZH = {
+    "name": ["姓名不同", "仅姓氏相同或同音", "姓名相似(错一字或名字颠倒)", "姓名同音", "姓名写法等同(缺字□、分隔点或拼音)",
+             "姓名相同", "外文姓名词序不同", "外文姓名拼写极相近", "外文姓名拼写相近", "外文姓名缺一部分",
+             "外文姓名首字母相符", "外文姓名部分相同"],
+    "birth": ["出生日期不同", "出生年份相同", "出生日期差一位或相邻两位颠倒", "出生日期月日颠倒", "出生日期相同"],
+    "sex": ["性别不同", "性别相同"],
+    "region": ["所在地区划不同", "所在地同一地市", "所在地区划相同"],
+    "address": ["地址不同", "地址相近", "地址相同"],
+    "id": ["证件号码不同", "证件号码前几位相同", "证件号码地区和出生日期相同", "证件号码相差不超过两位",
+           "证件号码(同一错号)相同"],
+    "partner": ["配偶不同", "配偶为同一人"],
+}
+# the comparisons' own names, and the words for a comparison one side cannot make (level -1: no bits)
+FEATURE_LABELS = {"name": "姓名", "birth": "出生日期", "sex": "性别", "region": "所在地区划", "address": "地址",
+                  "id": "证件号码", "partner": "配偶"}
+MISSING_LABELS = ("missing", "无法比对")
 
 
 # ---------------------------------------------------------------------------------------- prepare
@@ -901,8 +920,9 @@ def score_queries(P: Prepared, queries: np.ndarray, targets: np.ndarray, entity:
                   stats: dict | None = None) -> pd.DataFrame:
     """Candidate entities of each query row with their match probability.
 
-    Returns columns `q` (query row), `entity`, `bits` (log2 Bayes factor of the best pair),
-    `p` (posterior, normalised over the query's candidates), sorted by q, p desc, entity.
+    Returns columns `q` (query row), `entity`, `t` (the entity's row of the best pair), `bits` (log2
+    Bayes factor of that pair), `p` (posterior, normalised over the query's candidates), sorted by q,
+    p desc, entity.
     Blocks skipped: the model's `skip_blocks` when it has them, else by size (`candidate_pairs`).
     `exclude`: frame of (`q`, `entity`) pairs that must not be proposed (NOT_SAME decisions).
     """
@@ -912,7 +932,7 @@ def score_queries(P: Prepared, queries: np.ndarray, targets: np.ndarray, entity:
     targets_d = np.asarray(targets, dtype=np.int64)
     prior = model.log2_prior_odds
     keep_min = float(fz.get("keep_min_bits", -10.0))
-    out_q, out_e, out_b = [], [], []
+    out_q, out_e, out_t, out_b = [], [], [], []
     for left, right in candidate_pairs(P, queries, targets_d, fz["blocking"], int(fz["max_pairs_per_block"]),
                                        int(fz["chunk_pairs"]), stats.setdefault("blocking", {}),
                                        skip=model.skip_blocks):
@@ -937,13 +957,13 @@ def score_queries(P: Prepared, queries: np.ndarray, targets: np.ndarray, entity:
         keep = prior + b >= keep_min
         out_q.append(left[keep])
         out_e.append(e[keep])
+        out_t.append(right[keep])
         out_b.append(b[keep])
         stats["compared"] = stats.get("compared", 0) + len(keep)
     if not out_q:
-        return pd.DataFrame({"q": pd.Series(dtype=np.int64), "entity": pd.Series(dtype=np.int64),
-                             "bits": pd.Series(dtype=np.float64), "p": pd.Series(dtype=np.float64)})
-    cand = pd.DataFrame({"q": np.concatenate(out_q), "entity": np.concatenate(out_e), "bits": np.concatenate(out_b)})
-    cand = cand.groupby(["q", "entity"], sort=True, as_index=False)["bits"].max()
+        return empty_candidates()
+    cand = best_pairs(pd.DataFrame({"q": np.concatenate(out_q), "entity": np.concatenate(out_e),
+                                    "t": np.concatenate(out_t), "bits": np.concatenate(out_b)}))
     if exclude is not None and len(exclude):
         ex = exclude[["q", "entity"]].drop_duplicates().assign(_x=True)
         cand = cand.merge(ex, on=["q", "entity"], how="left")
@@ -954,3 +974,40 @@ def score_queries(P: Prepared, queries: np.ndarray, targets: np.ndarray, entity:
     cand = cand.sort_values(["q", "p", "entity"], ascending=[True, False, True], kind="mergesort")
     stats["candidates"] = int(len(cand))
     return cand.reset_index(drop=True)
+
+
+def empty_candidates() -> pd.DataFrame:
+    """The frame `score_queries` returns when no query has a candidate."""
+    return pd.DataFrame({"q": pd.Series(dtype=np.int64), "entity": pd.Series(dtype=np.int64),
+                         "t": pd.Series(dtype=np.int64), "bits": pd.Series(dtype=np.float64),
+                         "p": pd.Series(dtype=np.float64)})
+
+
+def best_pairs(cand: pd.DataFrame) -> pd.DataFrame:
+    """One row per (q, entity), sorted by them: the pair with the most bits (ties: the first target row
+    `t`, in canonical order). Keeping which row it was lets a link say what its score rests on
+    (`explain_pairs`), and the same rows win in a sub-run as in a whole-city run."""
+    if cand.empty:
+        return cand.reset_index(drop=True)
+    e = cand["entity"].to_numpy(np.int64)
+    key = cand["q"].to_numpy(np.int64) * (int(e.max()) + 1) + e  # (q, entity) as one integer
+    order = np.argsort(key, kind="stable")  # a lexsort of four columns costs twice the groupby it replaces
+    key, bits, t = key[order], cand["bits"].to_numpy()[order], cand["t"].to_numpy(np.int64)[order]
+    start = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    size = np.diff(np.r_[start, len(key)])
+    top = bits == np.repeat(np.maximum.reduceat(bits, start), size)
+    t_top = np.where(top, t, np.iinfo(np.int64).max)
+    pick = np.flatnonzero(top & (t == np.repeat(np.minimum.reduceat(t_top, start), size)))
+    group = np.repeat(np.arange(len(start)), size)[pick]
+    pick = pick[np.r_[True, group[1:] != group[:-1]]]  # one row per (q, entity) even if a pair repeats
+    return cand.iloc[order[pick]].reset_index(drop=True)
+
+
+def explain_pairs(P: Prepared, left: np.ndarray, right: np.ndarray, model: FSModel,
+                  address_cuts=(0.7, 0.4)) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Level and bits of every comparison (`FEATURES`) for the pairs (left[i], right[i]): the terms
+    `score_queries` adds up, one by one, so that a fuzzy link can be explained (`linkage.explain`)."""
+    left = np.asarray(left, dtype=np.int64)
+    right = np.asarray(right, dtype=np.int64)
+    lv = compare_pairs(P, left, right, address_cuts)
+    return {f: (lv[f], model.feature_bits(P, left, f, lv[f])) for f in FEATURES}

@@ -494,10 +494,10 @@ def _keys_and_fingerprints(R: pd.DataFrame, roles: pd.DataFrame,
 
 
 def _links_by_key(links_prev: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
-    """The role key of each of yesterday's links, and the links' RKID, PPFS, PPDF and role_fp by role key."""
+    """The role key of each of yesterday's links, and the links' RKID, PPFS, PPDF, PPMX and role_fp by role key."""
     lpk = (links_prev["role_key"].to_numpy(dtype=object) if "role_key" in links_prev
            else role_keys(links_prev) if len(links_prev) else np.zeros(0, dtype=object))
-    lp = links_prev[[c for c in ("RKID", "PPFS", "PPDF", "role_fp") if c in links_prev]].set_axis(pd.Index(lpk), axis=0)
+    lp = links_prev[[c for c in ("RKID", "PPFS", "PPDF", "PPMX", "role_fp") if c in links_prev]].set_axis(pd.Index(lpk), axis=0)
     if not lp.index.is_unique:
         lp = lp[~lp.index.duplicated(keep="last")]
     return lpk, lp
@@ -777,6 +777,8 @@ def _merge(R: pd.DataFrame, keys: np.ndarray, lp: pd.DataFrame, pos: np.ndarray,
     kept["RKID"] = lp["RKID"].astype(str).to_numpy(dtype=object)[at]
     kept["PPFS"] = lp["PPFS"].astype(str).to_numpy(dtype=object)[at]
     kept["PPDF"] = pd.to_numeric(lp["PPDF"], errors="coerce").fillna(0.0).to_numpy(dtype=np.float64)[at]
+    # a link not re-linked keeps its explanation (a base from before explanations has none: "")
+    kept["PPMX"] = lp["PPMX"].fillna("").astype(str).to_numpy(dtype=object)[at] if "PPMX" in lp else ""
     links = pd.concat([kept, res.links[kept.columns]], ignore_index=True)
     # persons: yesterday's (sorted by RKID) with the sub-run's put in their places
     sub = res.persons[PERSON_COLUMNS].sort_values("RKID", kind="mergesort")

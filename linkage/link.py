@@ -39,6 +39,7 @@ import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from linkage import explain
 from linkage import fuzzy as fz
 from linkage import names as nm
 from linkage.base import CORE_ATTRIBUTES, LINK_KEY, PERSON_COLUMNS, attributes_for, empty_persons, rkid_for, role_keys
@@ -46,7 +47,7 @@ from linkage.ids import id_shaped
 from linkage.repair import repair_ids
 
 CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "linkage.json"
-LINK_COLUMNS = ["BM", "BH", "YWZJ", "JS", "RKID", "PPFS", "PPDF"]
+LINK_COLUMNS = ["BM", "BH", "YWZJ", "JS", "RKID", "PPFS", "PPDF", "PPMX"]
 EVENT_COLUMNS = ["kind", "RKID", "BM", "BH", "YWZJ", "JS", "field", "old", "new"]
 POLICE_TABLES = ("hukou", "temp")
 DEFAULT_TABLE_ORDER = ("hukou", "temp", "disabled", "dibao", "women", "resident", "marriage")
@@ -368,21 +369,28 @@ def _assign_queries(cand: pd.DataFrame, queries: np.ndarray, entity: np.ndarray,
     out = cluster.copy()
     ppfs = np.full(n, "", dtype=object)
     ppdf = np.zeros(n, dtype=np.float64)
+    pair = np.full((n, 2), -1, dtype=np.int64)  # the scored pair (query row, target row) behind each p
     done = np.zeros(n, dtype=bool)
     qrow = pd.Series(queries, index=entity[queries])  # query entity -> row
     next_label = max(int(cluster.max()) + 1 if (cluster >= 0).any() else 0, n_anchor)
 
-    def attach(rows, labels, method, p):
+    def attach(rows, labels, method, p, left=None, right=None):
         out[rows] = labels
         ppfs[rows] = method
         ppdf[rows] = p
+        if left is not None:
+            pair[rows, 0], pair[rows, 1] = left, right
         done[rows] = True
+
+    def attach_best(frame: pd.DataFrame, method: str, labels=None):
+        q = frame["q"].to_numpy(np.int64)
+        attach(q, frame["entity"].to_numpy(np.int64) if labels is None else labels, method, frame["p"].to_numpy(),
+               q, frame["t"].to_numpy(np.int64))
 
     # round 1
     c1 = _posterior(cand[cand["entity"].to_numpy() < n_anchor], log2_prior)
     b1 = c1.drop_duplicates("q")
-    s = b1[b1["p"] >= upper]
-    attach(s["q"].to_numpy(np.int64), s["entity"].to_numpy(np.int64), "FUZZY", s["p"].to_numpy())
+    attach_best(b1[b1["p"] >= upper], "FUZZY")
 
     # round 2: attached queries stand for their clusters
     ent = cand["entity"].to_numpy(np.int64).copy()
@@ -393,12 +401,10 @@ def _assign_queries(cand: pd.DataFrame, queries: np.ndarray, entity: np.ndarray,
     ent[is_q] = mapped
     c2 = cand.assign(entity=ent)
     c2 = c2[~done[c2["q"].to_numpy(np.int64)]]
-    c2 = c2.groupby(["q", "entity"], sort=True, as_index=False)["bits"].max()
-    c2 = _posterior(c2, log2_prior)
+    c2 = _posterior(fz.best_pairs(c2.drop(columns="p", errors="ignore")), log2_prior)
     b2 = c2.drop_duplicates("q")
     e2 = b2["entity"].to_numpy(np.int64)
-    s = b2[(e2 < n_anchor) & (b2["p"].to_numpy() >= upper)]
-    attach(s["q"].to_numpy(np.int64), s["entity"].to_numpy(np.int64), "FUZZY", s["p"].to_numpy())
+    attach_best(b2[(e2 < n_anchor) & (b2["p"].to_numpy() >= upper)], "FUZZY")
 
     # strong matches among the remaining queries
     ce = c2["entity"].to_numpy(np.int64)
@@ -412,14 +418,15 @@ def _assign_queries(cand: pd.DataFrame, queries: np.ndarray, entity: np.ndarray,
         if len(rows):
             labels = next_label + _labels_by_first(founder)
             next_label = int(labels.max()) + 1
-            bestp = pd.Series(np.concatenate([qp, qp]), index=np.concatenate([qa, qb])).groupby(level=0).max()
-            attach(rows, labels, np.where(rows == founder, "UNMATCHED", "FUZZY"), bestp.reindex(rows).to_numpy())
+            best = _pair_per_row(qa, qb, qp).reindex(rows)
+            attach(rows, labels, np.where(rows == founder, "UNMATCHED", "FUZZY"), best["p"].to_numpy(),
+                   best["left"].to_numpy(np.int64), best["right"].to_numpy(np.int64))
 
     # grey zone: first the best ID cluster as weighed in round 1 (other queries, which may be the same
     # person, do not compete there), then the best candidate of round 2
     g1 = b1[(b1["p"].to_numpy() >= lower) & ~done[b1["q"].to_numpy(np.int64)]]
     if len(g1):
-        attach(g1["q"].to_numpy(np.int64), g1["entity"].to_numpy(np.int64), "POSSIBLE", g1["p"].to_numpy())
+        attach_best(g1, "POSSIBLE")
     g = b2[(b2["p"].to_numpy() >= lower) & ~done[b2["q"].to_numpy(np.int64)]]
     if len(g):
         gq = g["q"].to_numpy(np.int64)
@@ -431,7 +438,7 @@ def _assign_queries(cand: pd.DataFrame, queries: np.ndarray, entity: np.ndarray,
         resolved = (tgt_row >= 0) & done[np.maximum(tgt_row, 0)]
         label[resolved] = out[tgt_row[resolved]]
         a = label >= 0
-        attach(gq[a], label[a], "POSSIBLE", gp[a])
+        attach_best(g[a], "POSSIBLE", label[a])
         # grey pairs of unresolved queries: one new person per component, all POSSIBLE
         b = ~a
         if b.any():
@@ -443,8 +450,11 @@ def _assign_queries(cand: pd.DataFrame, queries: np.ndarray, entity: np.ndarray,
             if len(rows):
                 labels = next_label + _labels_by_first(founder)
                 next_label = int(labels.max()) + 1
-                pmap = pd.Series(gp[b][ok], index=qa).groupby(level=0).max()
-                attach(rows, labels, "POSSIBLE", pmap.reindex(rows).fillna(lower).to_numpy())
+                # a row's own best grey pair; a row that is only some query's target gets `lower`
+                own = _pair_per_row(qa, qb, gp[b][ok], sides=1)
+                best = own.combine_first(_pair_per_row(qa, qb, gp[b][ok]).assign(p=lower)).reindex(rows)
+                attach(rows, labels, "POSSIBLE", best["p"].to_numpy(), best["left"].to_numpy(np.int64),
+                       best["right"].to_numpy(np.int64))
 
     # new persons
     rem = queries[~done[queries]]
@@ -461,7 +471,19 @@ def _assign_queries(cand: pd.DataFrame, queries: np.ndarray, entity: np.ndarray,
         outside = tgt != out[c3["q"].to_numpy(np.int64)]
         bp = c3[outside].groupby("q")["p"].max()
         ppdf[bp.index.to_numpy(np.int64)] = 1.0 - bp.to_numpy()
-    return {"cluster": out, "ppfs": ppfs, "ppdf": ppdf}
+    return {"cluster": out, "ppfs": ppfs, "ppdf": ppdf, "pair": pair}
+
+
+def _pair_per_row(qa: np.ndarray, qb: np.ndarray, p: np.ndarray, sides: int = 2) -> pd.DataFrame:
+    """For each row of the scored pairs (qa[i] query, qb[i] target) with posterior p[i], as query only
+    (`sides` 1) or on either side: its pair with the highest p (ties: the lowest other row). Columns p,
+    left, right (the pair as it was scored), indexed by row."""
+    both = sides == 2
+    df = pd.DataFrame({"row": np.concatenate([qa, qb]) if both else qa, "other": np.concatenate([qb, qa]) if both else qb,
+                       "p": np.concatenate([p, p]) if both else p, "left": np.concatenate([qa, qa]) if both else qa,
+                       "right": np.concatenate([qb, qb]) if both else qb})
+    df = df.sort_values(["row", "p", "other"], ascending=[True, False, True], kind="mergesort")
+    return df.drop_duplicates("row").set_index("row")[["p", "left", "right"]]
 
 
 # ---------------------------------------------------------------------------------- RKID handling
@@ -577,10 +599,9 @@ def _train_model(P: fz.Prepared, s1: dict, queries: np.ndarray, entity: np.ndarr
 
 def _score_candidates(P: fz.Prepared, queries: np.ndarray, entity: np.ndarray, model: fz.FSModel, cfg: dict,
                       fstats: dict) -> pd.DataFrame:
-    """Scored candidates (q, entity, bits, p) of every query; `fstats` gets the blocking figures."""
+    """Scored candidates (q, entity, t, bits, p) of every query; `fstats` gets the blocking figures."""
     if not len(queries):
-        return pd.DataFrame({"q": pd.Series(dtype=np.int64), "entity": pd.Series(dtype=np.int64),
-                             "bits": pd.Series(dtype=np.float64), "p": pd.Series(dtype=np.float64)})
+        return fz.empty_candidates()
     return fz.score_queries(P, queries, np.arange(len(entity)), entity, model, cfg, stats=fstats)
 
 
@@ -736,11 +757,12 @@ def _detached_entities(rkid: np.ndarray, vrows: np.ndarray,
     return ent2, base_lab, rk_of_ent, ex
 
 
-def _relink_forbidden(vrows: np.ndarray, rkid: np.ndarray, ppfs: np.ndarray, ppdf: np.ndarray,
+def _relink_forbidden(vrows: np.ndarray, rkid: np.ndarray, ppfs: np.ndarray, ppdf: np.ndarray, pair: np.ndarray,
                       forbid: pd.DataFrame, prev_live: np.ndarray, P: fz.Prepared, model: fz.FSModel, cfg: dict,
                       issuer: _Issuer, upper: float, lower: float) -> None:
     """Move the rows `vrows`, declared not to be the person they were linked to, to their best other
-    candidate, or to a person of their own (the one they had, if free). Updates `rkid`, `ppfs`, `ppdf`."""
+    candidate, or to a person of their own (the one they had, if free). Updates `rkid`, `ppfs`, `ppdf`
+    and `pair` (the scored pair behind a new fuzzy link)."""
     n = len(rkid)
     ent2, base_lab, rk_of_ent, ex = _detached_entities(rkid, vrows, forbid)
     forbidden_of = forbid.groupby("row")["RKID"].agg(set).to_dict()
@@ -754,6 +776,7 @@ def _relink_forbidden(vrows: np.ndarray, rkid: np.ndarray, ppfs: np.ndarray, ppd
             rkid[r] = rk_of_ent[e]
             ppfs[r] = "FUZZY" if p >= upper else "POSSIBLE"
             ppdf[r] = p
+            pair[r] = (r, int(best2["t"].get(r)))
         else:
             own = prev_live[r]
             if own and own not in forbidden_of.get(r, ()) and own not in in_use:
@@ -766,26 +789,42 @@ def _relink_forbidden(vrows: np.ndarray, rkid: np.ndarray, ppfs: np.ndarray, ppd
             ppdf[r] = 1.0 - p
 
 
-def _apply_decisions(rkid: np.ndarray, ppfs: np.ndarray, ppdf: np.ndarray, pinned: np.ndarray,
+def _apply_decisions(rkid: np.ndarray, ppfs: np.ndarray, ppdf: np.ndarray, pair: np.ndarray, pinned: np.ndarray,
                      pin_rkid: np.ndarray, forbid: pd.DataFrame, prev_live: np.ndarray, P: fz.Prepared,
                      model: fz.FSModel, cfg: dict, issuer: _Issuer, upper: float, lower: float) -> None:
     """Decisions always win: `SAME` pins a role to its RKID (`MANUAL`), `NOT_SAME` moves a role off a
-    forbidden RKID. Updates `rkid`, `ppfs`, `ppdf` in place."""
+    forbidden RKID. Updates `rkid`, `ppfs`, `ppdf`, `pair` in place."""
     rkid[pinned] = pin_rkid[pinned]
     ppfs[pinned] = "MANUAL"
     ppdf[pinned] = float(cfg["ppdf"]["MANUAL"])
     if len(forbid):
         vrows = np.flatnonzero(_forbidden(forbid, rkid) & ~pinned)
         if len(vrows):
-            _relink_forbidden(vrows, rkid, ppfs, ppdf, forbid, prev_live, P, model, cfg, issuer, upper, lower)
+            _relink_forbidden(vrows, rkid, ppfs, ppdf, pair, forbid, prev_live, P, model, cfg, issuer, upper, lower)
 
 
 # ------------------------------------------------------------------------------------- outputs
-def _links_frame(keys: pd.DataFrame, rkid: np.ndarray, ppfs: np.ndarray, ppdf: np.ndarray) -> pd.DataFrame:
-    """The links output: each role's key, RKID, method and score (6 decimals)."""
+def _links_frame(keys: pd.DataFrame, rkid: np.ndarray, ppfs: np.ndarray, ppdf: np.ndarray,
+                 ppmx: np.ndarray) -> pd.DataFrame:
+    """The links output: each role's key, RKID, method, score (6 decimals) and its explanation."""
     return pd.DataFrame({"BM": keys["BM"].to_numpy(dtype=object), "BH": keys["BH"].to_numpy(dtype=object),
                          "YWZJ": keys["YWZJ"].to_numpy(dtype=object), "JS": keys["JS"].to_numpy(dtype=object),
-                         "RKID": rkid, "PPFS": ppfs, "PPDF": np.round(ppdf.astype(np.float64), 6)})
+                         "RKID": rkid, "PPFS": ppfs, "PPDF": np.round(ppdf.astype(np.float64), 6), "PPMX": ppmx})
+
+
+def _explanations(P: fz.Prepared, role_key: np.ndarray, ppfs: np.ndarray, ppdf: np.ndarray, pair: np.ndarray,
+                  model: fz.FSModel, cfg: dict) -> np.ndarray:
+    """`PPMX` of every row: the explanation of the scored pair behind each FUZZY and POSSIBLE link
+    (`linkage.explain`), `""` for the others."""
+    out = np.full(len(ppfs), "", dtype=object)
+    rows = np.flatnonzero(np.isin(ppfs, explain.EXPLAINED) & (pair[:, 0] >= 0))
+    if len(rows):
+        cuts = tuple(cfg["fuzzy"].get("address_levels", (0.7, 0.4)))
+        left, right = pair[rows, 0], pair[rows, 1]
+        terms = fz.explain_pairs(P, left, right, model, cuts)
+        other = np.where(left == rows, right, left)
+        out[rows] = explain.encode(terms, model.log2_prior_odds, ppdf[rows], role_key[other])
+    return out
 
 
 def _persons_frames(R: pd.DataFrame, rkid: np.ndarray, issued_rk: set, issued_of: pd.Series, pp: pd.DataFrame,
@@ -905,6 +944,7 @@ def link_roles(roles: pd.DataFrame, persons_prev: pd.DataFrame | None, links_pre
     cluster = asg["cluster"]
     ppfs[queries] = asg["ppfs"][queries]
     ppdf[queries] = asg["ppdf"][queries]
+    pair = asg["pair"]
     _record_blocking(model, trained_here, fstats, stats)
 
     # ---- 4. RKIDs
@@ -919,12 +959,12 @@ def link_roles(roles: pd.DataFrame, persons_prev: pd.DataFrame | None, links_pre
     rkid = _issue_new_persons(cluster, pinned, cluster_rkid, issuer)
 
     # ---- 5. decisions
-    _apply_decisions(rkid, ppfs, ppdf, pinned, pin_rkid, forbid, prev_live, P, model, cfg, issuer, upper, lower)
+    _apply_decisions(rkid, ppfs, ppdf, pair, pinned, pin_rkid, forbid, prev_live, P, model, cfg, issuer, upper, lower)
     timings["assign"] = time.perf_counter() - t
 
     # ---- outputs
     t = time.perf_counter()
-    links = _links_frame(keys, rkid, ppfs, ppdf)
+    links = _links_frame(keys, rkid, ppfs, ppdf, _explanations(P, role_key, ppfs, ppdf, pair, model, cfg))
     issued_rk = {rk for rk, _ in issuer.issued}
     persons, derived = _persons_frames(R, rkid, issued_rk, issued_of, pp, retired, business_date)
     events = _events_frame(keys, issuer.issued, retired, prev_of_role, rkid, pp, derived)

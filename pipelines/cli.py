@@ -4,6 +4,8 @@
     popbase backfill --start 20260301 --end 20260307
     popbase demo [--persons 20000 --days 3]
     popbase ui
+    popbase audit --rkid RK355F140C42C4C636
+    popbase explain --role "civil|dibao|D000123|SELF"
 """
 from __future__ import annotations
 
@@ -178,6 +180,28 @@ def audit(rkid):
         raise click.ClickException(f"no audit entries for {rkid}")
     cols = ["business_date", "entity", "entity_key", "field", "old", "new", "cause", "actor", "at"]
     click.echo(trail[cols].to_string(index=False))
+
+
+@main.command()
+@click.option("--role", required=True, help="the record role BM|BH|YWZJ|JS, e.g. civil|dibao|D000123|SELF")
+def explain(role):
+    """Why a record role is linked to its person: the waterfall of a fuzzy link's match weights."""
+    from linkage.explain import mask_key, report
+    from store import base, db
+
+    key = role.strip()
+    if key.count("|") != 3:
+        raise click.BadParameter(f"{mask_key(key)!r} is not BM|BH|YWZJ|JS (e.g. civil|dibao|D000123|SELF)")
+    with db.engine_for(_settings().db_url).connect() as conn:
+        found = base.links_of(conn, [key])
+    if found.empty:
+        raise click.ClickException(f"no link for {mask_key(key)}")
+    link = found.iloc[0]
+    try:
+        ppdf = float(link["PPDF"])
+    except ValueError:
+        ppdf = 0.0
+    click.echo("\n".join(report(key, link["RKID"], link["PPFS"], ppdf, link.get("PPMX", ""))))
 
 
 @main.command()

@@ -143,6 +143,17 @@ def test_incremental_linking_equals_relinking_everything_on_every_date(both_mode
             pd.testing.assert_frame_equal(whole_link[table], full[table], obj=f"{date} {table} (whole-city linking)")
 
 
+def test_every_fuzzy_link_keeps_its_explanation(both_modes):
+    """FUZZY and POSSIBLE links carry their explanation (PPMX) on every date, whichever way the date ran
+    (a link left without one would make every later date link the whole city: exchange.process)."""
+    per_date, _, _ = both_modes
+    for date, *snaps in per_date:
+        for snap in snaps:
+            links = snap["links"]
+            fuzzy = links["PPFS"].isin(["FUZZY", "POSSIBLE"])
+            assert fuzzy.any() and (links["PPMX"] != "").equals(fuzzy), date
+
+
 def _city_roles(lines: list[str]) -> dict[str, int]:
     """Roles of the whole city per date, from the whole-city linking lines."""
     out = {}
@@ -208,7 +219,7 @@ def _links_both_ways(state, roles, decisions):
     inc, _ = link_date(state, roles, decisions, "20260310", linking=True)
     full, _ = link_date(state, roles, decisions, "20260310", incremental=False)
     assert inc.stats["incremental"]["mode"] == "incremental"
-    cols = KEY + ["RKID", "PPFS", "PPDF"]
+    cols = KEY + ["RKID", "PPFS", "PPDF", "PPMX"]
     # PPDF as the base stores it (4 decimals): rows kept from yesterday come from the base
     a = inc.links[cols].assign(PPDF=inc.links["PPDF"].round(4)).sort_values(KEY).reset_index(drop=True)
     b = full.links[cols].assign(PPDF=full.links["PPDF"].round(4)).sort_values(KEY).reset_index(drop=True)

@@ -10,7 +10,7 @@ from store import db
 def _links(n: int, rkid: str = "RK1") -> pd.DataFrame:
     keys = [f"police|hukou|R{i:05d}|SELF" for i in range(n)]
     return pd.DataFrame({"role_key": keys, "BM": "police", "BH": "hukou", "YWZJ": [k.split("|")[2] for k in keys],
-                         "JS": "SELF", "RKID": rkid, "PPFS": "ID_EXACT", "PPDF": "1.0", "role_fp": "f"})
+                         "JS": "SELF", "RKID": rkid, "PPFS": "ID_EXACT", "PPDF": "1.0", "role_fp": "f", "PPMX": ""})
 
 
 def test_diff_frames_finds_gone_changed_and_new_rows_only():

@@ -7,7 +7,7 @@ the business date. So when yesterday's states are known (the base keeps them as 
 the last run), a date needs to evaluate only:
 
 - **seeds**: roles that are new or whose content changed (role fingerprint), whose link (RKID, method,
-  score) changed, of records answered today (any overlay decided today), of tasks closed by a return
+  score, explanation) changed, of records answered today (any overlay decided today), of tasks closed by a return
   on the last run or today (a state that still holds reopens such a task), and the date-sensitive
   roles (`verification.states.date_sensitive`); plus, for roles that disappeared, their old person, ID and
   record;
@@ -81,6 +81,8 @@ def recheck_rows(roles: pd.DataFrame, keys: np.ndarray, links: pd.DataFrame, lin
     prev_score = pd.to_numeric(pd.Series(before("PPDF")), errors="coerce").fillna(-1).to_numpy(dtype=float)
     score = pd.to_numeric(pd.Series(today("PPDF")), errors="coerce").fillna(-1).to_numpy(dtype=float)
     seeds |= np.abs(prev_score - score) >= 5e-5
+    if "PPMX" in links and "PPMX" in prev_links:  # the explanation a FUZZY_CANDIDATE task shows
+        seeds |= before("PPMX") != today("PPMX")
     if len(overlays):
         answered = overlays[overlays["decided"].astype(str) == str(business_date)]
         seeds |= _sharing(record, (answered["BH"].astype(str) + "|" + answered["YWZJ"].astype(str)).to_numpy(dtype=object))

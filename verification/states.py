@@ -16,6 +16,7 @@ import pandas as pd
 
 from catalog import TABLES
 from catalog.states import STATE_COLUMNS, STATE_NAMES, STATE_ORDER, STATE_ROUTES, STATE_WHEN, STATES  # noqa: F401 - re-exported
+from linkage.explain import basis_zh, decode
 from linkage.ids import check_digit, normalise_id_text
 from linkage.normalise import normalise_date
 from linkage.roles import ROLE_COLUMNS
@@ -182,12 +183,13 @@ class _Ctx:
             r = r[~(zf & (r["XM"].str.strip() == "") & (r["GMSFHM"].str.strip() == ""))]
         # the role's link, and the field codes of its name, ID, sex and birth date
         role_key = r["BM"] + "|" + r["BH"] + "|" + r["YWZJ"] + "|" + r["JS"]
-        lk = links.reindex(columns=KEYS + ["RKID", "PPFS", "PPDF"]).astype({k: object for k in KEYS})
+        lk = links.reindex(columns=KEYS + ["RKID", "PPFS", "PPDF", "PPMX"]).astype({k: object for k in KEYS})
         lk.index = lk["BM"] + "|" + lk["BH"] + "|" + lk["YWZJ"] + "|" + lk["JS"]
         lk = lk[~lk.index.duplicated(keep="last")].reindex(role_key.to_numpy())
         r["RKID"] = lk["RKID"].fillna("").astype(str).to_numpy()
         r["PPFS"] = lk["PPFS"].fillna("").astype(str).to_numpy()
         r["PPDF"] = pd.to_numeric(lk["PPDF"], errors="coerce").to_numpy()
+        r["PPMX"] = lk["PPMX"].fillna("").astype(str).to_numpy()
         fm = _field_map()
         fm = fm.set_index(fm["BH"] + "|" + fm["JS"]).reindex((r["BH"] + "|" + r["JS"]).to_numpy())
         for c in ("f_name", "f_id", "f_sex", "f_birth"):
@@ -624,8 +626,19 @@ def _fuzzy_candidate(c: _Ctx) -> pd.DataFrame:
             + "; 疑似人员(人口编号" + rows["RKID"] + ")"
             + np.where(cand["label"] != "", "，见" + cand["label"] + ":姓名 " + _show(cand["XM"]) + "，身份证号码 "
                        + _show(cand["GMSFHM"]) + "，出生日期 " + _show(cand["CSRQ"]), "")
-            + np.where(score != "", "; 匹配得分 " + score, ""))
+            + np.where(score != "", "; 匹配得分 " + score, "")
+            + _basis(rows["PPMX"]))
     return _emit(rows, "FUZZY_CANDIDATE", wtms, dbxx)
+
+
+def _basis(ppmx: pd.Series) -> pd.Series:
+    """`; 比对依据(与户籍人口 RYBH=R1比对…)：姓名相同(+11.2)、出生日期差一位(+3.1)…` of each link's explanation
+    (`linkage.explain`), so that a clerk sees what the score rests on; `""` where the link has none."""
+    basis = ppmx.map(basis_zh)
+    keys = ppmx.map(lambda t: (decode(t) or {}).get("with", "")).str.split("|", expand=True).reindex(columns=range(4))
+    compared = _record_label(pd.DataFrame({"BH": keys[1], "YWZJ": keys[2], "JS": keys[3]}).fillna(""))
+    return pd.Series(np.where(basis != "", "; 比对依据(与" + compared + "比对，括号内为匹配权重，正数支持是同一人、负数反对)："
+                              + basis, ""), index=ppmx.index)
 
 
 _RULES = (
