@@ -366,7 +366,8 @@ def link_date(state, roles: pd.DataFrame, decisions: pd.DataFrame, date: str, li
                                max_rounds=1 if scoped else int(ic.get("max_rounds", 8)))
         inc = res.stats.get("incremental", {})
         if scoped and (inc.get("mode") != "incremental" or inc.get("rounds", 0) > 1):
-            raise ScopeTooSmall(f"linking needed more than the scope ({inc.get('mode')}, {inc.get('rounds')} rounds)")
+            raise ScopeTooSmall(f"linking needed more than the scope ({inc.get('mode')}, {inc.get('rounds')} rounds, "
+                                f"work set {inc.get('work_set')}, checks failed: {inc.get('failed_checks')})")
     elif scoped:
         raise ScopeTooSmall("incremental linking is not possible on this base")
     else:

@@ -91,7 +91,7 @@ def test_the_whole_index_written_in_chunks_is_the_index_written_at_once(city_fac
         home = copy_city(city, tmp_path / str(size))
         url = f"sqlite:///{home / 'popbase.db'}"
         dates = sorted(p.name for p in (home / "landing" / "police").iterdir())
-        run_dates(settings_for(home, url), dates[:1], write_outputs=False, quality_gates=False)
+        run_dates(settings_for(home, url, scoped_dates=True), dates[:1], write_outputs=False, quality_gates=False)
         engine = sa.create_engine(url)
         with engine.connect() as conn:
             tables[size] = {t: pd.read_sql_table(t, conn).sort_values(key).reset_index(drop=True)
