@@ -39,7 +39,8 @@ REJECT_COLUMNS = ["reject_key", "business_date", "department", "table", "batch_i
 
 # The index of record roles a daily date looks roles up by (exchange/role_index.py says what each holds).
 MEASURE_FLAGS = ("id_required", "citizen", "id_ok", "has_name", "has_id", "has_birth", "birth_applies")
-ROLE_INDEX_COLUMNS = ["role_key", "record", "BM", "BH", "id_key", "state_id", "broken_id", "repair_prefix",
+ROLE_INDEX_COLUMNS = ["role_key", "record", "BM", "BH", "id_key", "state_id", "broken_id", "near_a", "near_b", "near_c",
+                      "repair_prefix",
                       "repair_birth", "format_birth", "women_birth", "marriage_date", "q_dept",
                       *(f"q_{f}" for f in MEASURE_FLAGS)]
 

@@ -27,7 +27,7 @@ from exchange.process import ProcessResult, apply_extracts, apply_returns, store
 from exchange.role_index import role_index
 from linkage.base import rkid_for, role_keys
 from linkage.blocks import COMPARE_COLUMNS, block_columns, block_passes, reachable, role_blocks
-from linkage.ids import id_variants
+from linkage.ids import NearIDs, id_variants
 from linkage.link import _canonical
 from linkage.repair import _variants15
 from linkage.roles import build_roles
@@ -39,9 +39,13 @@ from verification.states import WOMEN_AGE
 log = logging.getLogger("popbase")
 
 
+INDEX_LAYOUT = 2  # raised when the role index's columns change meaning: an older index is rebuilt
+
+
 def index_stamp(cfg: dict) -> str:
     """What the role index depends on: the configuration version and its blocking passes."""
-    return json.dumps({"version": cfg.get("version", ""), "passes": block_passes(cfg)}, sort_keys=True)
+    return json.dumps({"version": cfg.get("version", ""), "passes": block_passes(cfg), "layout": INDEX_LAYOUT},
+                      sort_keys=True)
 
 
 def index_of(roles: pd.DataFrame, keys: np.ndarray, view: dict, cfg: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -126,7 +130,7 @@ def scoped_state(conn: sa.Connection, staged, frames: dict, date: str, cfg: dict
     total = int(conn.execute(sa.select(sa.func.count()).select_from(db.role_index)).scalar() or 0)
     max_share = float(cfg.get("incremental", {}).get("max_share", 0.35))
     scope = find_scope(conn, forms, cols, COMPARE_COLUMNS, skip, seed_records, seed_roles, seed_index, seed_forms,
-                       _repair_targets, lambda q, t: reachable(q, t, model, cfg),
+                       _repair_targets, NearIDs, lambda q, t: reachable(q, t, model, cfg),
                        max_roles=max(int(max_share * total), 1000))
     if scope is None:
         log.info("%s reads the whole base: its changes reach past %.0f%% of the roles", date, 100 * max_share)

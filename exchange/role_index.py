@@ -5,7 +5,8 @@ One row per role of `build_roles` (every role of every live record), computed wh
 
 - `record` (`BH|YWZJ`), `id_key` (the linker's ID group: a valid citizen ID, or `DOC:<ZJLX>|<number>`),
   `state_id` (`verification.states.state_id_keys`: who else holds the ID, for the rules);
-- for ID repair both ways: `broken_id` (a well-formed-looking but broken number, `id_norm`) and
+- for ID repair both ways: `broken_id` (a well-formed-looking but broken number, `id_norm`) with the
+  keys it shares with the valid IDs one keystroke away (`near_a`..`near_c`, `linkage.ids.near_keys`), and
   `repair_prefix` (the digits an Excel-damaged number kept) with `repair_birth` where they are too few
   to find the ID without the birth date (`linkage.repair`: EXCEL_SCI);
 - the business-date sensitivity of `verification.states.date_sensitive`: `format_birth` (the birth date
@@ -21,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from linkage.blocks import id_group_keys
+from linkage.ids import NEAR_COLUMNS, near_keys
 from linkage.normalise import normalise_date
 from catalog.base import MEASURE_FLAGS, ROLE_INDEX_COLUMNS
 from quality.rates import role_measures
@@ -41,6 +43,9 @@ def role_index(roles: pd.DataFrame, role_key: np.ndarray, sources: dict[str, pd.
     out["state_id"] = state_id_keys(r)
     broken = np.isin(s["id_status"], ["CHECKSUM", "FORMAT"]) | (s["id_damage"] != "")
     out["broken_id"] = np.where(broken, s["id_norm"], "")
+    near = [near_keys(b) if b else ("", "", "") for b in out["broken_id"]]
+    for k, col in enumerate(NEAR_COLUMNS):
+        out[col] = [n[k] for n in near]
     out["repair_prefix"] = np.where(s["id_damage"] != "", s["id_prefix"], "")
     out["repair_birth"] = np.where((s["id_damage"] != "") & (np.char.str_len(s["id_prefix"].astype(str)) < 15),
                                    s["birth"], "")  # Excel's 3.2E+17 keeps too few digits: the birth date must agree

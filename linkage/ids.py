@@ -484,3 +484,88 @@ def id_variants(id_norm: pd.Series, business_date: str | None = None) -> pd.Data
             "kind": pd.Series(np.where(kind_code == 1, "TRANSPOSE", "DIGIT").astype(object), dtype=object),
         }
     )
+
+
+# ----------------------------------------------------------------------------------------------------
+# One keystroke apart: a broken number and the valid ID it was typed from (`linkage.repair` repairs
+# one digit replaced, or the final X, and two adjacent characters swapped). A daily date looks, for
+# every valid ID it reaches, for the broken numbers near it (store/scope.py); listing every neighbour
+# (some 300 per ID) was its slowest lookup at 1M, so the role index keeps for each broken number three
+# keys, and two numbers one keystroke apart share one of them unless the keystroke straddles a cut,
+# which `_straddling_swaps` lists.
+
+NEAR_COLUMNS = ("near_a", "near_b", "near_c")  # = catalog.base.ROLE_INDEX_COLUMNS
+_CUTS = {18: (9, 13), 15: (7, 11)}  # the three parts: [0, i), [i, j), [j, n)
+
+
+def keystroke_neighbours(number: str) -> list[str]:
+    """Every string one keystroke from `number`: one digit (or the final X of 18) replaced, or two
+    adjacent characters swapped (the damage `linkage.repair` repairs, looked at from the valid side)."""
+    out = []
+    chars = "0123456789X" if len(number) == 18 else "0123456789"
+    for i, ch in enumerate(number):
+        for d in (chars if i == len(number) - 1 else "0123456789"):
+            if d != ch:
+                out.append(number[:i] + d + number[i + 1:])
+    for i in range(len(number) - 1):
+        if number[i] != number[i + 1]:
+            out.append(number[:i] + number[i + 1] + number[i] + number[i + 2:])
+    return out
+
+
+def near_keys(number: str) -> tuple[str, str, str]:
+    """The keys (`NEAR_COLUMNS`) a number of 15 or 18 characters shares with every number one keystroke
+    away that is not a swap across a cut: the number without its first, middle or last part."""
+    cuts = _CUTS.get(len(number))
+    if cuts is None:
+        return "", "", ""
+    i, j = cuts
+    return number[i:], number[:j], number[:i] + number[j:]
+
+
+def _straddling_swaps(number: str) -> list[str]:
+    cuts = _CUTS.get(len(number), ())
+    return [number[:c - 1] + number[c] + number[c - 1] + number[c + 1:] for c in cuts if number[c - 1] != number[c]]
+
+
+def _one_keystroke(valid: str, other: str) -> bool:
+    """Whether `other` is in `keystroke_neighbours(valid)`."""
+    if len(valid) != len(other) or valid == other:
+        return False
+    diff = [k for k in range(len(valid)) if valid[k] != other[k]]
+    if len(diff) == 1:
+        k = diff[0]
+        return other[k].isdigit() or (other[k] == "X" and len(valid) == 18 and k == 17)
+    return (len(diff) == 2 and diff[1] == diff[0] + 1 and valid[diff[0]] == other[diff[1]]
+            and valid[diff[1]] == other[diff[0]])
+
+
+class NearIDs:
+    """The valid IDs `ids` (18 digits) and, for those born in the 1900s, their 15-digit forms, as the broken
+    numbers one keystroke from them can be looked up: `keys()` per column of the role index (`near_a`,
+    `near_b`, `near_c`, and `broken_id` for the swaps across a cut), `near(broken)` to keep exactly
+    the numbers `keystroke_neighbours` lists."""
+
+    def __init__(self, ids):
+        self.forms: set[str] = set()
+        for v in ids:
+            self.forms.add(v)
+            if v[6:8] == "19":
+                self.forms.add(v[:6] + v[8:17])
+        self.by_key: dict[tuple[str, str], set[str]] = {}
+        for f in self.forms:
+            for col, key in zip(NEAR_COLUMNS, near_keys(f)):
+                self.by_key.setdefault((col, key), set()).add(f)
+            for s in _straddling_swaps(f):
+                self.by_key.setdefault(("broken_id", s), set()).add(f)
+
+    def keys(self) -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {c: set() for c in (*NEAR_COLUMNS, "broken_id")}
+        for col, key in self.by_key:
+            out[col].add(key)
+        return out
+
+    def near(self, broken: str) -> bool:
+        cands = set().union(*(self.by_key.get((c, k), ()) for c, k in zip(NEAR_COLUMNS, near_keys(broken))),
+                            self.by_key.get(("broken_id", broken), ()))
+        return any(_one_keystroke(v, broken) for v in cands)

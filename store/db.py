@@ -60,6 +60,8 @@ def _partial(name: str, col: str) -> sa.Index:
 role_index = _text_table("role_index", "role_key", ROLE_INDEX_COLUMNS, (
     sa.Index("ix_role_index_record", "record"), _partial("ix_role_index_id_key", "id_key"),
     _partial("ix_role_index_state_id", "state_id"), _partial("ix_role_index_broken", "broken_id"),
+    _partial("ix_role_index_near_a", "near_a"), _partial("ix_role_index_near_b", "near_b"),
+    _partial("ix_role_index_near_c", "near_c"),
     _partial("ix_role_index_prefix", "repair_prefix"), _partial("ix_role_index_format", "format_birth"),
     _partial("ix_role_index_women", "women_birth"), _partial("ix_role_index_marriage", "marriage_date")))
 ROLE_INDEX_KEY = "role_index"  # meta: the configuration version and passes the index was built for

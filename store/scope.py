@@ -53,21 +53,6 @@ def _select(conn: sa.Connection, table: sa.Table, column: str, values: Iterable[
     return frame
 
 
-def keystroke_neighbours(number: str) -> list[str]:
-    """Every string one keystroke from `number`: one digit (or the final X) replaced, or two adjacent
-    characters swapped (the damage `linkage.repair` repairs, looked at from the valid side)."""
-    out = []
-    chars = "0123456789X" if len(number) == 18 else "0123456789"
-    for i, ch in enumerate(number):
-        for d in (chars if i == len(number) - 1 else "0123456789"):
-            if d != ch:
-                out.append(number[:i] + d + number[i + 1:])
-    for i in range(len(number) - 1):
-        if number[i] != number[i + 1]:
-            out.append(number[:i] + number[i + 1] + number[i] + number[i + 2:])
-    return out
-
-
 @dataclass
 class Scope:
     roles: set[str] = field(default_factory=set)  # role keys
@@ -94,12 +79,13 @@ def _reach(reach, pairs: pd.DataFrame, query: str, target: str, compare_cols: li
 
 def find_scope(conn: sa.Connection, forms_table: sa.Table, block_cols: list[str], compare_cols: list[str],
                skip: dict[str, set[str]], seed_records: set[str], seed_roles: set[str], seed_index: pd.DataFrame,
-               seed_forms: pd.DataFrame, variants, reach, max_roles: int) -> Scope | None:
+               seed_forms: pd.DataFrame, variants, near_ids, reach, max_roles: int) -> Scope | None:
     """The scope of a date (module docstring); None when it grows past `max_roles` (the date then reads
     the whole base). `seed_index` / `seed_forms`: index and form rows of today's versions of the seed
     records (their old versions are read from the base); `skip`: per block column, the hashes of the
     blocks the model skips; `variants(broken_ids)`: the citizen IDs a broken number could be repaired
-    to (`linkage.repair` candidates); `reach(queries, targets)`: which row-aligned pairs of forms (columns
+    to (`linkage.repair` candidates); `near_ids(valid_ids)`: how to look up the broken numbers one
+    keystroke from them (`linkage.ids.NearIDs`); `reach(queries, targets)`: which row-aligned pairs of forms (columns
     `compare_cols`) can be kept candidates (`linkage.blocks.reachable`).
 
     Two kinds of roles: the work set (seeds and the possible queries sharing a block with the work set:
@@ -179,12 +165,11 @@ def find_scope(conn: sa.Connection, forms_table: sa.Table, block_cols: list[str]
             nxt_roles |= {h[0] for h in hit}
         valid = {v for v in rows["id_key"] if len(v) == 18 and v.isalnum()} - seen["valid"]
         seen["valid"] |= valid
-        near: set[str] = set()
-        for v in valid:
-            near.update(keystroke_neighbours(v))
-            if v[6:8] == "19":
-                near.update(keystroke_neighbours(v[:6] + v[8:17]))
-        nxt_roles |= set(_select(conn, ix, "broken_id", near, ["role_key"])["role_key"])
+        if valid:
+            index = near_ids(valid)
+            hits = pd.concat([_select(conn, ix, col, keys, ["role_key", "broken_id"])
+                              for col, keys in index.keys().items()], ignore_index=True)
+            nxt_roles |= {r for r, b in zip(hits["role_key"], hits["broken_id"]) if index.near(b)}
         heads = {v[:k] for v in valid for k in range(6, 18)}
         nxt_roles |= set(_select(conn, ix, "repair_prefix", heads, ["role_key"])["role_key"])
         # fuzzy blocks: a possible query sharing a block with the work set joins it; a possible query
