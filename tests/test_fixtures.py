@@ -617,6 +617,161 @@ def test_seeded_determinism(tmp_path):
     assert set(da) == set(dc) and da != dc
 
 
+def test_states_truth_reused_across_dates_equals_a_fresh_evaluation(tmp_path, monkeypatch):
+    """The generator's states truth reuses what earlier dates analysed (TruthCache); judged afresh from the
+    live rows alone, every date gives the same states."""
+    from fixtures import city as city_mod
+    from fixtures import state_truth
+
+    dates = []
+
+    def write_and_check(tables, bd, truth_dir, live=None, cache=None):
+        path = state_truth.write_truth(tables, bd, truth_dir, live=live, cache=cache)
+        fresh = state_truth.evaluate_truth({t: f[live[t]] for t, f in tables.items()}, bd)
+        pd.testing.assert_frame_equal(pd.read_parquet(path), fresh)
+        dates.append(bd)
+        return path
+
+    monkeypatch.setattr(city_mod, "write_state_truth", write_and_check)
+    generate_city(tmp_path, persons=3000, days=3, seed=5)
+    assert len(dates) == 4
+
+
+def test_truth_cache_judges_again_an_id_born_after_an_earlier_date():
+    """An ID whose birth date is after the business date is ID_FORMAT; cached, it must be judged again on a
+    later date (where it is valid)."""
+    from fixtures.state_truth import TruthCache, evaluate_truth
+
+    row = {f: "" for f in TABLES["dibao"].fields}
+    row.update(DBRYBH="DB1", XM="王芳", BZZT="1", GMSFHM=idmod.make_id18([320102], [20260302], [12])[0])
+    frame = pd.DataFrame([row]).assign(_pid_SELF=0, _ts="20260301000000", _v=7)
+    cache = TruthCache()
+
+    def states(bd, c):
+        return set(evaluate_truth({"dibao": frame}, bd, cache=c)["HCZT"])
+
+    assert "ID_FORMAT" in states("20260301", cache)
+    assert states("20260302", cache) == states("20260302", None)
+    assert "ID_FORMAT" not in states("20260302", cache)
+
+
+def _csv_whole(df, columns, spec, bad_lines):
+    """The delivery csv encoded in one piece (how files were written before they were written in chunks)."""
+    enc = "gb18030" if spec["encoding"].upper() == "GB18030" else "utf-8"
+    data = df.to_csv(columns=columns, index=False, lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL).encode(enc)
+    parts = data.split(b"\r\n")
+    header, rows = parts[0], parts[1:-1]
+    lines = [0] * len(bad_lines)
+    for j, i in enumerate(sorted(range(len(bad_lines)), key=lambda i: bad_lines[i][0])):
+        at = min(bad_lines[i][0], len(rows) - j) + j
+        rows.insert(at, bad_lines[i][1])
+        lines[i] = at + 2
+    data = b"\r\n".join([header, *rows]) + b"\r\n"
+    return (b"\xef\xbb\xbf" + data if spec.get("bom") else data), lines
+
+
+def test_reference_ties_broken_by_the_smallest_key():
+    """The police reference of a person is hukou before temp, active before not, the latest ``_ts``, then the
+    smallest key; the keys are compared only where the rest ties, in whatever order the rows come."""
+    from fixtures.state_truth import evaluate_truth
+
+    m1 = idmod.make_id18([320102], [19850302], [123])[0]
+
+    def name_diff(hukou, dibao, ts=("20260101000000",) * 2):
+        rows = []
+        for (key, xm), t in zip(hukou, ts):
+            row = {f: "" for f in TABLES["hukou"].fields}
+            row.update(RYBH=key, XM=xm, GMSFHM=m1, HKZT="1")
+            rows.append({**row, "_pid_SELF": 0, "_ts": t})
+        d = []
+        for key, xm in dibao:
+            row = {f: "" for f in TABLES["dibao"].fields}
+            row.update(DBRYBH=key, XM=xm, GMSFHM=m1, BZZT="1")
+            d.append({**row, "_pid_SELF": 0, "_ts": "20260101000000"})
+        t = evaluate_truth({"hukou": pd.DataFrame(rows, dtype=object), "dibao": pd.DataFrame(d, dtype=object)},
+                           "20260301")
+        return set(t.loc[t["HCZT"] == "NAME_DIFF", "YWZJ"])
+
+    dibao = [("D1", "陈晓明"), ("D2", "陈小明")]
+    # "R10" < "R9" in code point order: R10 is the reference whichever row comes first
+    assert name_diff([("R9", "陈小明"), ("R10", "陈晓明")], dibao) == {"R9", "D2"}
+    assert name_diff([("R10", "陈晓明"), ("R9", "陈小明")], dibao) == {"R9", "D2"}
+    # a later _ts wins before the key (and timestamps that are not all digits are ranked as text)
+    assert name_diff([("R9", "陈小明"), ("R10", "陈晓明")], dibao, ("20260102000000", "20260101000000")) == {"R10", "D1"}
+    assert name_diff([("R9", "陈小明"), ("R10", "陈晓明")], dibao, ("b", "a")) == {"R10", "D1"}
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_csv_rows_are_what_pandas_writes(seed):
+    """The column-wise csv encoder gives pandas' bytes: quoting, CR/LF in values, missing values, categorical
+    and Arrow columns, and the columns it leaves to pandas (NUL, its separator, numbers)."""
+    import numpy as np
+    import pyarrow as pa
+
+    from fixtures.delivery import LINE_END, csv_rows
+
+    rng = np.random.default_rng(seed)
+    alphabet = list('ab ,"\r\n中文\t;\'0') + ["\u2028", "𠀀", "é"]
+
+    def texts(n):
+        return np.array(["".join(rng.choice(alphabet, rng.integers(0, 6))) for _ in range(n)], dtype=object)
+
+    for trial in range(150):
+        n = int(rng.integers(1, 30))
+        cols = {"a": texts(n), "b": texts(n), "c": pd.array(texts(n), dtype=pd.ArrowDtype(pa.string())),
+                "d": pd.Categorical(texts(n))}
+        odd = trial % 6
+        if odd == 1:
+            cols["b"][0] = None
+        elif odd == 2:
+            cols["a"][-1] = "x\x00y"
+        elif odd == 3:
+            cols["b"][0] = "x\x1fy"
+        elif odd == 4:
+            cols["e"] = np.arange(n)
+        elif odd == 5:
+            cols["c"] = pd.array([None] + list(texts(n - 1)), dtype=pd.ArrowDtype(pa.string()))
+            cols["d"] = pd.Categorical([None] + list(texts(n - 1)))
+        df = pd.DataFrame(cols).iloc[n // 4:]
+        columns = list(df.columns)[::-1] if trial % 2 else list(df.columns)
+        for enc in ("utf-8", "gb18030"):
+            want = df.to_csv(header=False, index=False, columns=columns, lineterminator=LINE_END,
+                             quoting=csv.QUOTE_MINIMAL).encode(enc)
+            assert csv_rows(df, columns, enc) == want, (trial, enc)
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 2, 3, 7, 50_000])
+def test_csv_written_in_chunks_is_the_whole_file(chunk_rows):
+    from fixtures.delivery import csv_pieces
+
+    df = pd.DataFrame({"A": [f"a{i}" for i in range(7)], "B": ["x,y", "", '"q"', "张三", "", "b", "c"]})
+    bad = [(3, b"bad,3"), (0, b"bad,0"), (3, b"bad,3b"), (7, b"bad,end"), (99, b"bad,past"), (6, b"bad,6")]
+    for spec in ({"encoding": "GB18030"}, {"encoding": "UTF-8", "bom": True}):
+        for bad_lines in (bad, []):
+            lines = []
+            data = b"".join(csv_pieces(df, ["A", "B"], spec, bad_lines, lines, chunk_rows=chunk_rows))
+            assert (data, lines) == _csv_whole(df, ["A", "B"], spec, bad_lines)
+
+
+def test_delivery_written_by_another_process_is_the_same(tmp_path):
+    """Big xlsx deliveries are written by a new process from Arrow copies of the frames: same files."""
+    from fixtures.delivery import (arrow_table, finish_delivery_process, resolve_formats, start_delivery_process,
+                                   write_delivery)
+
+    spec = resolve_formats(None)["disability"]
+    df = pd.DataFrame({f: [f"{f}{i}" if i % 3 else "" for i in range(5)] for f in TABLES["disabled"].fields})
+    df["XM"] = ["张三", "", " 李四 ", "&<>", "王五"]
+    columns = list(TABLES["disabled"].fields)
+    item = {"table": "disabled", "extract_type": "full", "columns": columns, "bad_lines": [], "rows_delta": 0,
+            "corrupt": False}
+    here = write_delivery(str(tmp_path / "a"), "disability", "20260301", "b-1", spec, [{**item, "df": df}])
+    process = start_delivery_process(str(tmp_path / "b"), "disability", "20260301", "b-1", spec,
+                                     [{**item, "df": arrow_table(df, columns)}])
+    assert finish_delivery_process(process) == here
+    for name in os.listdir(tmp_path / "a"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
 def test_clean_city_and_cli(tmp_path, capsys):
     s = generate_city(tmp_path / "clean", persons=800, days=1, seed=1, noise={"scale": 0}, anomalies=False)
     roles = _roles(str(tmp_path / "clean"), s["dates"][-1])
