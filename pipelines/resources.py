@@ -17,16 +17,19 @@ class PopbaseResource(dg.ConfigurableResource):
     first_date: str
     incremental_linking: bool | None = None
     full_relink: bool = False
+    scoped_dates: bool = False
     quality_config: str
     linkage_config: str
 
     @classmethod
     def from_settings(cls, s: Settings) -> "PopbaseResource":
         return cls(home=str(s.home), db_url=s.db_url, first_date=s.first_date, incremental_linking=s.incremental_linking,
-                   full_relink=s.full_relink, quality_config=str(s.quality_config), linkage_config=str(s.linkage_config))
+                   full_relink=s.full_relink, scoped_dates=s.scoped_dates, quality_config=str(s.quality_config),
+                   linkage_config=str(s.linkage_config))
 
     @property
     def settings(self) -> Settings:
         return Settings(home=Path(self.home), db_url=self.db_url, first_date=self.first_date,
                         incremental_linking=self.incremental_linking, full_relink=self.full_relink,
-                        quality_config=Path(self.quality_config), linkage_config=Path(self.linkage_config))
+                        scoped_dates=self.scoped_dates, quality_config=Path(self.quality_config),
+                        linkage_config=Path(self.linkage_config))

@@ -173,3 +173,18 @@ def test_a_held_full_extract_and_a_quarantined_file_show_in_dagster(city_factory
     assert check.passed is False and check.severity == dg.AssetCheckSeverity.WARN
     assert "hukou_full.csv: 全量文件行数不足" in check.description and f"{spoilt}: 文件校验和不符" in check.description
     assert check.metadata["exceptions"].value >= 2
+
+
+def test_the_resource_carries_every_setting(tmp_path):
+    """Dagster runs a date with the settings the resource gives back: every field must survive the trip
+    (POPBASE_SCOPED_DATES=1 was once dropped on the way, so `popbase run` ignored it)."""
+    import dataclasses
+
+    from settings import Settings
+
+    s = Settings(home=tmp_path, db_url="sqlite:///x.db", first_date="20260301", incremental_linking=False,
+                 full_relink=True, scoped_dates=True, quality_config=tmp_path / "q.json",
+                 linkage_config=tmp_path / "l.json")
+    assert all(getattr(s, f.name) != f.default for f in dataclasses.fields(Settings)
+               if f.default is not dataclasses.MISSING)  # every field differs from its default
+    assert PopbaseResource.from_settings(s).settings == s
