@@ -90,7 +90,6 @@ def pending_before(settings: Settings, engine: sa.Engine, date: str) -> list[str
     return [d for d in settings.landed_dates() if d < date and d not in done]
 
 
-
 OUTPUTS_MARKER = "outputs.json"  # reports/<D>/outputs.json: written last, lists every output of the date
 
 
@@ -239,10 +238,8 @@ def write_date_outputs(settings: Settings, engine: sa.Engine, date: str,
                                             after.rkids, base.links_of(conn, after.role_keys), after.role_keys)
             tasks = base.open_tasks(conn)
         else:
-            if isinstance(after, BaseState):
-                persons, links, tasks = after.persons, after.links, after.tasks
-            else:
-                persons, links, tasks = base.live_persons(conn), base.all_links(conn), base.open_tasks(conn)
+            persons, links, tasks = ((after.persons, after.links, after.tasks) if isinstance(after, BaseState) else
+                                     (base.live_persons(conn), base.all_links(conn), base.open_tasks(conn)))
             exports = outputs.write_exports(settings.home, persons, links, date)
         tasks = outputs.write_task_outputs(settings.home, tasks, date)
         rejected = base.date_rejects(conn, date)

@@ -43,7 +43,8 @@ INDEX_LAYOUT = 2  # raised when the role index's columns change meaning: an olde
 
 
 def index_stamp(cfg: dict) -> str:
-    """What the role index depends on: the configuration version and its blocking passes."""
+    """What the role index depends on: the configuration version, its blocking passes and the index's
+    own layout."""
     return json.dumps({"version": cfg.get("version", ""), "passes": block_passes(cfg), "layout": INDEX_LAYOUT},
                       sort_keys=True)
 
@@ -232,7 +233,7 @@ def finish_scoped(conn: sa.Connection, scoped: Scoped, res: ProcessResult, date:
     old = base.index_rows(conn, scoped.forms, scoped.roles)
     base.write_index(conn, scoped.forms, old, index, form_rows, scoped.stamp)
     before, now = scoped.state, res.state
-    base.write_city_counts(conn, add_counts(base.city_counts(conn), city_counts(old[0], before.links, before.persons, -1),
+    base.write_city_counts(conn, add_counts(base.read_city_counts(conn), city_counts(old[0], before.links, before.persons, -1),
                                             city_counts(index, now.links, now.persons)))
 
 
@@ -241,7 +242,7 @@ def city_figures(conn: sa.Connection, res: ProcessResult, date: str, prior_repor
     from exchange.process import build_summary  # the summary's one definition
 
     reports = {b["batch_id"]: json.loads(b["report"]) for b in res.batches}
-    counts = base.city_counts(conn)
+    counts = base.read_city_counts(conn)
     measures = pd.DataFrame(counts["measures"], columns=[*MEASURE_KEYS, "n"])
     summary = build_summary(staged, reports, base.task_counts(conn, date), counts["methods"],
                             rates_from_counts(measures), date, prior_reports)

@@ -82,7 +82,7 @@ def merge_exports(home: Path, previous: str, date: str, persons: pd.DataFrame, r
     base stood after it) with the rows of the persons `rkids` and the link roles `role_keys`
     (`BM|BH|YWZJ|JS`) replaced by `persons` and `links`, their rows in the base now (issue 15: a daily
     date's outputs follow its changes; the same files `write_exports` writes from the whole base,
-    tests/test_outputs_merge.py). Arrow throughout: the previous files are never turned into pandas."""
+    tests/test_reads.py). Arrow throughout: the previous files are never turned into pandas."""
     out = Path(home) / "out" / "exports" / date
     paths = {}
     for name, fresh, keys in (("persons", _export_persons(persons), rkids), ("links", _export_links(links), role_keys)):

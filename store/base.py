@@ -276,8 +276,8 @@ def live_person_count(conn: sa.Connection) -> int:
     return int(conn.execute(sa.select(sa.func.count()).where(db.persons.c.status == "live")).scalar() or 0)
 
 
-def city_counts(conn: sa.Connection) -> dict | None:
-    """The running totals a scoped date keeps instead of counting the city (`day.scoped.CityCounts`)."""
+def read_city_counts(conn: sa.Connection) -> dict | None:
+    """The running totals a scoped date keeps instead of counting the city (`day.scoped.city_counts`)."""
     text = db.read_meta(conn, db.CITY_COUNTS_KEY)
     return json.loads(text) if text else None
 

@@ -121,6 +121,7 @@ def index_tables_unindexed(conn: sa.Connection, block_cols: list[str]) -> Iterat
         ix.create(conn)
     ensure_forms(conn, block_cols)
 
+
 # Values the base keeps between runs: the linking model (`linkage_model`, compressed JSON).
 meta = sa.Table(
     "meta", metadata,

@@ -55,7 +55,7 @@ def test_a_daily_date_reads_what_its_deliveries_reach(city_factory, tmp_path, db
             with engine.connect() as conn:
                 from day.scoped import MEASURE_KEYS
                 from store import base
-                kept = base.city_counts(conn)
+                kept = base.read_city_counts(conn)
                 counted = base.role_measure_counts(conn)
                 assert kept["methods"] == dict(sorted(base.link_methods(conn).items()))
                 assert kept["persons"] == base.live_person_count(conn)
