@@ -183,14 +183,15 @@ def commit(settings: Settings, engine: sa.Engine, staged: StageResult,
         prior = base.batch_reports(conn, date)
         sc = scoped.scoped_state(conn, staged, frames, date, cfg, settings) if settings.scoped_dates else None
         res = None
-        if sc is not None:
+        while sc is not None and res is None:
             try:
                 res = process_date(sc.state, staged, frames, date, link_config=cfg, prior_reports=prior,
                                    incremental=not settings.full_relink, linking=settings.incremental_linking,
-                                   scoped=True)
+                                   scoped=True, scoped_rounds=sc.rounds)
             except ScopeTooSmall as exc:
-                log.info("%s reads the whole base: %s", date, exc)
-                sc = None
+                sc = scoped.widen(conn, sc, exc.role_keys, date)
+                if sc is None:
+                    log.info("%s reads the whole base: %s", date, exc)
         if sc is None:
             state = base.read_base(conn)
             res = process_date(state, staged, frames, date, link_config=cfg, prior_reports=prior,

@@ -9,7 +9,7 @@ records, finds the scope by lookups (`store.scope.find_scope`) and reads the bas
 Not scoped (the date reads the whole base, as before): the first date, a full extract (a re-baseline
 compares the whole table), a base whose role index was built for another configuration, a scope past
 `incremental.max_share` of the roles, and a date on which the linker needed more than the scope
-(`ScopeTooSmall`).
+(`ScopeTooSmall`) even after the scope was widened with the rows it flagged (`widen`).
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from linkage.repair import _variants15
 from linkage.roles import build_roles
 from quality.rates import NOT_LINKED, rates_from_counts
 from store import base, db
-from store.scope import find_scope
+from store.scope import ScopeSearch, find_scope
 from verification.states import WOMEN_AGE
 
 log = logging.getLogger("popbase")
@@ -82,6 +82,8 @@ class Scoped:
     stamp: str
     forms: sa.Table
     block_cols: list[str]
+    search: ScopeSearch | None = None  # the lookups behind `roles`, to widen them (`widen`)
+    rounds: int = 1  # the linker's rounds the scope allows (one more per widening)
 
 
 def scoped_state(conn: sa.Connection, staged, frames: dict, date: str, cfg: dict, settings) -> Scoped | None:
@@ -141,7 +143,27 @@ def scoped_state(conn: sa.Connection, staged, frames: dict, date: str, cfg: dict
     log.info("%s: scope of %s roles in %s records (%s lookup rounds) for %s delivered records (%s)",
              date, f"{len(scope.roles):,}", f"{len(scope.records):,}", scope.rounds, f"{len(seed_records):,}",
              ", ".join(f"{k} {v:,}" for k, v in scope.lookups.items()))
-    return Scoped(state=state, roles=scope.roles, records=scope.records, stamp=stamp, forms=forms, block_cols=cols)
+    return Scoped(state=state, roles=scope.roles, records=scope.records, stamp=stamp, forms=forms, block_cols=cols,
+                  search=scope.search)
+
+
+MAX_ROUNDS = 3  # a scope is widened at most twice; then the date reads the whole base
+
+
+def widen(conn: sa.Connection, sc: Scoped, flagged: set[str], date: str) -> Scoped | None:
+    """The scope with the rows the linker flagged (`exchange.process.ScopeTooSmall.role_keys`) in its
+    work set and the linker allowed a round more, or None (the date reads the whole base) when nothing
+    was flagged, the rounds are spent or the scope grows past its limit. At 1M persons a date's first
+    sub-run once failed on one context row: widening costs the lookups of that row, not the whole base."""
+    if not flagged or sc.search is None or sc.rounds >= MAX_ROUNDS:
+        return None
+    scope = sc.search.widen(flagged)
+    if scope is None:
+        return None
+    state = base.read_scoped_base(conn, scope.records, scope.roles, _rkid_claims(conn, scope.roles))
+    log.info("%s: scope widened by %s flagged role(s) to %s roles in %s records", date, f"{len(flagged):,}",
+             f"{len(scope.roles):,}", f"{len(scope.records):,}")
+    return replace(sc, state=state, roles=scope.roles, records=scope.records, rounds=sc.rounds + 1)
 
 
 @dataclass

@@ -26,7 +26,7 @@ from exchange.returns import REJECTED_EXTRA, return_effects, validate_returns
 from linkage.base import person_attributes, role_keys
 from linkage.explain import EXPLAINED
 from linkage.fuzzy import FSModel
-from linkage.incremental import link_incremental, role_fingerprints
+from linkage.incremental import Unsettled, link_incremental, role_fingerprints
 from linkage.link import link_roles, load_config
 from linkage.normalise import normalise_date
 from linkage.roles import build_roles
@@ -340,16 +340,23 @@ def role_changes(state, roles: pd.DataFrame, date: str, with_old: bool = True) -
 
 class ScopeTooSmall(RuntimeError):
     """A date run on the part of the base its deliveries reach (`day.scoped`) needed more than that part:
-    the linker fell back to the whole city or needed a second sub-run. The date is then run on the whole
+    the linker did not settle in the rounds the scope allows, or the states could not be re-checked
+    incrementally. `role_keys`: the rows the linker flagged (`linkage.incremental.Unsettled`); the
+    caller widens the scope with them and tries again with a round more, or runs the date on the whole
     base (the same transaction, nothing written yet)."""
+
+    def __init__(self, message: str, role_keys: set[str] | None = None):
+        super().__init__(message)
+        self.role_keys = role_keys or set()
 
 
 def link_date(state, roles: pd.DataFrame, decisions: pd.DataFrame, date: str, link_config=None,
               incremental: bool = True, changes: tuple | None = None, linking: bool | None = None,
-              scoped: bool = False):
+              scoped: bool = False, scoped_rounds: int = 1):
     """Link the date's roles: incrementally when switched on and the base has what that needs (a stored
     model and the fingerprints of yesterday's roles), else the whole city. `changes`: `role_changes(...)`
-    if the caller has them. Returns (LinkResult, model payload)."""
+    if the caller has them. `scoped`: the roles are a scope's (`ScopeTooSmall` when the linker does not
+    settle in `scoped_rounds` rounds). Returns (LinkResult, model payload)."""
     cfg = link_config or load_config()
     model = stored_model(state.model, cfg)
     prev_links = _links_from_db(state.links, keep_keys=True)
@@ -361,13 +368,13 @@ def link_date(state, roles: pd.DataFrame, decisions: pd.DataFrame, date: str, li
     fingerprints, old = changes
     if can:
         ic = cfg.get("incremental", {})
-        res = link_incremental(roles, old, state.persons, prev_links, decisions, date, cfg, model, fingerprints,
-                               max_share=2.0 if scoped else float(ic.get("max_share", 0.35)),
-                               max_rounds=1 if scoped else int(ic.get("max_rounds", 8)))
-        inc = res.stats.get("incremental", {})
-        if scoped and (inc.get("mode") != "incremental" or inc.get("rounds", 0) > 1):
-            raise ScopeTooSmall(f"linking needed more than the scope ({inc.get('mode')}, {inc.get('rounds')} rounds, "
-                                f"work set {inc.get('work_set')}, checks failed: {inc.get('failed_checks')})")
+        try:
+            res = link_incremental(roles, old, state.persons, prev_links, decisions, date, cfg, model, fingerprints,
+                                   max_share=2.0 if scoped else float(ic.get("max_share", 0.35)),
+                                   max_rounds=scoped_rounds if scoped else int(ic.get("max_rounds", 8)),
+                                   fall_back=not scoped)
+        except Unsettled as exc:
+            raise ScopeTooSmall(f"linking needed more than the scope: {exc}", exc.role_keys) from exc
     elif scoped:
         raise ScopeTooSmall("incremental linking is not possible on this base")
     else:
@@ -432,14 +439,15 @@ def date_states(state, roles: pd.DataFrame, links: pd.DataFrame, view: dict, tas
 
 def process_date(state: BaseState, stage_result, staged: dict[str, pd.DataFrame], date: str, link_config=None,
                  prior_reports: dict | None = None, incremental: bool = True,
-                 linking: bool | None = None, scoped: bool = False) -> ProcessResult:
+                 linking: bool | None = None, scoped: bool = False, scoped_rounds: int = 1) -> ProcessResult:
     """`incremental=False` re-links and re-checks the whole city (the rebuild the incremental run must
     equal); `linking` switches incremental linking on or off over the configuration (None: as configured).
 
     `scoped`: `state` is the part of the base the date's deliveries reach (`day.scoped`), not the whole
     base: linking and re-checking must stay incremental (`ScopeTooSmall` otherwise), and the city-wide
     figures (quality rates, task and link counts) are left to the caller, who counts them in the
-    database once the date is written (`ProcessResult.summary` then holds only what the scope knows)."""
+    database once the date is written (`ProcessResult.summary` then holds only what the scope knows);
+    `scoped_rounds`: the linker's rounds the scope was widened for (`day.scoped.widen`)."""
     phases: dict[str, float] = {}
     clock = [time.perf_counter()]
 
@@ -466,7 +474,8 @@ def process_date(state: BaseState, stage_result, staged: dict[str, pd.DataFrame]
     recheck = recheck_on(link_config, incremental, linking)
     changes = role_changes(state, roles, date, with_old=recheck or incremental_on(link_config, incremental, linking))
     done("changes")
-    res, model_payload = link_date(state, roles, dec, date, link_config, incremental, changes, linking, scoped)
+    res, model_payload = link_date(state, roles, dec, date, link_config, incremental, changes, linking, scoped,
+                                   scoped_rounds)
     done("link")
     inc = res.stats.get("incremental", {})
     log.info("linking %s: %s, re-linked %s of %s roles (context %s, %s round(s), %s s; keys %s s, sub-runs %s s)",

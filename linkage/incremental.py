@@ -662,9 +662,10 @@ def _check_sub_run(d: _Delta, nb: _Neighbourhood, got: pd.DataFrame, W: np.ndarr
 
 def _incremental_rounds(d: _Delta, nb: _Neighbourhood, W: np.ndarray, decisions: pd.DataFrame | None,
                         business_date: str, cfg: dict, model: fz.FSModel, info: dict, t0: float, max_share: float,
-                        max_rounds: int) -> tuple[LinkResult | None, float]:
+                        max_rounds: int, flagged: set[str]) -> tuple[LinkResult | None, float]:
     """Sub-runs on W ∪ C until one passes its checks (its result merged with yesterday's links), or None
-    when W or W ∪ C grows past `max_share` or the checks do not settle; also the seconds spent on C."""
+    when W or W ∪ C grows past `max_share` or the checks do not settle; also the seconds spent on C.
+    `flagged` collects the role keys the failed checks moved into W or Q (`Unsettled` hands them on)."""
     n, N = len(d.R), len(d.U)
     Q = _possible_queries(d, nb, W)
     searched = np.zeros(N, dtype=bool)
@@ -695,6 +696,7 @@ def _incremental_rounds(d: _Delta, nb: _Neighbourhood, W: np.ndarray, decisions:
         info.setdefault("failed_checks", []).append(
             {"context_changed": len(bad_c), "unsearched_queries": len(missing_q), "new_spouse_persons": len(new_partner),
              "persons_outside": int(shared.sum())})
+        flagged.update(d.keys[np.concatenate([bad_c, missing_q])])
         if len(bad_c):
             W[bad_c] = True
             W = nb.close(W, fuzzy=True, decisions=True)
@@ -705,18 +707,30 @@ def _incremental_rounds(d: _Delta, nb: _Neighbourhood, W: np.ndarray, decisions:
     return None, t_ctx
 
 
+class Unsettled(RuntimeError):
+    """Incremental linking did not settle within its rounds and was told not to fall back to the whole
+    city (`fall_back=False`: the roles it holds are not the whole city, `day.scoped`). `role_keys`: the
+    rows the failed checks flagged (context rows the sub-run changed, queries it had not searched); a
+    caller that can widen what it read takes them into its work set and tries again with a round more."""
+
+    def __init__(self, message: str, role_keys: set[str]):
+        super().__init__(message)
+        self.role_keys = role_keys
+
+
 # ---------------------------------------------------------------------------------------- main API
 def link_incremental(roles: pd.DataFrame, old_roles: pd.DataFrame, persons_prev: pd.DataFrame,
                      links_prev: pd.DataFrame, decisions: pd.DataFrame, business_date: str, cfg: dict,
                      model: fz.FSModel, fingerprints: pd.Series | None = None, max_share: float = 0.5,
-                     max_rounds: int = 8) -> LinkResult:
+                     max_rounds: int = 8, fall_back: bool = True) -> LinkResult:
     """Link `roles` as `link_roles` would, re-linking only what the changes since `links_prev` reach.
 
     `links_prev` must carry `role_fp` (the fingerprint of each role as it was linked), and may carry
     `role_key`; `old_roles`: the roles of changed or removed records as they were; `fingerprints`:
     today's, by role key, if the caller has them already (in the roles' order, as
     `exchange.process.role_changes` gives them, saves building the keys); `model` must carry its skip
-    list (`FSModel.skip_blocks`). See the module docstring.
+    list (`FSModel.skip_blocks`). See the module docstring. `fall_back=False`: raise `Unsettled` instead
+    of linking the whole city.
     """
     t0 = time.perf_counter()
     d = _delta(roles, old_roles, persons_prev, links_prev, decisions, fingerprints, business_date, cfg)
@@ -727,9 +741,14 @@ def link_incremental(roles: pd.DataFrame, old_roles: pd.DataFrame, persons_prev:
     info = {"roles": n, "seeds": int(d.seeds.sum()), "old_versions": d.n_old, "removed": int(d.removed.sum()),
             "rounds": 0, "mode": "incremental", "keys_s": round(t_keys, 2), "keys_parts_s": nb.timings,
             "work_set_s": round(time.perf_counter() - t0 - t_keys, 2), "work_set": int(W[:n].sum())}
-    res, t_ctx = _incremental_rounds(d, nb, W, decisions, business_date, cfg, model, info, t0, max_share, max_rounds)
+    flagged: set[str] = set()
+    res, t_ctx = _incremental_rounds(d, nb, W, decisions, business_date, cfg, model, info, t0, max_share, max_rounds,
+                                     flagged)
     if res is not None:
         return res
+    if not fall_back:
+        raise Unsettled(f"incremental linking did not settle in {info['rounds']} round(s) (work set "
+                        f"{info['work_set']:,}, checks failed: {info.get('failed_checks')})", flagged)
     info.update(mode="full (the changes reach too far)", relinked=n, sub_run=n, context_s=round(t_ctx, 2),
                 pairs_scored=nb.reach.pairs_scored)
     res = link_roles(roles, persons_prev, links_prev.drop(columns=["role_fp", "role_key"], errors="ignore"),

@@ -150,15 +150,10 @@ def _records_where(table: sa.Table, records: set[str]):
     return by_table
 
 
-def _by_keys(conn: sa.Connection, table: sa.Table, column: str, keys, extra=None) -> pd.DataFrame:
-    keys = sorted(set(keys) - {""})
-    parts = []
-    for start in range(0, len(keys), 500):
-        cond = table.c[column].in_(keys[start:start + 500])
-        parts.append(_frame(conn, table, cond if extra is None else sa.and_(cond, extra)))
-    if not parts:
-        return _frame(conn, table, sa.false())
-    return pd.concat(parts, ignore_index=True).drop_duplicates(list(table.primary_key.columns)[0].name)
+def _by_keys(conn: sa.Connection, table: sa.Table, column: str, keys, equal: tuple[str, str] | None = None
+             ) -> pd.DataFrame:
+    """Rows of `table` whose `column` is one of `keys` (`db.select_in`)."""
+    return db.select_in(conn, table, column, keys, equal=equal)
 
 
 def read_scoped_base(conn: sa.Connection, records: set[str], roles: set[str], rkids: set[str]) -> BaseState:
@@ -170,7 +165,7 @@ def read_scoped_base(conn: sa.Connection, records: set[str], roles: set[str], rk
     links = _by_keys(conn, db.links, "role_key", roles)
     per_record = {}
     for key, table in (("tasks", db.tasks), ("overlays", db.overlays), ("decisions", db.decisions)):
-        parts = [_by_keys(conn, table, "YWZJ", keys, table.c.BH == bh) for bh, keys in by_table.items()]
+        parts = [_by_keys(conn, table, "YWZJ", keys, ("BH", bh)) for bh, keys in by_table.items()]
         per_record[key] = (pd.concat(parts, ignore_index=True) if parts else _frame(conn, table, sa.false()))
     want = set(rkids) | set(links["RKID"]) | set(per_record["decisions"]["RKID"])
     persons = _by_keys(conn, db.persons, "RKID", want)

@@ -326,6 +326,42 @@ def read_frame(conn: sa.Connection, table: sa.Table, where=None) -> pd.DataFrame
     return frame
 
 
+SELECT_CHUNK = 5000  # keys per query of `select_in` (SQLite allows 32,766 parameters)
+
+
+def select_in(conn: sa.Connection, table: sa.Table, column: str, values, cols: list[str] | None = None,
+              equal: tuple[str, str] | None = None) -> pd.DataFrame:
+    """Rows of `table` whose `column` is one of `values` (and, given `equal` = (column, value), that column
+    equal to that value), columns `cols` (default all), as text like `read_frame`; the rows count in
+    `READ`. The lookup every scoped read goes through. In chunks of `SELECT_CHUNK` keys, as driver SQL:
+    compiling an IN list of thousands of values through SQLAlchemy cost more than running it. The
+    condition `column <> ''` is spelled out: it lets SQLite use a partial index (`_partial`), which it
+    does not infer from an IN list (without it each chunk scanned the whole table)."""
+    cols = cols or [c.name for c in table.columns]
+    values = sorted({v for v in values if v})
+    q = '"'
+    ph = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    head = (f"SELECT {', '.join(q + c + q for c in cols)} FROM {q}{table.name}{q} "
+            f"WHERE {q}{column}{q} <> ''" + (f" AND {q}{equal[0]}{q} = {ph}" if equal else "") + f" AND {q}{column}{q} ")
+    tail = (equal[1],) if equal else ()
+    parts = []
+    for start in range(0, len(values), SELECT_CHUNK):
+        chunk = values[start:start + SELECT_CHUNK]
+        if conn.dialect.name == "postgresql":
+            rows = conn.exec_driver_sql(head + f"= ANY({ph})", (*tail, chunk)).all()
+        else:
+            rows = conn.exec_driver_sql(head + f"IN ({', '.join([ph] * len(chunk))})", (*tail, *chunk)).all()
+        if rows:
+            parts.append(pd.DataFrame(rows, columns=cols, dtype=object))
+    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols, dtype=object)
+    READ.add(table.name, len(frame))
+    for c in table.columns:
+        if c.name in cols and len(frame) and (not isinstance(c.type, sa.Text) or (c.nullable and not c.primary_key)):
+            col = frame[c.name]
+            frame[c.name] = col.where(col.notna(), "").astype(str)
+    return frame
+
+
 def _write_rows(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> None:
     if frame.empty:
         return

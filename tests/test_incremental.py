@@ -411,3 +411,61 @@ def test_recheck_positions_take_the_last_of_repeated_keys():
     keys = np.array(["a", "c", "b"], dtype=object)
     assert _positions(np.array(["a", "b"], dtype=object), keys).tolist() == [0, -1, 1]
     assert _positions(np.array(["a", "b", "a"], dtype=object), keys).tolist() == [2, -1, 1]
+
+
+def test_a_scope_the_linker_outgrows_is_widened_not_dropped(city_factory, tmp_path, monkeypatch):
+    """When a scoped date's first sub-run fails its checks (at 1M persons it once did on one context row),
+    the scope is widened with the rows the linker flagged and linked with a round more, not replaced by
+    the whole base, and the result is still the rebuild's. Here the first check of every linking run
+    flags one context row that did not change (or, with no context, a row of the scope outside the work
+    set), so every daily date takes the widening path."""
+    import numpy as np
+
+    import exchange.process as process
+    import linkage.incremental as inc
+    from tests.test_pipeline import snapshot
+
+    first = {"check": False}
+    real_link, real_check = process.link_incremental, inc._check_sub_run
+
+    def link(*a, **kw):
+        first["check"] = True
+        return real_link(*a, **kw)
+
+    def check(d, nb, got, W, C, S, searched, extra_partner):
+        bad_c, missing_q, new_partner, shared = real_check(d, nb, got, W, C, S, searched, extra_partner)
+        n = len(d.R)
+        rows = np.flatnonzero(C[:n]) if C[:n].any() else np.flatnonzero(~W[:n])  # a context row, else any outside W
+        if first["check"] and len(rows):
+            bad_c = np.union1d(bad_c, rows[:1])
+        first["check"] = False
+        return bad_c, missing_q, new_partner, shared
+
+    city = city_factory(persons=2000, days=3, seed=7, rebaseline=False)
+    homes = {m: copy_city(city, tmp_path / m) for m in ("widened", "full")}
+    engines = {m: db.make_engine(f"sqlite:///{h / 'popbase.db'}") for m, h in homes.items()}
+    lines = _Lines()
+    logger = logging.getLogger("popbase")
+    logger.addHandler(lines)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        for d in landed_dates(homes["full"]):
+            run(homes["full"], engines["full"], [d], write_outputs=False, quality_gates=False, full_relink=True)
+            with monkeypatch.context() as m:
+                m.setattr(process, "link_incremental", link)
+                m.setattr(inc, "_check_sub_run", check)
+                run(homes["widened"], engines["widened"], [d], write_outputs=False, quality_gates=False,
+                    scoped_dates=True)
+            a, b = snapshot(engines["widened"]), snapshot(engines["full"])
+            a["meta"] = a["meta"][~a["meta"]["key"].isin([db.ROLE_INDEX_KEY, db.CITY_COUNTS_KEY])].reset_index(drop=True)
+            for table in [t for t in a if t not in ("role_index", "role_forms")]:
+                pd.testing.assert_frame_equal(a[table], b[table], obj=f"{d} {table}")
+    finally:
+        logger.removeHandler(lines)
+        logger.setLevel(level)
+        for e in engines.values():
+            e.dispose()
+    widened = [ln for ln in lines.lines if re.match(r"\d{8}: scope widened by 1 flagged role", ln)]
+    whole = [ln for ln in lines.lines if re.match(r"\d{8} reads the whole base", ln) and "full re-link" not in ln]
+    assert len(widened) == 3 and [ln[:8] for ln in whole] == ["20260301"], (widened, whole)
