@@ -181,6 +181,7 @@ def commit(settings: Settings, engine: sa.Engine, staged: StageResult,
     cfg = load_config(settings.linkage_config)
     with engine.begin() as conn:
         prior = base.batch_reports(conn, date)
+        index_current = settings.scoped_dates and scoped.index_is_current(conn, cfg)
         sc = scoped.scoped_state(conn, staged, frames, date, cfg, settings) if settings.scoped_dates else None
         res = None
         while sc is not None and res is None:
@@ -201,7 +202,10 @@ def commit(settings: Settings, engine: sa.Engine, staged: StageResult,
             state = replace(state, tasks=base.bump_raised(conn, state.last_run, date, state.tasks))
         rejected = _rejected_rows(date, new_files, folder, frames, res.rejects)
         base.write_base(conn, state, res.state, res.audit, res.batches, date, res.summary, rejects=rejected)
-        if sc is None and settings.scoped_dates:
+        if sc is None and settings.scoped_dates and index_current and res.roles is not None:
+            n = scoped.update_index(conn, state, res, cfg)
+            log.info("%s: role index of %s changed records written", date, f"{n:,}")
+        elif sc is None and settings.scoped_dates:
             scoped.write_full_index(conn, res, cfg)
         elif sc is None:
             base.forget_role_index(conn)

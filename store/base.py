@@ -214,6 +214,12 @@ def index_rows(conn: sa.Connection, forms: sa.Table, roles: set[str]) -> tuple[p
     return _by_keys(conn, db.role_index, "role_key", roles), _by_keys(conn, forms, "role_key", roles)
 
 
+def index_rows_of_records(conn: sa.Connection, forms: sa.Table, records: set[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The stored index and form rows of the roles of `records` (`BH|YWZJ`)."""
+    index = _by_keys(conn, db.role_index, "record", records)
+    return index, _by_keys(conn, forms, "role_key", set(index["role_key"]))
+
+
 def write_index(conn: sa.Connection, forms: sa.Table, old: tuple[pd.DataFrame, pd.DataFrame],
                 index: pd.DataFrame, form_rows: pd.DataFrame, stamp: str) -> None:
     """Write the changes of the role index against `old` (the stored rows of the same roles). `stamp`:

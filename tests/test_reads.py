@@ -101,3 +101,38 @@ def test_the_whole_index_written_in_chunks_is_the_index_written_at_once(city_fac
     assert len(tables[301]["role_index"]) > 5 * 301  # several chunks
     for t in tables[301]:
         pd.testing.assert_frame_equal(tables[301][t], tables[10 ** 9][t], obj=t)
+
+
+def test_a_whole_base_date_rewrites_the_index_rows_of_changed_records_only(city_factory, tmp_path, monkeypatch, caplog):
+    """A daily date that reads the whole base (here a full extract, a re-baseline) while the stored index
+    is current writes the index rows of the records that changed (`day.scoped.update_index`), not the
+    whole index: the index and running totals come out as a whole index written anew gives them."""
+    import logging
+    import re
+
+    from day import scoped
+
+    city = city_factory(persons=1500, days=3, seed=5)
+    tables = {}
+    for mode in ("changed", "whole"):
+        home = copy_city(city, tmp_path / mode)
+        url = f"sqlite:///{home / 'popbase.db'}"
+        dates = sorted(p.name for p in (home / "landing" / "police").iterdir())
+        with monkeypatch.context() as m:
+            if mode == "whole":
+                m.setattr(scoped, "index_is_current", lambda conn, cfg: False)
+            with caplog.at_level(logging.INFO, logger="popbase"):
+                run_dates(settings_for(home, url, scoped_dates=True), dates, write_outputs=False, quality_gates=False)
+        engine = sa.create_engine(url)
+        with engine.connect() as conn:
+            tables[mode] = {t: pd.read_sql_table(t, conn).sort_values(key).reset_index(drop=True)
+                            for t, key in (("role_index", "role_key"), ("role_forms", "form_key"))}
+            tables[mode]["meta"] = pd.read_sql_table("meta", conn).sort_values("key").reset_index(drop=True)
+        engine.dispose()
+        if mode == "changed":
+            written = [int(m.group(1).replace(",", "")) for m in
+                       (re.search(r"role index of ([\d,]+) changed records written", r.getMessage()) for r in caplog.records) if m]
+            records = tables[mode]["role_index"]["record"].nunique()
+            assert written and all(0 < n < 0.5 * records for n in written), (written, records)
+    for t in tables["whole"]:
+        pd.testing.assert_frame_equal(tables["changed"][t], tables["whole"][t], obj=t)
