@@ -79,6 +79,18 @@ def test_a_daily_date_reads_what_its_deliveries_reach(city_factory, tmp_path, db
             pd.testing.assert_frame_equal(merged, pd.read_parquet(path), obj=f"{date} {name}")
 
 
+def _index_tables(url: str) -> dict[str, pd.DataFrame]:
+    """The role index, its form rows and the meta rows (stamp, running totals) of a base, sorted."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            out = {t: pd.read_sql_table(t, conn).sort_values(key).reset_index(drop=True)
+                   for t, key in (("role_index", "role_key"), ("role_forms", "form_key"), ("meta", "key"))}
+    finally:
+        engine.dispose()
+    return out
+
+
 def test_the_whole_index_written_in_chunks_is_the_index_written_at_once(city_factory, tmp_path, monkeypatch):
     """The historical date writes the role index a chunk of records at a time (`day.scoped.write_full_index`):
     any chunk size gives the same index and the same running totals."""
@@ -92,12 +104,7 @@ def test_the_whole_index_written_in_chunks_is_the_index_written_at_once(city_fac
         url = f"sqlite:///{home / 'popbase.db'}"
         dates = sorted(p.name for p in (home / "landing" / "police").iterdir())
         run_dates(settings_for(home, url, scoped_dates=True), dates[:1], write_outputs=False, quality_gates=False)
-        engine = sa.create_engine(url)
-        with engine.connect() as conn:
-            tables[size] = {t: pd.read_sql_table(t, conn).sort_values(key).reset_index(drop=True)
-                            for t, key in (("role_index", "role_key"), ("role_forms", "form_key"))}
-            tables[size]["meta"] = pd.read_sql_table("meta", conn).sort_values("key").reset_index(drop=True)
-        engine.dispose()
+        tables[size] = _index_tables(url)
     assert len(tables[301]["role_index"]) > 5 * 301  # several chunks
     for t in tables[301]:
         pd.testing.assert_frame_equal(tables[301][t], tables[10 ** 9][t], obj=t)
@@ -123,15 +130,10 @@ def test_a_whole_base_date_rewrites_the_index_rows_of_changed_records_only(city_
                 m.setattr(scoped, "index_is_current", lambda conn, cfg: False)
             with caplog.at_level(logging.INFO, logger="popbase"):
                 run_dates(settings_for(home, url, scoped_dates=True), dates, write_outputs=False, quality_gates=False)
-        engine = sa.create_engine(url)
-        with engine.connect() as conn:
-            tables[mode] = {t: pd.read_sql_table(t, conn).sort_values(key).reset_index(drop=True)
-                            for t, key in (("role_index", "role_key"), ("role_forms", "form_key"))}
-            tables[mode]["meta"] = pd.read_sql_table("meta", conn).sort_values("key").reset_index(drop=True)
-        engine.dispose()
+        tables[mode] = _index_tables(url)
         if mode == "changed":
-            written = [int(m.group(1).replace(",", "")) for m in
-                       (re.search(r"role index of ([\d,]+) changed records written", r.getMessage()) for r in caplog.records) if m]
+            found = (re.search(r"role index of ([\d,]+) changed records written", r.getMessage()) for r in caplog.records)
+            written = [int(m.group(1).replace(",", "")) for m in found if m]
             records = tables[mode]["role_index"]["record"].nunique()
             assert written and all(0 < n < 0.5 * records for n in written), (written, records)
     for t in tables["whole"]:
