@@ -26,8 +26,9 @@ from exchange.overlays import live_overlays, overlay_sources
 from exchange.process import ProcessResult, apply_extracts, apply_returns, stored_model
 from exchange.role_index import role_index
 from linkage.base import rkid_for, role_keys
-from linkage.blocks import COMPARE_COLUMNS, block_columns, block_passes, reachable, role_blocks
+from linkage.blocks import COMPARE_COLUMNS, block_columns, block_passes, form_reach, role_blocks
 from linkage.ids import NearIDs, id_variants
+from linkage.incremental import QUERY_METHODS
 from linkage.link import _canonical
 from linkage.repair import _variants15
 from linkage.roles import build_roles
@@ -39,7 +40,7 @@ from verification.states import WOMEN_AGE
 log = logging.getLogger("popbase")
 
 
-INDEX_LAYOUT = 2  # raised when the role index's columns change meaning: an older index is rebuilt
+INDEX_LAYOUT = 3  # raised when the role index's columns change meaning: an older index is rebuilt
 
 
 def index_stamp(cfg: dict) -> str:
@@ -49,12 +50,17 @@ def index_stamp(cfg: dict) -> str:
                       sort_keys=True)
 
 
-def index_of(roles: pd.DataFrame, keys: np.ndarray, view: dict, cfg: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The index and form rows of `roles` (`exchange.role_index`, `linkage.blocks`)."""
+def index_of(roles: pd.DataFrame, keys: np.ndarray, view: dict, cfg: dict,
+             method_of: pd.Series) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The index and form rows of `roles` (`exchange.role_index`, `linkage.blocks`); `method_of`: the
+    roles' link methods now (`_method_of`; a form's `pq`: its role has no link, or one by a fuzzy method)."""
     filled = _canonical(roles, [])
     order = pd.Index(role_keys(filled)).get_indexer(keys)  # _canonical sorts: back to the roles' order
     filled = filled.iloc[order].reset_index(drop=True)
-    return role_index(filled, keys, view), role_blocks(filled, keys, cfg)
+    forms = role_blocks(filled, keys, cfg)
+    ppfs = forms["role_key"].map(method_of)
+    forms.insert(3 + len(COMPARE_COLUMNS), "pq", np.where(ppfs.isna() | ppfs.isin(QUERY_METHODS), "1", ""))
+    return role_index(filled, keys, view), forms
 
 
 def _years_before(day: str, years: int) -> str:
@@ -127,13 +133,13 @@ def scoped_state(conn: sa.Connection, staged, frames: dict, date: str, cfg: dict
     roles = build_roles(view, date)
     forms = db.ensure_forms(conn, block_columns(cfg))
     cols = block_columns(cfg)
-    seed_index, seed_forms = index_of(roles, role_keys(roles), view, cfg)
+    seed_index, seed_forms = index_of(roles, role_keys(roles), view, cfg, _method_of(mini.links))
     skip = {f"bk_{name}": set(np.asarray(v, dtype=np.uint64).view(np.int64).astype(str))
             for name, v in (model.skip_blocks or {}).items()}
     total = int(conn.execute(sa.select(sa.func.count()).select_from(db.role_index)).scalar() or 0)
     max_share = float(cfg.get("incremental", {}).get("max_share", 0.35))
     scope = find_scope(conn, forms, cols, COMPARE_COLUMNS, skip, seed_records, seed_roles, seed_index, seed_forms,
-                       _repair_targets, NearIDs, lambda q, t: reachable(q, t, model, cfg),
+                       _repair_targets, NearIDs, lambda forms_: form_reach(forms_, model, cfg),
                        max_roles=max(int(max_share * total), 1000))
     if scope is None:
         log.info("%s reads the whole base: its changes reach past %.0f%% of the roles", date, 100 * max_share)
@@ -251,7 +257,7 @@ def finish_scoped(conn: sa.Connection, scoped: Scoped, res: ProcessResult, date:
     """Write the index rows of the scope's roles and bring the city's running totals up to date: what
     the scope's roles and persons counted before the date is taken away, what they count now added (only
     the scope was written, so the totals stay those of the whole base; tests/test_reads.py)."""
-    index, form_rows = index_of(res.roles, res.role_key, res.view, cfg)
+    index, form_rows = index_of(res.roles, res.role_key, res.view, cfg, _method_of(res.state.links))
     old = base.index_rows(conn, scoped.forms, scoped.roles)
     base.write_index(conn, scoped.forms, old, index, form_rows, scoped.stamp)
     before, now = scoped.state, res.state
@@ -290,7 +296,8 @@ def _view_hashes(view: dict[str, pd.DataFrame], name: str, cols: list[str]) -> p
 def changed_records(before: BaseState, res: ProcessResult) -> set[str]:
     """`BH|YWZJ` of the records whose index rows may differ from the stored ones: a record whose live row
     (answers laid over) is new, gone or different, and a record one of whose roles has another
-    fingerprint (an ID's status can change with the business date alone)."""
+    fingerprint (an ID's status can change with the business date alone) or another link method (its
+    forms' `pq`)."""
     old_view = overlay_sources(before.sources, live_overlays(before.overlays, before.sources))
     out: set[str] = set()
     for name in sorted(set(old_view) | set(res.view)):
@@ -299,10 +306,11 @@ def changed_records(before: BaseState, res: ProcessResult) -> set[str]:
         both = old.index.intersection(new.index)
         keys = old.index.symmetric_difference(new.index).union(both[old[both].to_numpy() != new[both].to_numpy()])
         out |= {f"{name}|{k}" for k in keys}
-    old_fp = before.links.set_index("role_key")["role_fp"] if len(before.links) else pd.Series(dtype=object)
-    new_fp = res.state.links.set_index("role_key")["role_fp"]
-    both = old_fp.index.intersection(new_fp.index)
-    moved = both[old_fp[both].to_numpy() != new_fp[both].to_numpy()]
+    cols = ["role_fp", "PPFS"]
+    old_l = before.links.set_index("role_key")[cols] if len(before.links) else pd.DataFrame(columns=cols)
+    new_l = res.state.links.set_index("role_key")[cols]
+    both = old_l.index.intersection(new_l.index)
+    moved = both[(old_l.loc[both].to_numpy() != new_l.loc[both].to_numpy()).any(axis=1)]
     out |= set(moved.str.split("|", n=1).str[1].str.rsplit("|", n=1).str[0])
     return out
 
@@ -315,7 +323,8 @@ def update_index(conn: sa.Connection, before: BaseState, res: ProcessResult, cfg
     records = changed_records(before, res)
     roles = res.roles.reset_index(drop=True)
     sel = np.flatnonzero((roles["BH"].astype(str) + "|" + roles["YWZJ"].astype(str)).isin(records).to_numpy())
-    index, form_rows = index_of(roles.iloc[sel], np.asarray(res.role_key, dtype=object)[sel], res.view, cfg)
+    index, form_rows = index_of(roles.iloc[sel], np.asarray(res.role_key, dtype=object)[sel], res.view, cfg,
+                                _method_of(res.state.links))
     base.write_index(conn, forms, base.index_rows_of_records(conn, forms, records), index, form_rows, index_stamp(cfg))
     counted = base.role_measure_counts(conn)
     measures = [[*r[:-1], int(r[-1])] for r in counted[counted["n"] > 0].itertuples(index=False, name=None)]
@@ -342,7 +351,7 @@ def write_full_index(conn: sa.Connection, res: ProcessResult, cfg: dict) -> None
     def chunks():
         for b in range(n_chunks):
             sel = np.flatnonzero(bucket == b)
-            index, form_rows = index_of(roles.iloc[sel], keys[sel], res.view, cfg)
+            index, form_rows = index_of(roles.iloc[sel], keys[sel], res.view, cfg, method_of)
             totals.append({"measures": _measures(index, method_of, 1), "methods": {}, "persons": 0})
             yield index, form_rows
 

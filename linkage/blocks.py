@@ -126,20 +126,23 @@ def reach_bits(model: fz.FSModel, P: fz.Prepared, left: np.ndarray, right: np.nd
     return alive & (b >= keep_min)
 
 
-def reachable(queries: pd.DataFrame, targets: pd.DataFrame, model: fz.FSModel, cfg: dict) -> np.ndarray:
-    """Row by row, whether the query form `queries` and the target form `targets` (rows of `role_blocks`,
-    row-aligned) can be a kept candidate pair: the test the scope of a date filters a block with."""
-    n = len(queries)
-    if not n:
-        return np.zeros(0, dtype=bool)
-    both = pd.concat([queries[COMPARE_COLUMNS], targets[COMPARE_COLUMNS]], ignore_index=True).fillna("").astype(str)
+def form_reach(forms: pd.DataFrame, model: fz.FSModel, cfg: dict):
+    """The forms `forms` (rows with `COMPARE_COLUMNS`, as `role_blocks` gives them) prepared once; returns
+    `reach(left, right)`: row by row, whether the query form at position `left` and the target form at
+    position `right` can be a kept candidate pair (the test the scope of a date filters a block with)."""
+    both = forms[COMPARE_COLUMNS].fillna("").astype(str)
+    n = len(both)
     frame = pd.DataFrame({"name_key": both["p_name_key"], "birth": both["p_birth"], "sex": both["p_sex"],
-                          "region": both["p_region"], "address": both["p_address"]})
-    P = fz.prepare(frame, np.zeros(2 * n, dtype=bool), both["p_idk"].to_numpy(dtype=object),
-                   both["p_idv"].to_numpy(dtype=object))
+                          "region": both["p_region"], "address": both["p_address"]}).reset_index(drop=True)
+    P = fz.prepare(frame, np.zeros(n, dtype=bool), both["p_idk"].to_numpy(dtype=object), both["p_idv"].to_numpy(dtype=object))
     fzc = cfg["fuzzy"]
     keep_min = float(fzc.get("keep_min_bits", -10.0)) - model.log2_prior_odds
-    spouses = (both["p_spouse"].to_numpy(dtype=object) == "1")
-    left, right = np.arange(n), np.arange(n, 2 * n)
-    return reach_bits(model, P, left, right, spouses[left] & spouses[right], tuple(fzc.get("address_levels", (0.7, 0.4))),
-                      keep_min)
+    spouses = both["p_spouse"].to_numpy(dtype=object) == "1"
+    cuts = tuple(fzc.get("address_levels", (0.7, 0.4)))
+
+    def reach(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        if not len(left):
+            return np.zeros(0, dtype=bool)
+        return reach_bits(model, P, left, right, spouses[left] & spouses[right], cuts, keep_min)
+
+    return reach

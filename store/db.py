@@ -71,6 +71,9 @@ _forms_meta = sa.MetaData()
 
 
 FORM_COMPARE_COLUMNS = ["p_name_key", "p_birth", "p_sex", "p_region", "p_address", "p_idk", "p_idv", "p_spouse"]
+# "1" where the role may be a fuzzy query (no link, or a link by a fuzzy method; `day.scoped.index_of`):
+# the work set's blocks bring in only such roles, so the scope asks the database for them alone
+FORM_FLAG_COLUMNS = ["pq"]
 
 
 def forms_table(block_cols: list[str]) -> sa.Table:
@@ -79,12 +82,13 @@ def forms_table(block_cols: list[str]) -> sa.Table:
     name = "role_forms"
     if name in _forms_meta.tables:
         t = _forms_meta.tables[name]
-        if [c.name for c in t.columns][3 + len(FORM_COMPARE_COLUMNS):] == list(block_cols):
+        if [c.name for c in t.columns][3 + len(FORM_COMPARE_COLUMNS) + len(FORM_FLAG_COLUMNS):] == list(block_cols):
             return t
         _forms_meta.remove(t)
     cols = [sa.Column("form_key", sa.Text, primary_key=True), sa.Column("role_key", sa.Text, nullable=False),
             sa.Column("form", sa.Text, nullable=False)]
-    cols += [sa.Column(c, sa.Text, nullable=False, server_default="") for c in FORM_COMPARE_COLUMNS + list(block_cols)]
+    cols += [sa.Column(c, sa.Text, nullable=False, server_default="")
+             for c in FORM_COMPARE_COLUMNS + FORM_FLAG_COLUMNS + list(block_cols)]
     return sa.Table(name, _forms_meta, *cols)
 
 
@@ -98,7 +102,7 @@ def ensure_forms(conn: sa.Connection, block_cols: list[str]) -> sa.Table:
     conn.exec_driver_sql('CREATE TABLE IF NOT EXISTS role_forms (form_key TEXT PRIMARY KEY, role_key TEXT NOT NULL, '
                          'form TEXT NOT NULL)')
     have = {c["name"] for c in sa.inspect(conn).get_columns("role_forms")}
-    for c in FORM_COMPARE_COLUMNS + list(block_cols):
+    for c in FORM_COMPARE_COLUMNS + FORM_FLAG_COLUMNS + list(block_cols):
         if c not in have:
             conn.exec_driver_sql(f"ALTER TABLE role_forms ADD COLUMN {c} TEXT NOT NULL DEFAULT ''")
     conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_role_forms_role ON role_forms (role_key)")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
@@ -40,15 +41,6 @@ class Scope:
         return out
 
 
-def _reach(reach, pairs: pd.DataFrame, query: str, target: str, compare_cols: list[str]):
-    """`reach(queries, targets)` on the pairs' columns with the suffixes `query` and `target`."""
-    if not len(pairs):
-        return pd.Series(dtype=bool).to_numpy()
-    q = pairs[[c + query for c in compare_cols]].set_axis(compare_cols, axis=1)
-    t = pairs[[c + target for c in compare_cols]].set_axis(compare_cols, axis=1)
-    return reach(q.reset_index(drop=True), t.reset_index(drop=True))
-
-
 def find_scope(conn: sa.Connection, forms_table: sa.Table, block_cols: list[str], compare_cols: list[str],
                skip: dict[str, set[str]], seed_records: set[str], seed_roles: set[str], seed_index: pd.DataFrame,
                seed_forms: pd.DataFrame, variants, near_ids, reach, max_roles: int) -> Scope | None:
@@ -57,8 +49,9 @@ def find_scope(conn: sa.Connection, forms_table: sa.Table, block_cols: list[str]
     records (their old versions are read from the base); `skip`: per block column, the hashes of the
     blocks the model skips; `variants(broken_ids)`: the citizen IDs a broken number could be repaired
     to (`linkage.repair` candidates); `near_ids(valid_ids)`: how to look up the broken numbers one
-    keystroke from them (`linkage.ids.NearIDs`); `reach(queries, targets)`: which row-aligned pairs of forms (columns
-    `compare_cols`) can be kept candidates (`linkage.blocks.reachable`).
+    keystroke from them (`linkage.ids.NearIDs`); `reach(forms)`: the forms (columns `compare_cols`) prepared,
+    a function of (query positions, target positions) telling which pairs can be kept candidates
+    (`linkage.blocks.form_reach`).
 
     Two kinds of roles: the work set (seeds and the possible queries sharing a block with the work set:
     they may be re-linked) and the context (roles the work set's queries can reach, and everything
@@ -84,7 +77,6 @@ class ScopeSearch:
         self.probed_w: set[str] = set()  # roles whose blocks were probed as the work set's
         self.probed_p: set[str] = set()  # ... as a possible query's
         self.is_pq: set[str] = set()
-        self.checked: set[str] = set()  # roles outside the scope whose link method was read (is_pq known)
         self.first = True
 
     def widen(self, work_roles: set[str]) -> Scope | None:
@@ -99,7 +91,7 @@ class ScopeSearch:
                                                           self.compare_cols, self.block_cols)
         icols = ["role_key", "record", "id_key", "state_id", "broken_id", "repair_prefix", "repair_birth"]
         extra_rows = seed_index.reindex(columns=icols) if seed_index is not None and len(seed_index) else None
-        extra_forms = (seed_forms.reindex(columns=["role_key", *compare_cols, *block_cols])
+        extra_forms = (seed_forms.reindex(columns=["form_key", "role_key", *compare_cols, *block_cols])
                        if seed_forms is not None and len(seed_forms) else None)
         records, roles = set(records), set(roles)
         while True:
@@ -184,46 +176,63 @@ class ScopeSearch:
     def _blocks(self, extra_forms: pd.DataFrame | None) -> set[str]:
         """Fuzzy blocks: a possible query sharing a block with the work set joins it; a possible query
         takes in every role of its blocks that it can reach (its candidates). `extra_forms`: the seeds'
-        form rows of today, probed with the stored ones."""
-        conn, scope, seen, compare_cols, block_cols = self.conn, self.scope, self.seen, self.compare_cols, self.block_cols
-        reach, forms_table = self.reach, self.forms_table
-        nxt_roles: set[str] = set()
+        form rows of today, probed with the stored ones. A block of the work set alone is asked for its
+        possible queries only (`pq`); every form read is prepared once for all passes (`reach`)."""
+        conn, scope, seen, compare_cols = self.conn, self.scope, self.seen, self.compare_cols
         want_w = (self.work & scope.roles) - self.probed_w
         want_p = (self.is_pq & scope.roles) - self.probed_p
         self.probed_w |= want_w
         self.probed_p |= want_p
-        fcols = ["role_key", *compare_cols, *block_cols]
-        forms = db.select_in(conn, forms_table, "role_key", want_w | want_p, fcols)
-        if extra_forms is not None:
-            forms = pd.concat([forms, extra_forms], ignore_index=True)
-        for col in block_cols:
+        fcols = ["form_key", "role_key", *compare_cols, *self.block_cols]
+        forms = db.select_in(conn, self.forms_table, "role_key", want_w | want_p, fcols)
+        if extra_forms is not None:  # today's version of a stored form is another form
+            forms = pd.concat([forms, extra_forms.assign(form_key="today|" + extra_forms["form_key"])], ignore_index=True)
+        in_w, in_p = forms["role_key"].isin(want_w), forms["role_key"].isin(want_p)
+        mcols = ["form_key", "role_key", "pq", *compare_cols]
+        read = []  # (column, work keys, query keys, mates)
+        for col in self.block_cols:
             skipped = self.skip.get(col, set()) | {""}
-            fw = {v for v in set(forms.loc[forms["role_key"].isin(want_w), col]) - skipped if ("w", col, v) not in seen["bk"]}
-            fp = {v for v in set(forms.loc[forms["role_key"].isin(want_p), col]) - skipped if ("p", col, v) not in seen["bk"]}
+            fw = {v for v in set(forms.loc[in_w, col]) - skipped if ("w", col, v) not in seen["bk"]}
+            fp = {v for v in set(forms.loc[in_p, col]) - skipped if ("p", col, v) not in seen["bk"]}
             seen["bk"].update(("w", col, v) for v in fw)
             seen["bk"].update(("p", col, v) for v in fp)
-            if not fw and not fp:
-                continue
-            mates = db.select_in(conn, forms_table, col, fw | fp, ["role_key", *compare_cols, col])
-            if not len(mates):
-                continue
-            unknown = set(mates["role_key"]) - scope.roles - self.checked  # whether a possible query: not known yet
-            self.checked |= unknown
-            ml = db.select_in(conn, db.links, "role_key", unknown, ["role_key", "PPFS"])
-            self.is_pq |= set(ml.loc[ml["PPFS"].isin(QUERY_METHODS), "role_key"]) | (unknown - set(ml["role_key"]))
+            mates = pd.concat([db.select_in(conn, self.forms_table, col, fp, [*mcols, col]),
+                               db.select_in(conn, self.forms_table, col, fw - fp, [*mcols, col], equal=("pq", "1"))],
+                              ignore_index=True)
+            if len(mates):
+                self.is_pq |= set(mates.loc[mates["pq"] == "1", "role_key"])
+                read.append((col, fw, fp, mates))
+        if not read:
+            return set()
+        # every form read, once: the work set's and queries' own, and their mates of every pass
+        every = pd.concat([forms[["form_key", *compare_cols]], *(m[["form_key", *compare_cols]] for _, _, _, m in read)],
+                          ignore_index=True)
+        codes, _ = pd.factorize(every["form_key"])
+        first = np.zeros(codes.max() + 1, dtype=np.int64)
+        first[codes[::-1]] = np.arange(len(codes))[::-1]  # each form's first row
+        reach = self.reach(every.iloc[first].reset_index(drop=True))
+        pos_forms, at = codes[:len(forms)], len(forms)
+        nxt_roles: set[str] = set()
+        for col, fw, fp, mates in read:
+            pos_mates = codes[at:at + len(mates)]
+            at += len(mates)
+            left = pd.DataFrame({"q": pos_forms, "qk": forms["role_key"].to_numpy(dtype=object),
+                                 "b": forms[col].to_numpy(dtype=object)})
+            right = pd.DataFrame({"t": pos_mates, "tk": mates["role_key"].to_numpy(dtype=object),
+                                  "b": mates[col].to_numpy(dtype=object)})
             # a possible query's candidates: the mates its forms can reach
-            q = forms[forms["role_key"].isin(want_p) & forms[col].isin(fp)]
-            pairs = q.merge(mates, on=col, suffixes=("", "_t"))
-            pairs = pairs[pairs["role_key"] != pairs["role_key_t"]]
-            nxt_roles |= set(pairs.loc[_reach(reach, pairs, "", "_t", compare_cols), "role_key_t"])
+            pairs = left[in_p.to_numpy() & left["b"].isin(fp).to_numpy()].merge(right, on="b")
+            pairs = pairs[pairs["qk"] != pairs["tk"]]
+            nxt_roles |= set(pairs.loc[reach(pairs["q"].to_numpy(), pairs["t"].to_numpy()), "tk"])
             # possible queries joining the work set: a mate reaching a work form, a work query reaching a mate
-            w = forms[forms["role_key"].isin(want_w) & forms[col].isin(fw)]
-            pq_mates = mates[mates["role_key"].isin(self.is_pq)]
-            pairs = w.merge(pq_mates, on=col, suffixes=("", "_t"))
-            pairs = pairs[pairs["role_key"] != pairs["role_key_t"]]
-            hit = _reach(reach, pairs, "_t", "", compare_cols)
-            hit |= pairs["role_key"].isin(self.is_pq).to_numpy() & _reach(reach, pairs, "", "_t", compare_cols)
-            joins = set(pairs.loc[hit, "role_key_t"])
+            pq_right = right[right["tk"].isin(self.is_pq).to_numpy()]
+            pairs = left[in_w.to_numpy() & left["b"].isin(fw).to_numpy()].merge(pq_right, on="b")
+            pairs = pairs[pairs["qk"] != pairs["tk"]]
+            q, t = pairs["q"].to_numpy(), pairs["t"].to_numpy()
+            hit = reach(t, q)
+            back = pairs["qk"].isin(self.is_pq).to_numpy() & ~hit
+            hit[back] = reach(q[back], t[back])
+            joins = set(pairs.loc[hit, "tk"])
             self.work |= joins
             nxt_roles |= joins
         return nxt_roles
