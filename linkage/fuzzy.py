@@ -27,7 +27,9 @@ Feature levels (-1 = missing on either side, contributes nothing; labels in `LEV
   birth   0 different · 1 same year · 2 one digit off / adjacent transposition · 3 day↔month · 4 exact
   sex     0 different · 1 same
   region  0 different · 1 same prefecture (4 digits) · 2 same county (6 digits)
-  address 0 different · 1 similar · 2 very similar (character-bigram Jaccard, `address_levels`)
+  address token-level, declared in the configuration (`fuzzy.address_levels`, `linkage.address`): 4 same address ·
+          3 same tokens (another order, a typo, a Chinese division left out) · 2 most tokens agree (Jaccard >= 0.5) ·
+          1 some token agrees · 0 else
   id      0 different · 1 a short known prefix agrees · 2 region+birth digits agree · 3 ≤ 2 digits off or
           15+ known digits agree · 4 the same broken ID (fixed weights `id_bits`: ID-labelled pairs cannot teach them)
   partner 0 different · 1 the role's spouse in its record is the candidate's spouse in another (fixed `partner_bits`)
@@ -38,26 +40,25 @@ import base64
 import json
 import math
 import re
-import unicodedata
 import zlib
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Iterator
 
 import numpy as np
 import pandas as pd
 
+from linkage import address as ad
 from linkage import names as nm
 
 FEATURES = ("name", "birth", "sex", "region", "address", "id", "partner")
 LEARNED = ("name", "birth", "sex", "region", "address")
 CHEAP = ("birth", "sex", "region", "id", "partner")  # vectorised comparisons
-N_LEVELS = {"name": nm.N_NAME_LEVELS, "birth": 5, "sex": 2, "region": 3, "address": 3, "id": 5, "partner": 2}
+N_LEVELS = {"name": nm.N_NAME_LEVELS, "birth": 5, "sex": 2, "region": 3, "address": ad.N_LEVELS, "id": 5, "partner": 2}
 # blocking fields: the name and its parts (`names.name_blocking_keys`; tokens, initials, phonetic and latin
 # are filled for Latin names only), the birth date and its parts (year, year+month, month+day), region,
-# the numbers of the address (anum), sex, the region digits of an ID, the spouse's entity
+# the numbers of the address (anum) and its first word (aword), sex, the region digits of an ID, the spouse's entity
 BLOCK_FIELDS = ("name_key", "surname", "given", "pinyin", "tokens", "initials", "phonetic", "latin", "birth", "byear",
-                "bym", "bmd", "region", "region4", "anum", "sex", "idregion", "partner")
+                "bym", "bmd", "region", "region4", "anum", "aword", "sex", "idregion", "partner")
 NAME_PARTS = nm.NAME_BLOCK_PARTS  # blocking parts of the name (`names.name_blocking_keys`)
 # labels of the levels of each feature (index = level), for explanations and `FSModel.describe`
 LEVEL_LABELS = {
@@ -65,7 +66,7 @@ LEVEL_LABELS = {
     "birth": ["different", "same year", "one digit off / adjacent digits swapped", "day and month swapped", "exact"],
     "sex": ["different", "same"],
     "region": ["different", "same prefecture", "same county"],
-    "address": ["different", "similar", "very similar"],
+    "address": ad.LABELS,  # declared with the comparison (config `fuzzy.address_levels`, `linkage.address`)
     "id": ["different", "a short known prefix agrees", "region and birth digits agree",
            "at most two digits off / 15+ known digits agree", "the same broken ID"],
     "partner": ["different", "the spouses are one person"],
@@ -79,7 +80,7 @@ LEVEL_LABELS_ZH = {
     "birth": ["出生日期不同", "出生年份相同", "出生日期差一位或相邻两位颠倒", "出生日期月日颠倒", "出生日期相同"],
     "sex": ["性别不同", "性别相同"],
     "region": ["所在地区划不同", "所在地同一地市", "所在地区划相同"],
-    "address": ["地址不同", "地址相近", "地址相同"],
+    "address": ad.LABELS_ZH,
     "id": ["证件号码不同", "证件号码前几位相同", "证件号码地区和出生日期相同", "证件号码相差不超过两位",
            "证件号码(同一错号)相同"],
     "partner": ["配偶不同", "配偶为同一人"],
@@ -116,10 +117,6 @@ def _per_unique(values: np.ndarray, fn) -> np.ndarray:
     return out[codes]
 
 
-def _norm_address(u: str) -> str:
-    return "".join(unicodedata.normalize("NFKC", u).split())
-
-
 def _address_numbers(u: str) -> str:
     """The numbers of a (normalised) address in order, space-separated: a blocking key (house number,
     postcode …) that survives typos in the words."""
@@ -150,7 +147,7 @@ def prepare(roles: pd.DataFrame, trust_id: np.ndarray, id_kind: np.ndarray, id_v
     sex[~np.isin(sex, ["1", "2"])] = ""
     birth, sex = _trusted(birth, sex, trust_id, col("id_birth"), col("id_sex"))
     region = _per_unique(col("region"), lambda u: u.strip() if len(u.strip()) == 6 and u.strip().isdigit() else "")
-    address = _per_unique(col("address"), _norm_address)
+    address = _per_unique(col("address"), ad.normalise)
     P = pd.DataFrame(
         {
             "name_key": key,
@@ -160,6 +157,7 @@ def prepare(roles: pd.DataFrame, trust_id: np.ndarray, id_kind: np.ndarray, id_v
             "region": region,
             "address": address,
             "anum": _per_unique(address, _address_numbers),
+            "aword": _per_unique(address, ad.first_word),
             "region4": _per_unique(region, lambda u: u[:4]),
             **_id_and_birth_parts(birth, id_kind, id_value),
         }
@@ -247,11 +245,11 @@ class Prepared:
         rows = np.asarray(rows, dtype=np.int64)
         birth, sex = _trusted(self.cols["birth"][rows], self.cols["sex"][rows], np.ones(len(rows), dtype=bool),
                               id_birth, id_sex)
-        extra = {c: self.cols[c][rows] for c in ("name_key", *NAME_PARTS, "region", "address", "anum", "region4")}
+        extra = {c: self.cols[c][rows] for c in ("name_key", *NAME_PARTS, "region", "address", "anum", "aword", "region4")}
         extra.update(birth=birth, sex=sex, **_id_and_birth_parts(birth, id_kind, id_value))
         df = pd.DataFrame({c: np.concatenate([self.cols[c], extra[c]]) for c in self.df.columns})
         out = Prepared(df)
-        for f in ("name_key", *NAME_PARTS, "region", "anum", "region4"):  # same values: same codes
+        for f in ("name_key", *NAME_PARTS, "region", "anum", "aword", "region4"):  # same values: same codes
             c, m = self.codes(f)
             out._codes[f] = (np.concatenate([c, c[rows]]), m)
             out._uniq[f] = self._uniq[f]
@@ -297,44 +295,16 @@ def region_levels(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 _DIGITS = re.compile(r"[0-9]+")
 
 
-@lru_cache(maxsize=500_000)
-def _address_parts(s: str) -> tuple[frozenset, tuple]:
-    """(character bigrams of the text without numbers, the numbers in order) of an address."""
-    nums = tuple(_DIGITS.findall(s))
-    t = _DIGITS.sub("#", s)
-    grams = frozenset(t[i:i + 2] for i in range(len(t) - 1)) if len(t) >= 2 else frozenset({t})
-    return grams, nums
+def _address_declaration(fz: dict):
+    """The address comparison of a configuration's `fuzzy` section (None: the shipped one)."""
+    got = fz.get("address_levels")
+    return tuple(got) if got is not None else None
 
 
-def _address_level(x: str, y: str, cut_same: float, cut_near: float) -> int:
-    """2 same address (same street text and same numbers), 1 same street or similar text, 0 different."""
-    if x == y:
-        return 2
-    gx, nx = _address_parts(x)
-    gy, ny = _address_parts(y)
-    inter = len(gx & gy)
-    jac = inter / (len(gx) + len(gy) - inter) if (gx or gy) else 0.0
-    if jac >= cut_same and nx == ny:
-        return 2
-    if jac >= cut_near:
-        return 1
-    return 0
-
-
-def address_levels(a: np.ndarray, b: np.ndarray, cuts=(0.7, 0.4)) -> np.ndarray:
-    out = np.full(len(a), -1, dtype=np.int8)
-    if len(a) == 0:
-        return out
-    ok = (a != "") & (b != "")
-    same = ok & (a == b)
-    out[same] = 2
-    idx = np.flatnonzero(ok & ~same)
-    if len(idx):
-        codes, uniq = nm.pair_codes(a[idx], b[idx])
-        c0, c1 = float(cuts[0]), float(cuts[1])
-        vals = np.fromiter((_address_level(x, y, c0, c1) for x, y in uniq), dtype=np.int8, count=len(uniq))
-        out[idx] = vals[codes]
-    return out
+def address_levels(a: np.ndarray, b: np.ndarray, declared=None) -> np.ndarray:
+    """Levels of the address comparison declared in `fuzzy.address_levels` (None: the shipped one;
+    `linkage.address`): token-level, from the same address down to "else"."""
+    return ad.address_levels(a, b, declared)
 
 
 def _hamming(x: str, y: str) -> int:
@@ -412,9 +382,11 @@ def sex_levels(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-def compare_pairs(P: Prepared, left: np.ndarray, right: np.ndarray, address_cuts=(0.7, 0.4),
+def compare_pairs(P: Prepared, left: np.ndarray, right: np.ndarray, address_cuts=None,
                   features=FEATURES) -> dict[str, np.ndarray]:
-    """Agreement level (int8) of every feature for the row pairs (left[i], right[i]) of P."""
+    """Agreement level (int8) of every feature for the row pairs (left[i], right[i]) of P. `address_cuts`:
+    the declared levels of the address comparison (the configuration's `fuzzy.address_levels`; None: the
+    shipped declaration)."""
     mats = P
     out: dict[str, np.ndarray] = {}
     col = P.cols
@@ -586,7 +558,7 @@ def train_model(P: Prepared, entity: np.ndarray, labelled: tuple[np.ndarray, np.
     pc = float(tr.get("pseudo_count", 5.0))
     default_m = {f: np.asarray(fz["default_m"][f], dtype=np.float64) for f in LEARNED}
     default_u = {f: np.asarray(fz["default_u"][f], dtype=np.float64) for f in LEARNED}
-    cuts = tuple(fz.get("address_levels", (0.7, 0.4)))
+    cuts = _address_declaration(fz)
     n = len(P)
     n_entities = int(len(np.unique(entity))) if n else 0
     rng = np.random.default_rng(int(tr.get("seed", 0)))
@@ -608,8 +580,7 @@ def train_model(P: Prepared, entity: np.ndarray, labelled: tuple[np.ndarray, np.
         for f in fast:
             u[f] = _smooth(_level_counts(lv[f], N_LEVELS[f]), default_u[f], pc)
         ks = int(tr.get("random_pairs_slow", 20_000))  # per-value-pair Python comparisons: a subsample
-        lv = compare_pairs(P, i[:ks], j[:ks], cuts, features=("address",))
-        u["address"] = _smooth(_level_counts(lv["address"], N_LEVELS["address"]), default_u["address"], pc)
+        u["address"] = _address_u(P, i, j, ks, cuts, default_u["address"], pc)
         u["name"] = _name_u(P, entity, rng, ks, cuts, default_u["name"], pc)
         u["name"] = _latin_name_u(P, entity, u["name"], int(tr.get("random_pairs_latin", 200_000)),
                                   int(tr.get("seed", 0)), cuts)
@@ -667,6 +638,26 @@ def train_model(P: Prepared, entity: np.ndarray, labelled: tuple[np.ndarray, np.
     return FSModel(m=m, u=u, id_bits=id_bits, partner_bits=partner_bits, name_tf=name_tf, birth_tf=birth_tf,
                    n_entities=n_entities, prior_has_match=float(fz.get("prior_has_match", 0.5)), source=source, n_labelled=n_lab,
                    n_random=n_random, cap=float(fz.get("weights_bits_cap", 20.0)), meta=meta)
+
+
+def _address_u(P: Prepared, i: np.ndarray, j: np.ndarray, k: int, cuts, default, pc) -> np.ndarray:
+    """u of the address levels from random pairs (i, j). The same address is counted on all of them (an
+    equality, vectorised): it is the rarest level that matters most, and the subsample the token levels
+    can afford (`k` pairs, Python per distinct pair) holds only a handful of such pairs, so one chance
+    pair more or less moved its weight by bits. The other levels are measured on the first `k` pairs
+    whose addresses differ and share what the same address leaves."""
+    a, b = P.cols["address"][i], P.cols["address"][j]
+    both = (a != "") & (b != "")
+    equal = both & (a == b)
+    default = np.asarray(default, dtype=np.float64) / np.sum(default)
+    ex = ad.EXACT
+    p_equal = (equal.sum() + pc * default[ex]) / (both.sum() + pc)
+    rows = np.flatnonzero(both & ~equal)[:k]
+    counts = _level_counts(compare_pairs(P, i[rows], j[rows], cuts, features=("address",))["address"],
+                           N_LEVELS["address"])
+    rest = _smooth(counts, default, pc) * (1.0 - p_equal)  # levels of different texts (exact: tokens alike)
+    rest[ex] += p_equal
+    return rest / rest.sum()
 
 
 def _name_u(P: Prepared, entity: np.ndarray, rng, k: int, cuts, default, pc) -> np.ndarray:
@@ -734,7 +725,7 @@ def _latin_name_u(P: Prepared, entity: np.ndarray, u: np.ndarray, k: int, seed: 
     return u / u.sum()
 
 
-EXACT_LEVEL = {"name": nm.EXACT, "birth": 4, "sex": 1, "region": 2, "address": 2}
+EXACT_LEVEL = {"name": nm.EXACT, "birth": 4, "sex": 1, "region": 2, "address": ad.EXACT}
 
 
 def _em_sessions(lv: dict[str, np.ndarray], m: dict, u: dict, sessions: list, iterations: int, pc: float,
@@ -927,7 +918,7 @@ def score_queries(P: Prepared, queries: np.ndarray, targets: np.ndarray, entity:
     `exclude`: frame of (`q`, `entity`) pairs that must not be proposed (NOT_SAME decisions).
     """
     fz = cfg["fuzzy"]
-    cuts = tuple(fz.get("address_levels", (0.7, 0.4)))
+    cuts = _address_declaration(fz)
     stats = stats if stats is not None else {}
     targets_d = np.asarray(targets, dtype=np.int64)
     prior = model.log2_prior_odds
@@ -1004,7 +995,7 @@ def best_pairs(cand: pd.DataFrame) -> pd.DataFrame:
 
 
 def explain_pairs(P: Prepared, left: np.ndarray, right: np.ndarray, model: FSModel,
-                  address_cuts=(0.7, 0.4)) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+                  address_cuts=None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Level and bits of every comparison (`FEATURES`) for the pairs (left[i], right[i]): the terms
     `score_queries` adds up, one by one, so that a fuzzy link can be explained (`linkage.explain`)."""
     left = np.asarray(left, dtype=np.int64)

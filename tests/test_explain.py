@@ -124,6 +124,26 @@ def test_the_fuzzy_candidate_task_says_the_comparisons_in_chinese():
     assert _task_frame(task.reset_index(drop=True))["DBXX"].iloc[0] == dbxx
 
 
+@pytest.mark.parametrize("addr, level, label", [
+    ("玄武区中山路1号", 4, "地址相同(+"),
+    ("江苏省南京市中山路1号", 3, "地址基本相同(仅词序、错字、空格或省市区写法不同)(+"),  # H1's, written otherwise
+    ("玄武区中山路1号3幢", 2, "地址相近(大部分相同)(+"),
+    ("玄武区中山路7号", 1, "地址部分相同("),
+], ids=["same", "same-words", "most", "some"])
+def test_the_clerk_reads_how_the_addresses_agree(addr, level, label):
+    """The address comparison's levels (token-level, `linkage.address`) reach the clerk's 比对依据 in
+    Chinese: H1 lives at 玄武区中山路1号, the record without an ID gives its address as below."""
+    roles = roles_of(hukou=[hukou("H1", "张伟", ID_A, "19850302"), hukou("H2", "李娜", ID_B, "19900101", xb="2")],
+                     resident=[resident("R1", "张伟", "", "19850312", addr=addr)])
+    res = link(roles, cfg=_grey())
+    r1 = rk(res, "resident", "R1")
+    assert r1["RKID"] == rk(res, "hukou", "H1")["RKID"] and r1["PPFS"] == "POSSIBLE"
+    assert ex.decode(r1["PPMX"])["address"][0] == level
+    states = evaluate_states(roles, res.links, {}, "20260301")
+    dbxx = states[states["HCZT"] == "FUZZY_CANDIDATE"].iloc[0]["DBXX"]
+    assert label in dbxx.split("比对依据")[1], dbxx
+
+
 def _base_with_links(tmp_path, links: pd.DataFrame) -> str:
     """A SQLite base holding only these links (as `exchange.process` writes them)."""
     from store import db
