@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
@@ -152,16 +151,7 @@ class ScopeSearch:
         nxt_roles |= set(db.select_in(conn, ix, "id_key", self.variants(sorted(broken)), ["role_key"])["role_key"])
         prefixes = set(zip(rows["repair_prefix"], rows["repair_birth"])) - seen["prefix"] - {("", "")}
         seen["prefix"] |= prefixes
-        for p, birth in sorted(prefixes):
-            head = p[:-1] if len(p) > 6 else p  # Excel's last shown digit may be rounded
-            cond = [ix.c.id_key >= head, ix.c.id_key < head + ":", ix.c.id_key != ""]  # != "": the partial index
-            if len(p) < 15:  # too few digits: the holder must also be born that day (`linkage.repair`)
-                if not birth:
-                    continue
-                cond.append(sa.func.substr(ix.c.id_key, 7, 8) == birth)
-            hit = conn.execute(sa.select(ix.c.role_key).where(*cond)).all()
-            db.READ.add(ix.name, len(hit))
-            nxt_roles |= {h[0] for h in hit}
+        nxt_roles |= self._repair_holders(prefixes)
         valid = {v for v in rows["id_key"] if len(v) == 18 and v.isalnum()} - seen["valid"]
         seen["valid"] |= valid
         if valid:
@@ -173,11 +163,38 @@ class ScopeSearch:
         nxt_roles |= set(db.select_in(conn, ix, "repair_prefix", heads, ["role_key"])["role_key"])
         return nxt_roles
 
+    def _repair_holders(self, prefixes: set[tuple[str, str]]) -> set[str]:
+        """The roles holding a citizen ID that an Excel-damaged number's kept digits (and, when they are too
+        few, its holder's birth date) could be (`linkage.repair`), one index range each: the digits less
+        the last shown (it may be rounded); with a birth date, the region's six digits and the birth date
+        (positions 7-14 of the ID), so the range is one day's holders, not the region's."""
+        ranges: set[tuple[str, str]] = set()  # (start of the ID, birth date to check; "" none)
+        for p, birth in prefixes:
+            head = p[:-1] if len(p) > 6 else p
+            if len(p) >= 15:
+                ranges.add((head, ""))
+            elif not birth:
+                continue  # too few digits and no birth date: no candidate (`linkage.repair`)
+            elif len(head) >= 6:
+                if head[6:] == birth[:len(head) - 6]:
+                    ranges.add((head[:6] + birth, ""))
+            else:
+                ranges.add((head, birth))
+        ph = "?" if self.conn.dialect.paramstyle == "qmark" else "%s"
+        sql = f"SELECT role_key FROM role_index WHERE id_key <> '' AND id_key >= {ph} AND id_key < {ph}"
+        out: set[str] = set()
+        for start, birth in sorted(ranges):
+            hit = self.conn.exec_driver_sql(sql + (f" AND substr(id_key, 7, 8) = {ph}" if birth else ""),
+                                            (start, start + ":", birth) if birth else (start, start + ":")).all()
+            db.READ.add(db.role_index.name, len(hit))
+            out |= {h[0] for h in hit}
+        return out
+
     def _blocks(self, extra_forms: pd.DataFrame | None) -> set[str]:
         """Fuzzy blocks: a possible query sharing a block with the work set joins it; a possible query
         takes in every role of its blocks that it can reach (its candidates). `extra_forms`: the seeds'
         form rows of today, probed with the stored ones. A block of the work set alone is asked for its
-        possible queries only (`pq`); every form read is prepared once for all passes (`reach`)."""
+        possible queries only (`pq`); every form met is read and prepared once for all passes (`reach`)."""
         conn, scope, seen, compare_cols = self.conn, self.scope, self.seen, self.compare_cols
         want_w = (self.work & scope.roles) - self.probed_w
         want_p = (self.is_pq & scope.roles) - self.probed_p
@@ -188,7 +205,7 @@ class ScopeSearch:
         if extra_forms is not None:  # today's version of a stored form is another form
             forms = pd.concat([forms, extra_forms.assign(form_key="today|" + extra_forms["form_key"])], ignore_index=True)
         in_w, in_p = forms["role_key"].isin(want_w), forms["role_key"].isin(want_p)
-        mcols = ["form_key", "role_key", "pq", *compare_cols]
+        mcols = ["form_key", "role_key", "pq"]  # the compare columns are read once per form, below
         read = []  # (column, work keys, query keys, mates)
         for col in self.block_cols:
             skipped = self.skip.get(col, set()) | {""}
@@ -204,18 +221,17 @@ class ScopeSearch:
                 read.append((col, fw, fp, mates))
         if not read:
             return set()
-        # every form read, once: the work set's and queries' own, and their mates of every pass
-        every = pd.concat([forms[["form_key", *compare_cols]], *(m[["form_key", *compare_cols]] for _, _, _, m in read)],
-                          ignore_index=True)
-        codes, _ = pd.factorize(every["form_key"])
-        first = np.zeros(codes.max() + 1, dtype=np.int64)
-        first[codes[::-1]] = np.arange(len(codes))[::-1]  # each form's first row
-        reach = self.reach(every.iloc[first].reset_index(drop=True))
-        pos_forms, at = codes[:len(forms)], len(forms)
+        # every form met, once (a form sits in a block of each pass): the own forms, and the mates' read by key
+        mate_keys = set().union(*(set(m["form_key"]) for _, _, _, m in read)) - set(forms["form_key"])
+        pool = pd.concat([forms[["form_key", *compare_cols]],
+                          db.select_in(conn, self.forms_table, "form_key", mate_keys, ["form_key", *compare_cols])],
+                         ignore_index=True).drop_duplicates("form_key")
+        reach = self.reach(pool.reset_index(drop=True))
+        where = pd.Index(pool["form_key"])
+        pos_forms = where.get_indexer(forms["form_key"])
         nxt_roles: set[str] = set()
         for col, fw, fp, mates in read:
-            pos_mates = codes[at:at + len(mates)]
-            at += len(mates)
+            pos_mates = where.get_indexer(mates["form_key"])
             left = pd.DataFrame({"q": pos_forms, "qk": forms["role_key"].to_numpy(dtype=object),
                                  "b": forms[col].to_numpy(dtype=object)})
             right = pd.DataFrame({"t": pos_mates, "tk": mates["role_key"].to_numpy(dtype=object),
