@@ -26,7 +26,8 @@ from exchange.overlays import live_overlays, overlay_sources
 from exchange.process import ProcessResult, apply_extracts, apply_returns, stored_model
 from exchange.role_index import role_index
 from linkage.base import rkid_for, role_keys
-from linkage.blocks import COMPARE_COLUMNS, block_columns, block_passes, form_reach, role_blocks
+from linkage.blocks import (COMPARE_COLUMNS, block_columns, block_passes, form_reach, query_empty_columns,
+                            role_blocks)
 from linkage.ids import NearIDs, id_variants
 from linkage.incremental import QUERY_METHODS
 from linkage.link import _canonical
@@ -140,7 +141,7 @@ def scoped_state(conn: sa.Connection, staged, frames: dict, date: str, cfg: dict
     max_share = float(cfg.get("incremental", {}).get("max_share", 0.35))
     scope = find_scope(conn, forms, cols, COMPARE_COLUMNS, skip, seed_records, seed_roles, seed_index, seed_forms,
                        _repair_targets, NearIDs, lambda forms_: form_reach(forms_, model, cfg),
-                       max_roles=max(int(max_share * total), 1000))
+                       max_roles=max(int(max_share * total), 1000), query_empty=query_empty_columns(cfg))
     if scope is None:
         log.info("%s reads the whole base: its changes reach past %.0f%% of the roles", date, 100 * max_share)
         return None

@@ -53,6 +53,18 @@ def block_passes(cfg: dict) -> list[tuple[str, list[str]]]:
     return out
 
 
+def query_empty_columns(cfg: dict) -> dict[str, list[str]]:
+    """Per block column, the compare columns a form must have empty to be a query of that pass (the
+    pass's `queries_missing`: `name_without_birth` serves queries without a birth date only). A field
+    with no compare column puts no condition (the scope then takes in more, never less)."""
+    out = {}
+    for spec in cfg["fuzzy"]["blocking"]:
+        missing = [f"p_{f}" for f in spec.get("queries_missing", ())]
+        if missing and all(c in COMPARE_COLUMNS for c in missing) and "partner" not in spec["keys"]:
+            out[f"bk_{spec['name']}"] = missing
+    return out
+
+
 def block_columns(cfg: dict) -> list[str]:
     return [f"bk_{name}" for name, _ in block_passes(cfg)]
 

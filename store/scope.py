@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
@@ -42,7 +43,8 @@ class Scope:
 
 def find_scope(conn: sa.Connection, forms_table: sa.Table, block_cols: list[str], compare_cols: list[str],
                skip: dict[str, set[str]], seed_records: set[str], seed_roles: set[str], seed_index: pd.DataFrame,
-               seed_forms: pd.DataFrame, variants, near_ids, reach, max_roles: int) -> Scope | None:
+               seed_forms: pd.DataFrame, variants, near_ids, reach, max_roles: int,
+               query_empty: dict[str, list[str]] | None = None) -> Scope | None:
     """The scope of a date (module docstring); None when it grows past `max_roles` (the date then reads
     the whole base). `seed_index` / `seed_forms`: index and form rows of today's versions of the seed
     records (their old versions are read from the base); `skip`: per block column, the hashes of the
@@ -50,14 +52,16 @@ def find_scope(conn: sa.Connection, forms_table: sa.Table, block_cols: list[str]
     to (`linkage.repair` candidates); `near_ids(valid_ids)`: how to look up the broken numbers one
     keystroke from them (`linkage.ids.NearIDs`); `reach(forms)`: the forms (columns `compare_cols`) prepared,
     a function of (query positions, target positions) telling which pairs can be kept candidates
-    (`linkage.blocks.form_reach`).
+    (`linkage.blocks.form_reach`); `query_empty`: per block column, the compare columns a form must have
+    empty to be a query of that pass (`linkage.blocks.query_empty_columns`).
 
     Two kinds of roles: the work set (seeds and the possible queries sharing a block with the work set:
     they may be re-linked) and the context (roles the work set's queries can reach, and everything
     sharing a person, ID, record or decision with either). Only the work set's blocks bring in more
     possible queries; a possible query of either kind brings in its whole blocks. `ScopeSearch.widen`
     carries the same search on when the linker needs more (`Scope.search`)."""
-    search = ScopeSearch(conn, forms_table, block_cols, compare_cols, skip, variants, near_ids, reach, max_roles)
+    search = ScopeSearch(conn, forms_table, block_cols, compare_cols, skip, variants, near_ids, reach, max_roles,
+                         query_empty)
     return search.grow(seed_records, seed_roles, seed_index, seed_forms)
 
 
@@ -66,9 +70,11 @@ class ScopeSearch:
     to a scope without reading again what it read."""
 
     def __init__(self, conn: sa.Connection, forms_table: sa.Table, block_cols: list[str], compare_cols: list[str],
-                 skip: dict[str, set[str]], variants, near_ids, reach, max_roles: int):
+                 skip: dict[str, set[str]], variants, near_ids, reach, max_roles: int,
+                 query_empty: dict[str, list[str]] | None = None):
         self.conn, self.forms_table, self.block_cols, self.compare_cols = conn, forms_table, block_cols, compare_cols
         self.skip, self.variants, self.near_ids, self.reach, self.max_roles = skip, variants, near_ids, reach, max_roles
+        self.query_empty = query_empty or {}
         self.scope = Scope(search=self)
         self.seen: dict[str, set] = {k: set() for k in ("record", "person", "id_key", "state_id", "broken", "prefix",
                                                         "valid", "bk")}
@@ -163,6 +169,13 @@ class ScopeSearch:
         nxt_roles |= set(db.select_in(conn, ix, "repair_prefix", heads, ["role_key"])["role_key"])
         return nxt_roles
 
+    def _query_of(self, forms: pd.DataFrame, col: str) -> pd.Series:
+        """Which of `forms` can be a query of the pass of block column `col` (`query_empty`)."""
+        ok = pd.Series(True, index=forms.index)
+        for c in self.query_empty.get(col, ()):
+            ok &= forms[c].fillna("").astype(str) == ""
+        return ok
+
     def _repair_holders(self, prefixes: set[tuple[str, str]]) -> set[str]:
         """The roles holding a citizen ID that an Excel-damaged number's kept digits (and, when they are too
         few, its holder's birth date) could be (`linkage.repair`), one index range each: the digits less
@@ -210,7 +223,8 @@ class ScopeSearch:
         for col in self.block_cols:
             skipped = self.skip.get(col, set()) | {""}
             fw = {v for v in set(forms.loc[in_w, col]) - skipped if ("w", col, v) not in seen["bk"]}
-            fp = {v for v in set(forms.loc[in_p, col]) - skipped if ("p", col, v) not in seen["bk"]}
+            fp = {v for v in set(forms.loc[in_p & self._query_of(forms, col), col]) - skipped
+                  if ("p", col, v) not in seen["bk"]}
             seen["bk"].update(("w", col, v) for v in fw)
             seen["bk"].update(("p", col, v) for v in fp)
             mates = pd.concat([db.select_in(conn, self.forms_table, col, fp, [*mcols, col]),
@@ -232,12 +246,14 @@ class ScopeSearch:
         nxt_roles: set[str] = set()
         for col, fw, fp, mates in read:
             pos_mates = where.get_indexer(mates["form_key"])
+            # qq / tq: whether the form can be a query of this pass (`query_empty`)
             left = pd.DataFrame({"q": pos_forms, "qk": forms["role_key"].to_numpy(dtype=object),
-                                 "b": forms[col].to_numpy(dtype=object)})
+                                 "b": forms[col].to_numpy(dtype=object), "qq": self._query_of(forms, col).to_numpy()})
             right = pd.DataFrame({"t": pos_mates, "tk": mates["role_key"].to_numpy(dtype=object),
-                                  "b": mates[col].to_numpy(dtype=object)})
+                                  "b": mates[col].to_numpy(dtype=object),
+                                  "tq": self._query_of(pool, col).to_numpy()[pos_mates]})
             # a possible query's candidates: the mates its forms can reach
-            pairs = left[in_p.to_numpy() & left["b"].isin(fp).to_numpy()].merge(right, on="b")
+            pairs = left[in_p.to_numpy() & left["qq"].to_numpy() & left["b"].isin(fp).to_numpy()].merge(right, on="b")
             pairs = pairs[pairs["qk"] != pairs["tk"]]
             nxt_roles |= set(pairs.loc[reach(pairs["q"].to_numpy(), pairs["t"].to_numpy()), "tk"])
             # possible queries joining the work set: a mate reaching a work form, a work query reaching a mate
@@ -245,8 +261,10 @@ class ScopeSearch:
             pairs = left[in_w.to_numpy() & left["b"].isin(fw).to_numpy()].merge(pq_right, on="b")
             pairs = pairs[pairs["qk"] != pairs["tk"]]
             q, t = pairs["q"].to_numpy(), pairs["t"].to_numpy()
-            hit = reach(t, q)
-            back = pairs["qk"].isin(self.is_pq).to_numpy() & ~hit
+            hit = np.zeros(len(pairs), dtype=bool)
+            fwd = pairs["tq"].to_numpy(dtype=bool)
+            hit[fwd] = reach(t[fwd], q[fwd])
+            back = pairs["qk"].isin(self.is_pq).to_numpy() & pairs["qq"].to_numpy(dtype=bool) & ~hit
             hit[back] = reach(q[back], t[back])
             joins = set(pairs.loc[hit, "tk"])
             self.work |= joins
