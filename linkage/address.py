@@ -1,36 +1,37 @@
 """Token-level comparison of addresses (issue 14, item 3), for Latin-script and Chinese addresses alike.
 
-An address is compared as tokens, so that one misspelt word, words in another order or a part left out
-still count as evidence (the old comparison, character bigrams of the whole text, gave such pairs none).
-The comparison is declared in `config/linkage.json` (`fuzzy.address_levels`) after Splink's comparison
-library: levels from the strongest down, each with a rule and a label in English and Chinese; the first
-rule that holds is the pair's level, the last is "else". The rules the engine knows (`RULES`):
+An address is compared as words (tokens), so that one misspelt word, words in another order or a part left
+out still count as evidence (the comparison before, character bigrams of the whole text, gave such pairs
+none). The comparison is declared in `config/linkage.json` (`fuzzy.address_levels`) after Splink's
+comparison library: levels from the strongest down, each with a rule and a label in English and Chinese;
+the first rule that holds is the pair's level, the last is "else". The rules the engine knows (`RULES`):
 
-- `exact`: the same tokens in the same order (case, width and spacing aside);
-- `same_tokens`: every token agrees with one of the other's, each used once (in another order, with a typo,
-  a Chinese address with or without its province and city);
-- `jaccard` (`min`): agreeing tokens / all distinct tokens of the pair >= min ("most tokens agree");
-- `common` (`min`): at least `min` tokens agree ("some token agrees");
+- `exact`: the same tokens in the same order (case, width, spacing and punctuation aside);
+- `same_tokens`: every token of both sides agrees with one of the other's (in another order, with a typo,
+  a lost space, a Chinese address with or without its province, city and district);
+- `share` (`min`): the tokens of both sides that agree / all their tokens >= min;
 - `else`.
 
-Tokens (`tokens`): the text is upper-cased (NFKC: full-width digits and letters become ASCII) and cut at
-spaces and punctuation. A Latin part is cut into runs of letters and runs of digits (SEC1 = SEC 1). A
-Chinese part has no spaces: it is cut after the suffixes that end the parts of a Chinese address
-(`SUFFIXES`: 省 市 区 县 … 街道 路 街 … 号 幢 单元 室), so 江苏省南京市玄武区中山路123号5幢1203室 gives
+Tokens (`split`, cached as `tokens`): the text is upper-cased (NFKC: full-width digits and letters become
+ASCII) and cut at spaces and punctuation. A Latin part is cut into runs of letters and runs of digits
+(SEC1 = SEC 1; accents folded). A Chinese part is cut after the suffixes that end the parts of a Chinese
+address (`SUFFIXES`: 省 市 区 县 … 街道 路 街 … 号 幢 单元 室), so 江苏省南京市玄武区中山路123号5幢1203室 gives
 江苏省 南京市 玄武区 中山路 123号 5幢 1203室. A token needs two characters before its suffix unless they are
 digits or letters (5幢, A座), so that 鼓楼区 stays one token.
 
-Two tokens agree when they are equal, or (a typo) when both are words without digits and either both are
-Latin with Jaro-Winkler >= 0.92 (`names.JW_HIGH`, Splink's default for names) or both are Chinese, of
-one length, with the same last character (the same kind of place) and every character equal or sharing a
-reading (an input-method slip: 珠江路 / 朱江路; `names.readings`). Numbers agree only when equal.
+Two tokens agree when they are equal, or with a typo (`_word_agrees`, for tokens whose first or last
+characters agree): Latin words with Jaro-Winkler >= 0.92 (`names.JW_HIGH`, Splink's default for names);
+Chinese words of one length with the same last character (the same kind of place), every character equal
+or sharing a reading (an input-method slip: 珠江路 / 朱江路; `names.readings`); numbers of four digits or more
+with two adjacent digits swapped (a keying slip: 1203 / 1230, not 1203 / 1204, the next door). A word also
+agrees with two adjacent words of the other side run together (STANLEYSTREET / STANLEY STREET).
 
 Chinese administrative divisions at the head of an address (a leading run of tokens ending in 省 自治区
 市 州 地区 盟 区 县 旗) are set apart: every address of a city shares them and the region comparison
-already weighs the division code, so they do not count as agreeing tokens; they only have to agree (a
-division written on both sides with the same suffix must be the same: 玄武区中山路1号 and 秦淮区中山路1号
-are different addresses) for the levels above the lowest partial one. Latin addresses have no such part:
-every token counts (nothing tells a suburb or state apart reliably).
+already weighs the division code, so they do not count as agreeing tokens; a division of one kind written
+on both sides must be the same (玄武区中山路1号 and 秦淮区中山路1号 are different addresses), else only the
+lowest `share` level can hold. Latin addresses have no such part: every token counts (nothing tells a
+suburb or a state apart reliably).
 """
 from __future__ import annotations
 
@@ -66,11 +67,11 @@ def normalise(text: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", text).upper().split())
 
 
-@lru_cache(maxsize=500_000)
-def tokens(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(division tokens, place tokens) of a normalised address (see the module docstring)."""
+def split(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(division tokens, place tokens) of a normalised address (see the module docstring); `tokens` is the
+    same, cached for the comparisons."""
     out: list[str] = []
-    for chunk in _CHUNK.findall(text):
+    for chunk in ((text,) if text.isalnum() else _CHUNK.findall(text)):  # a Chinese address is often one chunk
         if not _HAS_CJK.search(chunk):  # accents folded (É = E), letters and digits apart
             folded = "".join(c for c in unicodedata.normalize("NFKD", chunk) if not unicodedata.combining(c))
             out.extend(_LATIN.findall(folded))
@@ -82,20 +83,25 @@ def tokens(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return tuple(out[:k]), tuple(out[k:])
 
 
+# the comparisons meet the same addresses again and again; bounded, as a city has millions of them
+tokens = lru_cache(maxsize=100_000)(split)
+
+
 def first_word(text: str) -> str:
     """The first word (a token without digits) of a normalised address after its divisions: the street's
     name in a Latin address (12 HIGH STREET), the street or town in a Chinese one. A blocking key that
     survives another house number and errors later in the address."""
-    return next((t for t in tokens(text)[1] if _script(t) != "9"), "")
+    return next((t for t in split(text)[1] if not _DIGIT.search(t)), "")  # once per address: not cached
 
 
 def _is_division(tok: str) -> bool:
-    return bool(_HAS_CJK.search(tok)) and not _DIGIT.search(tok) and not tok.endswith(("小区", "社区", "园区", "开发区"))
+    """A token ending in a division suffix (so Chinese) is a division unless it has a number or is a place."""
+    return not _DIGIT.search(tok) and not tok.endswith(("小区", "社区", "园区", "开发区"))
 
 
 @lru_cache(maxsize=200_000)
 def _script(tok: str) -> str:
-    """"9" a token with a digit (agrees only when equal), "中" Chinese, "A" Latin."""
+    """"9" a token with a digit, "中" Chinese, "A" Latin: only tokens of one script can agree."""
     return "9" if _DIGIT.search(tok) else "中" if _HAS_CJK.search(tok) else "A"
 
 
@@ -105,7 +111,7 @@ def _swapped(x: str, y: str) -> bool:
     return len(d) == 2 and d[1] == d[0] + 1 and x[d[0]] == y[d[1]] and x[d[1]] == y[d[0]]
 
 
-@lru_cache(maxsize=1_000_000)
+@lru_cache(maxsize=200_000)
 def _word_agrees(x: str, y: str) -> bool:
     """A typo, for two tokens whose first or last characters agree (one slip rarely changes both; the
     callers check it, cheaply, before calling): Latin words with Jaro-Winkler >= `names.JW_HIGH`, Chinese
@@ -203,14 +209,10 @@ def compile_levels(declared) -> tuple:
     return rows
 
 
-def level(x: str, y: str, rules: tuple) -> int:
-    """Level of two non-empty normalised addresses under compiled `rules` (`compile_levels`); symmetric."""
-    return _level(x, y, rules) if x <= y else _level(y, x, rules)
-
-
-@lru_cache(maxsize=500_000)
+@lru_cache(maxsize=200_000)
 def _level(x: str, y: str, rules: tuple) -> int:
-    """`level` of a pair in canonical order (x <= y: a pair and its reverse are compared once)."""
+    """Level of two non-empty normalised addresses under compiled `rules` (`compile_levels`), given in
+    canonical order (x <= y: `address_levels` compares a pair and its reverse once)."""
     dx, px = tokens(x)
     dy, py = tokens(y)
     if not px or not py:

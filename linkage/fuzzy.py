@@ -27,9 +27,9 @@ Feature levels (-1 = missing on either side, contributes nothing; labels in `LEV
   birth   0 different · 1 same year · 2 one digit off / adjacent transposition · 3 day↔month · 4 exact
   sex     0 different · 1 same
   region  0 different · 1 same prefecture (4 digits) · 2 same county (6 digits)
-  address token-level, declared in the configuration (`fuzzy.address_levels`, `linkage.address`): 4 same address ·
-          3 same tokens (another order, a typo, a Chinese division left out) · 2 most tokens agree (Jaccard >= 0.5) ·
-          1 some token agrees · 0 else
+  address words, declared in the configuration (`fuzzy.address_levels`, `linkage.address`): 4 same address ·
+          3 same words (another order, a typo, a lost space, a Chinese division left out) · 2 two thirds of
+          the words agree · 1 a third · 0 else
   id      0 different · 1 a short known prefix agrees · 2 region+birth digits agree · 3 ≤ 2 digits off or
           15+ known digits agree · 4 the same broken ID (fixed weights `id_bits`: ID-labelled pairs cannot teach them)
   partner 0 different · 1 the role's spouse in its record is the candidate's spouse in another (fixed `partner_bits`)
