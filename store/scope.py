@@ -222,11 +222,11 @@ class ScopeSearch:
         read = []  # (column, work keys, query keys, mates)
         for col in self.block_cols:
             skipped = self.skip.get(col, set()) | {""}
-            fw = {v for v in set(forms.loc[in_w, col]) - skipped if ("w", col, v) not in seen["bk"]}
-            fp = {v for v in set(forms.loc[in_p & self._query_of(forms, col), col]) - skipped
-                  if ("p", col, v) not in seen["bk"]}
-            seen["bk"].update(("w", col, v) for v in fw)
-            seen["bk"].update(("p", col, v) for v in fp)
+            # the blocks of the forms new this round, even when an earlier round read them: each new
+            # form must be paired with its block's mates (a block is not done once its first forms were)
+            fw = set(forms.loc[in_w, col]) - skipped
+            fp = set(forms.loc[in_p & self._query_of(forms, col), col]) - skipped
+            seen["bk"].update((col, v) for v in fw | fp)
             mates = pd.concat([db.select_in(conn, self.forms_table, col, fp, [*mcols, col]),
                                db.select_in(conn, self.forms_table, col, fw - fp, [*mcols, col], equal=("pq", "1"))],
                               ignore_index=True)

@@ -1,0 +1,81 @@
+"""The scope's fuzzy-block lookups on a hand-made index (store/scope.py): every possible query that enters
+the scope is paired with its blocks' mates, also when an earlier round read those blocks for another
+role, and a pass for queries lacking a field (`queries_missing`) is probed for such queries only."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from catalog.base import ROLE_INDEX_COLUMNS
+from linkage.blocks import COMPARE_COLUMNS
+from store import db
+from store.scope import find_scope
+
+COLS = ["bk_name", "bk_name_nobirth"]
+
+
+def _base(tmp_path, roles: list[dict]):
+    """A base holding only the role index, the form rows and the links of `roles` (one role per record,
+    one form each; `name` is the form's p_name_key, `birth` its p_birth, `pq` whether it may be a fuzzy
+    query (no link), `blocks` its block per column)."""
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'scope.db'}")
+    index, forms, links = [], [], []
+    for r in roles:
+        key = f"B|t|{r['name']}|SELF"
+        index.append({**{c: "" for c in ROLE_INDEX_COLUMNS}, "role_key": key, "record": f"t|{r['name']}", "BM": "B",
+                      "BH": "t"})
+        forms.append({"form_key": key + "|Q", "role_key": key, "form": "Q", **{c: "" for c in COMPARE_COLUMNS},
+                      "p_name_key": r["name"], "p_birth": r.get("birth", ""), "pq": "1" if r["pq"] else "",
+                      **{c: r["blocks"].get(c, "") for c in COLS}})
+        if not r["pq"]:
+            links.append({"role_key": key, "BM": "B", "BH": "t", "YWZJ": r["name"], "JS": "SELF", "RKID": "RK" + r["name"],
+                          "PPFS": "ID", "PPDF": "1.0000", "role_fp": "x", "PPMX": ""})
+    with engine.begin() as conn:
+        table = db.ensure_forms(conn, COLS)
+        db.append_frame(conn, db.role_index, pd.DataFrame(index))
+        db.append_frame(conn, table, pd.DataFrame(forms))
+        if links:
+            db.append_frame(conn, db.links, pd.DataFrame(links))
+    return engine, table
+
+
+def _scope(engine, table, seeds: list[str], can_reach: set[tuple[str, str]], query_empty=None) -> set[str]:
+    """The scope from the records of `seeds`, where a query form reaches a target form exactly when
+    (query name, target name) is in `can_reach`."""
+    def reach(forms: pd.DataFrame):
+        names = forms["p_name_key"].to_numpy(dtype=object)
+        return lambda q, t: np.array([(names[a], names[b]) in can_reach for a, b in zip(q, t)], dtype=bool)
+
+    with engine.connect() as conn:
+        scope = find_scope(conn, table, COLS, COMPARE_COLUMNS, {}, {f"t|{s}" for s in seeds}, set(), pd.DataFrame(),
+                           pd.DataFrame(), lambda ids: [], None, reach, max_roles=1000, query_empty=query_empty)
+    return {k.split("|")[2] for k in scope.roles}
+
+
+def test_a_query_found_later_is_paired_with_a_block_read_before(tmp_path):
+    """A (delivered) reaches B in block k; B, a possible query found by that lookup, reaches C in the same
+    block, which A does not: C is B's candidate and must be in the scope."""
+    engine, table = _base(tmp_path, [
+        {"name": "A", "pq": True, "blocks": {"bk_name": "k"}},
+        {"name": "B", "pq": True, "blocks": {"bk_name": "k"}},
+        {"name": "C", "pq": False, "blocks": {"bk_name": "k"}},
+        {"name": "D", "pq": False, "blocks": {"bk_name": "k"}},
+    ])
+    assert _scope(engine, table, ["A"], {("A", "B"), ("B", "C")}) == {"A", "B", "C"}
+
+
+def test_a_pass_for_queries_without_a_birth_date_is_probed_for_those_only(tmp_path):
+    """bk_name_nobirth serves queries without a birth date: A, born, takes nothing through it; E, without
+    one, takes in its candidate F."""
+    roles = [
+        {"name": "A", "pq": True, "birth": "19800101", "blocks": {"bk_name_nobirth": "n"}},
+        {"name": "B", "pq": False, "blocks": {"bk_name_nobirth": "n"}},
+        {"name": "E", "pq": True, "blocks": {"bk_name_nobirth": "m"}},
+        {"name": "F", "pq": False, "blocks": {"bk_name_nobirth": "m"}},
+    ]
+    engine, table = _base(tmp_path, roles)
+    reach = {("A", "B"), ("E", "F")}
+    only = {"bk_name_nobirth": ["p_birth"]}
+    assert _scope(engine, table, ["A"], reach, only) == {"A"}
+    assert _scope(engine, table, ["A"], reach) == {"A", "B"}  # without the condition: more, never less
+    assert _scope(engine, table, ["E"], reach, only) == {"E", "F"}
