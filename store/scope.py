@@ -75,6 +75,9 @@ class ScopeSearch:
         self.conn, self.forms_table, self.block_cols, self.compare_cols = conn, forms_table, block_cols, compare_cols
         self.skip, self.variants, self.near_ids, self.reach, self.max_roles = skip, variants, near_ids, reach, max_roles
         self.query_empty = query_empty or {}
+        self.block_rows: dict[str, pd.DataFrame] = {}  # per block column, the forms of the blocks read (`_mates`)
+        self.read_all: dict[str, set[str]] = {}  # ... the blocks read whole
+        self.read_pq: dict[str, set[str]] = {}  # ... the blocks of which only the possible queries were read
         self.scope = Scope(search=self)
         self.seen: dict[str, set] = {k: set() for k in ("record", "person", "id_key", "state_id", "broken", "prefix",
                                                         "valid", "bk")}
@@ -169,6 +172,28 @@ class ScopeSearch:
         nxt_roles |= set(db.select_in(conn, ix, "repair_prefix", heads, ["role_key"])["role_key"])
         return nxt_roles
 
+    def _mates(self, col: str, fw: set[str], fp: set[str], mcols: list[str]) -> pd.DataFrame:
+        """The forms of the blocks `fp` (all) and `fw` (possible queries only) of block column `col`. Each
+        block is read once and kept (a chain of possible queries comes back to the same block round after
+        round): all its forms for a query's block, its possible queries for the work set's."""
+        cache = self.block_rows.get(col)
+        read_all = self.read_all.setdefault(col, set())
+        read_pq = self.read_pq.setdefault(col, set())
+        new_all, new_pq = fp - read_all, (fw - fp) - read_all - read_pq
+        got = pd.concat([db.select_in(self.conn, self.forms_table, col, new_all, [*mcols, col]),
+                         db.select_in(self.conn, self.forms_table, col, new_pq, [*mcols, col], equal=("pq", "1"))],
+                        ignore_index=True)
+        self.is_pq |= set(got.loc[got["pq"] == "1", "role_key"])
+        if cache is not None and new_all & read_pq:  # read whole now: its possible queries are in `got`
+            cache = cache[~cache[col].isin(new_all & read_pq).to_numpy()]
+        cache = got if cache is None else pd.concat([cache, got], ignore_index=True)
+        self.block_rows[col] = cache
+        read_all |= new_all
+        read_pq -= new_all
+        read_pq |= new_pq
+        b = cache[col]
+        return cache[(b.isin(fp) | (b.isin(fw) & (cache["pq"] == "1"))).to_numpy()]
+
     def _query_of(self, forms: pd.DataFrame, col: str) -> pd.Series:
         """Which of `forms` can be a query of the pass of block column `col` (`query_empty`)."""
         ok = pd.Series(True, index=forms.index)
@@ -227,11 +252,8 @@ class ScopeSearch:
             fw = set(forms.loc[in_w, col]) - skipped
             fp = set(forms.loc[in_p & self._query_of(forms, col), col]) - skipped
             seen["bk"].update((col, v) for v in fw | fp)
-            mates = pd.concat([db.select_in(conn, self.forms_table, col, fp, [*mcols, col]),
-                               db.select_in(conn, self.forms_table, col, fw - fp, [*mcols, col], equal=("pq", "1"))],
-                              ignore_index=True)
+            mates = self._mates(col, fw, fp, mcols)
             if len(mates):
-                self.is_pq |= set(mates.loc[mates["pq"] == "1", "role_key"])
                 read.append((col, fw, fp, mates))
         if not read:
             return set()
