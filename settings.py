@@ -12,7 +12,7 @@ the values it needs as arguments.
 | `POPBASE_FIRST_DATE` | `first_date`: the first Dagster partition (default: see below the table) |
 | `POPBASE_INCREMENTAL_LINKING` | `incremental_linking`: `1` on, `0` off, unset = `config/linkage.json` decides |
 | `POPBASE_FULL_RELINK` | `full_relink`: `1` re-links and re-checks the whole city every date |
-| `POPBASE_SCOPED_DATES` | `scoped_dates`: `1`: daily dates read what their deliveries reach (default off, docs/scale.md) |
+| `POPBASE_SCOPED_DATES` | `scoped_dates`: daily dates read what their deliveries reach (default on; `0`: the whole base) |
 | `POPBASE_QUALITY_CONFIG` | `quality_config`: the quality thresholds file (default `config/quality.json`) |
 
 Without `POPBASE_FIRST_DATE`, `first_date` is the date kept in `<home>/first_business_date`, else the earliest
@@ -73,7 +73,7 @@ class Settings:
     first_date: str = ""  # "" = first_business_date(home)
     incremental_linking: bool | None = None  # None = config/linkage.json `incremental.enabled`
     full_relink: bool = False
-    scoped_dates: bool = False  # a daily date reads only what its deliveries reach (day/scoped.py)
+    scoped_dates: bool = True  # a daily date reads only what its deliveries reach (day/scoped.py)
     quality_config: Path = DEFAULT_QUALITY_CONFIG
     linkage_config: Path = DEFAULT_LINKAGE_CONFIG
 
@@ -93,7 +93,7 @@ class Settings:
             first_date=env.get("POPBASE_FIRST_DATE", ""),
             incremental_linking=_flag(env.get("POPBASE_INCREMENTAL_LINKING")),
             full_relink=bool(_flag(env.get("POPBASE_FULL_RELINK"))),
-            scoped_dates=bool(_flag(env.get("POPBASE_SCOPED_DATES"))),
+            scoped_dates=_flag(env.get("POPBASE_SCOPED_DATES")) is not False,
             quality_config=Path(env.get("POPBASE_QUALITY_CONFIG") or DEFAULT_QUALITY_CONFIG),
         )
 

@@ -202,16 +202,18 @@ def commit(settings: Settings, engine: sa.Engine, staged: StageResult,
             state = replace(state, tasks=base.bump_raised(conn, state.last_run, date, state.tasks))
         rejected = _rejected_rows(date, new_files, folder, frames, res.rejects)
         base.write_base(conn, state, res.state, res.audit, res.batches, date, res.summary, rejects=rejected)
-        if sc is None and settings.scoped_dates and index_current and res.roles is not None:
-            n = scoped.update_index(conn, state, res, cfg)
-            log.info("%s: role index of %s changed records written", date, f"{n:,}")
-        elif sc is None and settings.scoped_dates:
-            scoped.write_full_index(conn, res, cfg)
-        elif sc is None:
-            base.forget_role_index(conn)
-        else:
+        if sc is not None:
             scoped.finish_scoped(conn, sc, res, date, cfg)
             res.summary = scoped.city_figures(conn, res, date, prior, staged)
+        else:  # the date read the whole base
+            if settings.scoped_dates and index_current and res.roles is not None:
+                n = scoped.update_index(conn, state, res, cfg)
+                log.info("%s: role index of %s changed records written", date, f"{n:,}")
+            elif settings.scoped_dates:
+                scoped.write_full_index(conn, res, cfg)
+            else:
+                base.forget_role_index(conn)
+            base.refresh_statistics(conn)
         res.summary["exceptions"] = (done_before or {}).get("exceptions", []) + list(exceptions or [])
         base.write_run(conn, date, res.summary)
         log.info("business date %s committed: %s", date, res.summary_line())

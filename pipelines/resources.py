@@ -17,7 +17,7 @@ class PopbaseResource(dg.ConfigurableResource):
     first_date: str
     incremental_linking: bool | None = None
     full_relink: bool = False
-    scoped_dates: bool = False
+    scoped_dates: bool = True
     quality_config: str
     linkage_config: str
 

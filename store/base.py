@@ -242,6 +242,14 @@ def rebuild_index(conn: sa.Connection, forms: sa.Table, chunks, stamp: str) -> N
     db.write_meta(conn, db.ROLE_INDEX_KEY, stamp)
 
 
+def refresh_statistics(conn: sa.Connection) -> None:
+    """PostgreSQL: the planner's statistics of the base anew, after a date that wrote it whole (a bulk
+    load leaves them empty until autovacuum gets round to it: at 1M persons the next daily date's
+    lookups then waited on the server for minutes). SQLite plans these lookups by their indexes alone."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("ANALYZE")
+
+
 def bump_raised(conn: sa.Connection, last_run: str, date: str, tasks_read: pd.DataFrame) -> pd.DataFrame:
     """The tasks raised on the last run stay raised today unless the date re-checked them: set their
     `last_raised` to `date` in the database, and return `tasks_read` (the tasks the date re-checked,

@@ -177,14 +177,22 @@ def test_a_held_full_extract_and_a_quarantined_file_show_in_dagster(city_factory
 
 def test_the_resource_carries_every_setting(tmp_path):
     """Dagster runs a date with the settings the resource gives back: every field must survive the trip
-    (POPBASE_SCOPED_DATES=1 was once dropped on the way, so `popbase run` ignored it)."""
+    (POPBASE_SCOPED_DATES was once dropped on the way, so `popbase run` ignored it)."""
     import dataclasses
 
     from settings import Settings
 
     s = Settings(home=tmp_path, db_url="sqlite:///x.db", first_date="20260301", incremental_linking=False,
-                 full_relink=True, scoped_dates=True, quality_config=tmp_path / "q.json",
+                 full_relink=True, scoped_dates=False, quality_config=tmp_path / "q.json",
                  linkage_config=tmp_path / "l.json")
     assert all(getattr(s, f.name) != f.default for f in dataclasses.fields(Settings)
                if f.default is not dataclasses.MISSING)  # every field differs from its default
     assert PopbaseResource.from_settings(s).settings == s
+
+
+def test_scoped_dates_are_on_unless_switched_off():
+    from settings import Settings
+
+    assert Settings.from_env({}).scoped_dates
+    assert not Settings.from_env({"POPBASE_SCOPED_DATES": "0"}).scoped_dates
+    assert PopbaseResource.from_settings(Settings.from_env({})).settings.scoped_dates
