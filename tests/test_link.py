@@ -288,3 +288,18 @@ def test_config_is_versioned_and_validated():
     with pytest.raises(ValueError):
         link(base_case(), cfg=bad)
     assert link(base_case()).stats["config_version"] == cfg["version"]
+
+
+def test_fuzzy_evidence_never_merges_two_valid_ids():
+    """Two police records alike in everything but their valid citizen IDs (twins, namesakes born the same
+    day on one street) stay two persons, and an ID-less record that matches both joins at most one of
+    them: it cannot chain them into one person."""
+    twin_a, twin_b = mkid("320102", "19850302", "123"), mkid("320102", "19850302", "135")
+    roles = roles_of(hukou=[hukou("T1", "张伟", twin_a, "19850302"), hukou("T2", "张伟", twin_b, "19850302")],
+                     resident=[resident("R9", "张伟", "", "19850302")],
+                     dibao=[dibao("D9", "张伟", twin_b[:-1], "19850302")])  # a broken number of the second
+    res = link(roles)
+    a, b = rk(res, "hukou", "T1")["RKID"], rk(res, "hukou", "T2")["RKID"]
+    assert a != b
+    persons = res.links.groupby("RKID")["YWZJ"].agg(set)
+    assert not any({"T1", "T2"} <= keys for keys in persons), persons.to_dict()
