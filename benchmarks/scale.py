@@ -30,7 +30,7 @@ and a DAGSTER_HOME of its own whose dagster.yaml disables telemetry. Then the hi
 - load: the 1-minute load average when the date started (the machine may be shared).
 
 A failed date prints the child's last 40 lines, keeps its home for a look, and exits non-zero.
-`--chart` draws time and memory of the historical date and of the mean daily date against city size
+`--chart` draws time and memory of the historical date and of the mean daily date (increments only) against city size
 (log x), per backend, from JSON files this script wrote; it needs matplotlib, which popbase does not
 depend on: without it the script says so and draws nothing.
 """
@@ -364,12 +364,14 @@ def short_count(x: float, _pos=None) -> str:
 
 def chart_points(results: list[dict]) -> dict[str, list[tuple]]:
     """Per backend, sorted by city size: (persons, historical wall s, mean daily wall s, historical peak GiB,
-    mean daily peak GiB); the daily means are None for a city run without daily dates."""
+    mean daily peak GiB); the daily means are over the dates with increments only (a date carrying a full
+    extract re-baselines a table and reads the whole base: the issue's daily date is the other kind), None
+    for a city run without such dates."""
     points: dict[str, list[tuple]] = {}
     for res in results:
         for backend, rows in res["backends"].items():
             hist = [r for r in rows if r["kind"] == "historical"]
-            daily = [r for r in rows if r["kind"] == "daily"]
+            daily = [r for r in rows if r["kind"] == "daily" and not r.get("full_tables")]
             points.setdefault(backend, []).append((res["city"]["persons"], mean("wall_s", hist), mean("wall_s", daily),
                                                    mean("peak_gib", hist), mean("peak_gib", daily)))
     return {b: sorted(p) for b, p in points.items()}
@@ -403,7 +405,7 @@ def draw_chart(json_paths: list[Path], out: Path) -> int:
             ax.plot(x, [p[hist_i] for p in pts], "o-", color=colour, label=f"{backend}, historical date")
             daily = [(xi, p[daily_i]) for xi, p in zip(x, pts) if p[daily_i] is not None]
             if daily:
-                ax.plot(*zip(*daily), "s--", color=colour, label=f"{backend}, daily date (mean)")
+                ax.plot(*zip(*daily), "s--", color=colour, label=f"{backend}, daily date, increments (mean)")
     for ax, title, unit in ((ax_time, "time per date", "wall s"), (ax_mem, "peak memory per date", "GiB")):
         ax.set_xscale("log")
         ax.set_ylim(bottom=0)
