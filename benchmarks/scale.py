@@ -388,7 +388,7 @@ def draw_chart(json_paths: list[Path], out: Path) -> int:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     try:
         results = [json.loads(Path(p).read_text(encoding="utf-8")) for p in json_paths]
@@ -409,8 +409,9 @@ def draw_chart(json_paths: list[Path], out: Path) -> int:
     for ax, title, unit in ((ax_time, "time per date", "wall s"), (ax_mem, "peak memory per date", "GiB")):
         ax.set_xscale("log")
         ax.set_ylim(bottom=0)
+        ax.set_xticks(sorted({p[0] for pts in points.values() for p in pts}))  # the sizes measured, no others
         ax.xaxis.set_major_formatter(FuncFormatter(short_count))
-        ax.xaxis.set_minor_formatter(FuncFormatter(short_count))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("city size (persons)")
         ax.set_ylabel(unit)
         ax.set_title(title)
