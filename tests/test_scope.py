@@ -1,6 +1,7 @@
 """The scope's fuzzy-block lookups on a hand-made index (store/scope.py): every possible query that enters
 the scope is paired with its blocks' mates, also when an earlier round read those blocks for another
-role, and a pass for queries lacking a field (`queries_missing`) is probed for such queries only."""
+role, and a pass for queries lacking a field (`queries_missing`) is probed for such queries only. On
+SQLite and PostgreSQL (the lookups are driver SQL)."""
 from __future__ import annotations
 
 import numpy as np
@@ -14,11 +15,11 @@ from store.scope import find_scope
 COLS = ["bk_name", "bk_name_nobirth"]
 
 
-def _base(tmp_path, roles: list[dict]):
+def _base(url: str, roles: list[dict]):
     """A base holding only the role index, the form rows and the links of `roles` (one role per record,
     one form each; `name` is the form's p_name_key, `birth` its p_birth, `pq` whether it may be a fuzzy
     query (no link), `blocks` its block per column)."""
-    engine = db.make_engine(f"sqlite:///{tmp_path / 'scope.db'}")
+    engine = db.engine_for(url)  # disposed with its database (tests/conftest.py)
     index, forms, links = [], [], []
     for r in roles:
         key = f"B|t|{r['name']}|SELF"
@@ -52,10 +53,10 @@ def _scope(engine, table, seeds: list[str], can_reach: set[tuple[str, str]], que
     return {k.split("|")[2] for k in scope.roles}
 
 
-def test_a_query_found_later_is_paired_with_a_block_read_before(tmp_path):
+def test_a_query_found_later_is_paired_with_a_block_read_before(db_url):
     """A (delivered) reaches B in block k; B, a possible query found by that lookup, reaches C in the same
     block, which A does not: C is B's candidate and must be in the scope."""
-    engine, table = _base(tmp_path, [
+    engine, table = _base(db_url, [
         {"name": "A", "pq": True, "blocks": {"bk_name": "k"}},
         {"name": "B", "pq": True, "blocks": {"bk_name": "k"}},
         {"name": "C", "pq": False, "blocks": {"bk_name": "k"}},
@@ -64,7 +65,7 @@ def test_a_query_found_later_is_paired_with_a_block_read_before(tmp_path):
     assert _scope(engine, table, ["A"], {("A", "B"), ("B", "C")}) == {"A", "B", "C"}
 
 
-def test_a_pass_for_queries_without_a_birth_date_is_probed_for_those_only(tmp_path):
+def test_a_pass_for_queries_without_a_birth_date_is_probed_for_those_only(db_url):
     """bk_name_nobirth serves queries without a birth date: A, born, takes nothing through it; E, without
     one, takes in its candidate F."""
     roles = [
@@ -73,7 +74,7 @@ def test_a_pass_for_queries_without_a_birth_date_is_probed_for_those_only(tmp_pa
         {"name": "E", "pq": True, "blocks": {"bk_name_nobirth": "m"}},
         {"name": "F", "pq": False, "blocks": {"bk_name_nobirth": "m"}},
     ]
-    engine, table = _base(tmp_path, roles)
+    engine, table = _base(db_url, roles)
     reach = {("A", "B"), ("E", "F")}
     only = {"bk_name_nobirth": ["p_birth"]}
     assert _scope(engine, table, ["A"], reach, only) == {"A"}
