@@ -115,11 +115,11 @@ def all_links(conn: sa.Connection) -> pd.DataFrame:
 
 def persons_of(conn: sa.Connection, rkids) -> pd.DataFrame:
     """The person rows of `rkids` (live or not)."""
-    return _by_keys(conn, db.persons, "RKID", rkids)
+    return db.select_in(conn, db.persons, "RKID", rkids)
 
 
 def links_of(conn: sa.Connection, role_keys) -> pd.DataFrame:
-    return _by_keys(conn, db.links, "role_key", role_keys)
+    return db.select_in(conn, db.links, "role_key", role_keys)
 
 
 def open_tasks(conn: sa.Connection) -> pd.DataFrame:
@@ -141,37 +141,22 @@ def date_rejects(conn: sa.Connection, date: str) -> pd.DataFrame:
 # in the database
 
 
-def _records_where(table: sa.Table, records: set[str]):
-    """(BH, YWZJ) pairs as one condition per table."""
-    by_table: dict[str, list[str]] = {}
-    for r in records:
-        bh, ywzj = r.split("|", 1)
-        by_table.setdefault(bh, []).append(ywzj)
-    return by_table
-
-
-def _by_keys(conn: sa.Connection, table: sa.Table, column: str, keys, equal: tuple[str, str] | None = None
-             ) -> pd.DataFrame:
-    """Rows of `table` whose `column` is one of `keys` (`db.select_in`)."""
-    return db.select_in(conn, table, column, keys, equal=equal)
-
-
 def read_scoped_base(conn: sa.Connection, records: set[str], roles: set[str], rkids: set[str]) -> BaseState:
     """The base restricted to the records `records` (`BH|YWZJ`), the links of `roles` and the persons
     `rkids` plus those the links name and the persons they were merged into: the working copy of a
     scoped date (`day.scoped`)."""
-    by_table = _records_where(db.tasks, records)
-    sources = {name: _by_keys(conn, t, "_key", by_table.get(name, [])) for name, t in db.SOURCE_TABLES.items()}
-    links = _by_keys(conn, db.links, "role_key", roles)
+    by_table = db.records_by_table(records)
+    sources = {name: db.select_in(conn, t, "_key", by_table.get(name, [])) for name, t in db.SOURCE_TABLES.items()}
+    links = db.select_in(conn, db.links, "role_key", roles)
     per_record = {}
     for key, table in (("tasks", db.tasks), ("overlays", db.overlays), ("decisions", db.decisions)):
-        parts = [_by_keys(conn, table, "YWZJ", keys, ("BH", bh)) for bh, keys in by_table.items()]
+        parts = [db.select_in(conn, table, "YWZJ", keys, equal=("BH", bh)) for bh, keys in by_table.items()]
         per_record[key] = (pd.concat(parts, ignore_index=True) if parts else _frame(conn, table, sa.false()))
     want = set(rkids) | set(links["RKID"]) | set(per_record["decisions"]["RKID"])
-    persons = _by_keys(conn, db.persons, "RKID", want)
+    persons = db.select_in(conn, db.persons, "RKID", want)
     todo = set(persons["merged_into"]) - set(persons["RKID"]) - {""}
     while todo:
-        more = _by_keys(conn, db.persons, "RKID", todo)
+        more = db.select_in(conn, db.persons, "RKID", todo)
         persons = pd.concat([persons, more], ignore_index=True)
         todo = set(more["merged_into"]) - set(persons["RKID"]) - {""}
     persons = persons.sort_values("RKID", kind="stable").reset_index(drop=True)
@@ -183,7 +168,7 @@ def read_scoped_base(conn: sa.Connection, records: set[str], roles: set[str], rk
 
 def issued_rkids(conn: sa.Connection, candidates) -> set[str]:
     """Which of the RKIDs `candidates` the base has issued (a person row, live or retired)."""
-    return set(_by_keys(conn, db.persons, "RKID", candidates)["RKID"]) if len(candidates) else set()
+    return set(db.select_in(conn, db.persons, "RKID", candidates)["RKID"]) if len(candidates) else set()
 
 
 def date_sensitive_roles(conn: sa.Connection, since: str, date: str, young_after: str, old_until: str) -> set[str]:
@@ -206,18 +191,18 @@ def date_sensitive_roles(conn: sa.Connection, since: str, date: str, young_after
 
 
 def tasks_by_number(conn: sa.Connection, numbers) -> pd.DataFrame:
-    return _by_keys(conn, db.tasks, "RWBH", numbers)
+    return db.select_in(conn, db.tasks, "RWBH", numbers)
 
 
 def index_rows(conn: sa.Connection, forms: sa.Table, roles: set[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The stored index and form rows of `roles`."""
-    return _by_keys(conn, db.role_index, "role_key", roles), _by_keys(conn, forms, "role_key", roles)
+    return db.select_in(conn, db.role_index, "role_key", roles), db.select_in(conn, forms, "role_key", roles)
 
 
 def index_rows_of_records(conn: sa.Connection, forms: sa.Table, records: set[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The stored index and form rows of the roles of `records` (`BH|YWZJ`)."""
-    index = _by_keys(conn, db.role_index, "record", records)
-    return index, _by_keys(conn, forms, "role_key", set(index["role_key"]))
+    index = db.select_in(conn, db.role_index, "record", records)
+    return index, db.select_in(conn, forms, "role_key", set(index["role_key"]))
 
 
 def write_index(conn: sa.Connection, forms: sa.Table, old: tuple[pd.DataFrame, pd.DataFrame],

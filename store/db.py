@@ -323,11 +323,25 @@ def read_frame(conn: sa.Connection, table: sa.Table, where=None) -> pd.DataFrame
     frame = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
     del parts
     READ.add(table.name, len(frame))
+    return _as_text(frame, table)
+
+
+def _as_text(frame: pd.DataFrame, table: sa.Table) -> pd.DataFrame:
+    """Text NOT NULL columns as they are; any other column of `table` in `frame` as text, NULL as ""."""
     for c in table.columns:
         if c.name in frame and (not isinstance(c.type, sa.Text) or (c.nullable and not c.primary_key)):
             col = frame[c.name]
             frame[c.name] = col.where(col.notna(), "").astype(str)
     return frame
+
+
+def records_by_table(records) -> dict[str, set[str]]:
+    """Record keys `BH|YWZJ` grouped by table: {BH: {YWZJ, ...}}."""
+    out: dict[str, set[str]] = {}
+    for r in records:
+        bh, ywzj = r.split("|", 1)
+        out.setdefault(bh, set()).add(ywzj)
+    return out
 
 
 SELECT_CHUNK = 5000  # keys per query of `select_in` (SQLite allows 32,766 parameters)
@@ -359,11 +373,7 @@ def select_in(conn: sa.Connection, table: sa.Table, column: str, values, cols: l
             parts.append(pd.DataFrame(rows, columns=cols, dtype=object))
     frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols, dtype=object)
     READ.add(table.name, len(frame))
-    for c in table.columns:
-        if c.name in cols and len(frame) and (not isinstance(c.type, sa.Text) or (c.nullable and not c.primary_key)):
-            col = frame[c.name]
-            frame[c.name] = col.where(col.notna(), "").astype(str)
-    return frame
+    return _as_text(frame, table) if len(frame) else frame
 
 
 def _write_rows(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> None:

@@ -33,13 +33,6 @@ class Scope:
     lookups: dict[str, int] = field(default_factory=dict)
     search: "ScopeSearch | None" = field(default=None, repr=False)  # to widen it (`ScopeSearch.widen`)
 
-    def by_table(self) -> dict[str, set[str]]:
-        out: dict[str, set[str]] = {}
-        for r in self.records:
-            bh, ywzj = r.split("|", 1)
-            out.setdefault(bh, set()).add(ywzj)
-        return out
-
 
 def find_scope(conn: sa.Connection, forms_table: sa.Table, block_cols: list[str], compare_cols: list[str],
                skip: dict[str, set[str]], seed_records: set[str], seed_roles: set[str], seed_index: pd.DataFrame,
@@ -298,11 +291,7 @@ def _decisions(conn: sa.Connection, persons: set[str], records: set[str]) -> pd.
     """Decisions naming one of `persons` or taken on a role of one of `records`."""
     cols = ["BM", "BH", "YWZJ", "JS", "RKID"]
     parts = [db.select_in(conn, db.decisions, "RKID", persons, cols)]
-    by_table: dict[str, set[str]] = {}
-    for r in records:
-        bh, ywzj = r.split("|", 1)
-        by_table.setdefault(bh, set()).add(ywzj)
-    for bh, keys in by_table.items():
+    for bh, keys in db.records_by_table(records).items():
         parts.append(db.select_in(conn, db.decisions, "YWZJ", keys, cols, equal=("BH", bh)))
     return pd.concat(parts, ignore_index=True).drop_duplicates()
 
