@@ -41,7 +41,7 @@ from verification.states import WOMEN_AGE
 log = logging.getLogger("popbase")
 
 
-INDEX_LAYOUT = 3  # raised when the role index's columns change meaning: an older index is rebuilt
+INDEX_LAYOUT = 4  # raised when the role index's columns change meaning: an older index is rebuilt
 
 
 def index_stamp(cfg: dict) -> str:

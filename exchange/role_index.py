@@ -7,7 +7,8 @@ One row per role of `build_roles` (every role of every live record), computed wh
   `state_id` (`verification.states.state_id_keys`: who else holds the ID, for the rules);
 - for ID repair both ways: `broken_id` (a well-formed-looking but broken number, `id_norm`) with the
   keys it shares with the valid IDs one keystroke away (`near_a`..`near_c`, `linkage.ids.near_keys`), and
-  `repair_prefix` (the digits an Excel-damaged number kept) with `repair_birth` where they are too few
+  `repair_prefix` (the digits an Excel-damaged number kept, or the first 15 of a valid ID ending in
+  `000`, `linkage.repair.excel_tail`) with `repair_birth` where they are too few
   to find the ID without the birth date (`linkage.repair`: EXCEL_SCI);
 - the business-date sensitivity of `verification.states.date_sensitive`: `format_birth` (the birth date
   inside a FORMAT number), `women_birth` (a family-planning woman's birth date), `marriage_date`;
@@ -23,6 +24,7 @@ import pandas as pd
 
 from linkage.blocks import id_group_keys
 from linkage.ids import NEAR_COLUMNS, near_keys
+from linkage.repair import excel_tail
 from linkage.normalise import normalise_date
 from catalog.base import MEASURE_FLAGS, ROLE_INDEX_COLUMNS
 from quality.rates import role_measures
@@ -46,7 +48,9 @@ def role_index(roles: pd.DataFrame, role_key: np.ndarray, sources: dict[str, pd.
     near = [near_keys(b) if b else ("", "", "") for b in out["broken_id"]]
     for k, col in enumerate(NEAR_COLUMNS):
         out[col] = [n[k] for n in near]
-    out["repair_prefix"] = np.where(s["id_damage"] != "", s["id_prefix"], "")
+    tail = excel_tail(r)  # a valid ID ending in 000 may be Excel's too: its first 15 digits
+    out["repair_prefix"] = np.where(s["id_damage"] != "", s["id_prefix"],
+                                    np.where(tail, r["id18"].astype(str).str[:15].to_numpy(dtype=object), ""))
     out["repair_birth"] = np.where((s["id_damage"] != "") & (np.char.str_len(s["id_prefix"].astype(str)) < 15),
                                    s["birth"], "")  # Excel's 3.2E+17 keeps too few digits: the birth date must agree
     emb = np.where(np.char.str_len(s["id_norm"].astype(str)) == 18, [v[6:14] for v in s["id_norm"]],

@@ -44,7 +44,7 @@ from linkage.blocks import id_group_keys, reach_bits
 from linkage.base import LINK_KEY, PERSON_COLUMNS, rkid_for, role_keys
 from linkage.link import (DEFAULT_TABLE_ORDER, LinkResult, _canonical, _isin, _partner_rows, borrowed_place, link_roles,
                           query_id_evidence)
-from linkage.repair import repair_candidates
+from linkage.repair import excel_tail, repair_candidates
 
 FUZZY_METHODS = ("FUZZY", "POSSIBLE", "UNMATCHED")
 QUERY_METHODS = FUZZY_METHODS + ("MANUAL",)
@@ -369,7 +369,7 @@ class _Neighbourhood:
         t = time.perf_counter()
         # damaged IDs of current rows and the IDs they could be repaired to
         damage = U["id_damage"].astype(str).to_numpy(dtype=object)
-        broken = np.flatnonzero(np.isin(status, ["CHECKSUM", "FORMAT"]) | (damage != ""))
+        broken = np.flatnonzero(np.isin(status, ["CHECKSUM", "FORMAT"]) | (damage != "") | excel_tail(U))
         known = pd.unique(self.citizen_id[self.citizen_id != ""])
         cand = repair_candidates(U, broken, list(known), cfg, business_date)
         code = self.citizen.code_of(cand["id18"].to_numpy(dtype=object)) if len(cand) else np.zeros(0, np.int64)

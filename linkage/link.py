@@ -11,7 +11,9 @@ Each run clusters ALL current roles deterministically, then maps clusters to RKI
    agrees on name or birth date (ID_MISMATCH) is not linked by ID; nor is a role of a police-less
    group that clearly differs from the group's most trusted record. `ID_EXACT` when the raw
    `GMSFHM` is the canonical ID itself, `ID_NORMALIZED` otherwise.
-2. ID repair (`linkage.repair`): `ID_REPAIRED`.
+2. ID repair (`linkage.repair`): `ID_REPAIRED`. Also a valid ID ending in `000` (Excel kept 15 digits
+   and the tail happens to pass the check digit) moves to the known ID of its first 15 digits that name
+   and birth date confirm, unless police records hold both numbers.
 3. Fuzzy fallback (`linkage.fuzzy`) for every role still without a cluster. Round 1 weighs each query
    against the ID clusters only: posterior ≥ upper joins (`FUZZY`). Round 2 lets those stand for their
    clusters: ≥ upper to a cluster joins it (`FUZZY`); strong matches between remaining queries form new
@@ -44,7 +46,7 @@ from linkage import fuzzy as fz
 from linkage import names as nm
 from linkage.base import CORE_ATTRIBUTES, LINK_KEY, PERSON_COLUMNS, attributes_for, empty_persons, rkid_for, role_keys
 from linkage.ids import id_shaped
-from linkage.repair import repair_ids
+from linkage.repair import excel_tail, repair_ids
 
 CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "linkage.json"
 LINK_COLUMNS = ["BM", "BH", "YWZJ", "JS", "RKID", "PPFS", "PPDF", "PPMX"]
@@ -535,11 +537,20 @@ def _repair_broken_ids(R: pd.DataFrame, s1: dict, cluster: np.ndarray, ppfs: np.
     damage = R["id_damage"].astype(str).to_numpy(dtype=object)
     broken = (np.isin(status, ["CHECKSUM", "FORMAT"]) | (damage != "")) & (cluster < 0)
     ka = np.flatnonzero(s1["anchored"] & s1["citizen"])
-    known = pd.DataFrame({"row": ka, "cluster": cluster[ka], "id18": R["id18"].to_numpy(dtype=object)[ka],
+    id18 = R["id18"].to_numpy(dtype=object)
+    known = pd.DataFrame({"row": ka, "cluster": cluster[ka], "id18": id18[ka],
                           "name_key": R["name_key"].to_numpy(dtype=object)[ka],
                           "birth": R["birth"].astype(str).to_numpy(dtype=object)[ka]})
     known = known.drop_duplicates(["cluster", "id18", "name_key", "birth"])
-    rep = repair_ids(R, np.flatnonzero(broken), known, cfg, business_date)
+    tail = excel_tail(R) & s1["anchored"]  # valid IDs ending in 000: Excel's, when another ID confirms
+    rep = repair_ids(R, np.flatnonzero(broken | tail), known, cfg, business_date)
+    if len(rep):
+        # ... but not when police records hold both numbers: two registered persons, not one damaged ID
+        police = np.isin(R["BH"].to_numpy(dtype=object), POLICE_TABLES) & s1["anchored"]
+        rr = rep["row"].to_numpy(np.int64)
+        both = (tail[rr] & np.isin(id18[rr], pd.unique(id18[police]))
+                & np.isin(rep["cluster"].to_numpy(np.int64), pd.unique(cluster[police])))
+        rep = rep[~both]
     if not len(rep):
         return pd.Series(dtype=object)
     rr = rep["row"].to_numpy(np.int64)

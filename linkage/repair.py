@@ -9,7 +9,11 @@ Candidates for a role whose ID is not well formed:
   a number whose upgrade (`upgrade_15`) is a known ID;
 - `EXCEL_000`: 18 digits whose tail Excel turned to `000`: known IDs sharing the first 15 digits;
 - `EXCEL_SCI`: `3.20102E+17` and `.0` tails: known IDs starting with the digits Excel kept (the last
-  displayed digit may be rounded, so it is dropped) *and* carrying the record's birth date.
+  displayed digit may be rounded, so it is dropped) *and* carrying the record's birth date;
+- `EXCEL_000` also for a *valid* ID ending in `000` (`excel_tail`): one truncated ID in 11 passes the
+  check digit, so the tail is a suspicion, not a proof; known IDs sharing its first 15 digits are
+  candidates like a checksum-failing tail's, and the linker adds one guard (`linkage.link`: not when
+  police records hold both numbers, two registered persons).
 
 A candidate is accepted only when name (`linkage.names` levels: □ wildcard and homophones
 tolerated) and birth date confirm it (`config["repair"]`); when two different persons confirm
@@ -60,10 +64,19 @@ def _variants15(values: pd.Series) -> pd.DataFrame:
     return pd.DataFrame({"src": src, "variant": up.to_numpy(dtype=object), "kind": "DIGIT15"})
 
 
+def excel_tail(roles: pd.DataFrame) -> np.ndarray:
+    """Valid 18-digit IDs ending in `000`: maybe Excel's 15 kept digits with a tail that happens to pass
+    the check digit (a genuine ID ends so once in about 1,100)."""
+    id18 = roles["id18"].astype(str)
+    return ((roles["id_status"].astype(str) == "VALID18") & (id18.str.len() == 18)
+            & id18.str.endswith("000")).to_numpy(dtype=bool)
+
+
 def repair_candidates(roles: pd.DataFrame, todo: np.ndarray, known_ids, cfg: dict,
                       business_date: str) -> pd.DataFrame:
     """Every (row, id18, how) a damaged ID of the rows `todo` could be repaired to: keystroke and 15-digit
-    variants whatever is known, Excel-damaged prefixes completed from `known_ids`."""
+    variants whatever is known, Excel-damaged prefixes completed from `known_ids` (for a valid ID with an
+    `excel_tail`, the other known IDs of its first 15 digits)."""
     rc = cfg["repair"]
     none = pd.DataFrame({"row": pd.Series(dtype=np.int64), "id18": pd.Series(dtype=object), "how": pd.Series(dtype=object)})
     if len(todo) == 0:
@@ -72,10 +85,11 @@ def repair_candidates(roles: pd.DataFrame, todo: np.ndarray, known_ids, cfg: dic
     id_norm = R["id_norm"].astype(str)
     damage = R["id_damage"].astype(str)
     prefix = R["id_prefix"].astype(str)
+    tail = excel_tail(R)
 
     cands = []
-    # one keystroke away (18 characters)
-    v18 = id_variants(pd.Series(id_norm.to_numpy(), index=todo), business_date)
+    # one keystroke away (18 characters; a valid ID has no valid neighbour: MOD 11-2)
+    v18 = id_variants(pd.Series(id_norm.to_numpy()[~tail], index=todo[~tail]), business_date)
     if len(v18):
         cands.append(pd.DataFrame({"row": v18["src"].to_numpy(np.int64), "id18": v18["variant"].to_numpy(),
                                    "how": v18["kind"].to_numpy()}))
@@ -87,10 +101,13 @@ def repair_candidates(roles: pd.DataFrame, todo: np.ndarray, known_ids, cfg: dic
     known_ids = pd.Series(np.asarray(known_ids, dtype=object), dtype=object).drop_duplicates()
     # Excel: the digits it kept
     minp = int(rc.get("excel_sci_min_prefix", 6))
-    sel = (damage == "EXCEL_000").to_numpy() & (prefix.str.len() == 15).to_numpy()
+    pre15 = np.where(tail, R["id18"].astype(str).str[:15].to_numpy(dtype=object), prefix.to_numpy(dtype=object))
+    sel = ((damage == "EXCEL_000").to_numpy() & (prefix.str.len() == 15).to_numpy()) | tail
     if sel.any():
         k15 = pd.DataFrame({"pre": known_ids.str[:15].to_numpy(dtype=object), "id18": known_ids.to_numpy(dtype=object)})
-        hit = pd.DataFrame({"row": todo[sel], "pre": prefix.to_numpy(dtype=object)[sel]}).merge(k15, on="pre")
+        hit = pd.DataFrame({"row": todo[sel], "pre": pre15[sel],
+                            "own": R["id18"].astype(str).to_numpy(dtype=object)[sel]}).merge(k15, on="pre")
+        hit = hit[hit["id18"] != hit["own"]]  # a valid tail's own ID is no repair
         if len(hit):
             cands.append(pd.DataFrame({"row": hit["row"].to_numpy(np.int64), "id18": hit["id18"].to_numpy(), "how": "EXCEL_000"}))
     sel = (damage == "EXCEL_SCI").to_numpy() & (prefix != "").to_numpy()

@@ -314,6 +314,56 @@ def test_fuzzy_neighbourhoods_link_as_a_rebuild_would(both_modes):
     assert info["relinked"] < len(roles) / 5
 
 
+def test_excel_tails_that_pass_the_check_link_as_a_rebuild_would(both_modes):
+    """A new record whose ID Excel cut to 15 digits with a `000` tail that passes the check digit joins
+    its person by repair (a valid ID of its own), and a new household record with that person's name
+    on the same 15 digits takes the repair away again: both as a rebuild does."""
+    from linkage.ids import check_digit
+
+    _, _, engines = both_modes
+    engine = engines["incremental"]
+    with engine.connect() as conn:
+        state0 = read_base(conn)
+    keyed = state0.links.set_index(KEY)
+    hk = state0.sources["hukou"]
+    hk_live = hk[(hk["_deleted"] != "1") & (hk["GMSFHM"].str.len() == 18) & hk["GMSFHM"].str[:17].str.isdigit()]
+    tail = hk_live["GMSFHM"].str[:15] + "000"
+    ok = (check_digit(tail.str[:17]).to_numpy() == "0") & (hk_live["GMSFHM"] != tail).to_numpy()
+    assert ok.any(), "some household ID's 000 tail passes the check digit (one in 11)"
+    person = hk_live[ok].iloc[0]
+    rkid = keyed.loc[("police", "hukou", person["_key"], "SELF"), "RKID"]
+    dibao = state0.sources["dibao"]
+    template = dibao[dibao["_deleted"] != "1"].index[0]
+
+    def add_dibao(src):
+        d = src["dibao"]
+        row = d.loc[[template]].copy()
+        row["_key"] = row["DBRYBH"] = "NEWDB0003"
+        for f in ("XM", "CSRQ", "XB"):
+            row[f] = person[f]
+        row["GMSFHM"] = person["GMSFHM"][:15] + "000"
+        src["dibao"] = pd.concat([d, row], ignore_index=True)
+
+    state, roles = _state_and_roles(engine, add_dibao)
+    res = _links_both_ways(state, roles, state.decisions.drop(columns=["decision_key"]))
+    new_row = res.links.set_index(KEY).loc[("civil", "dibao", "NEWDB0003", "SELF")]
+    assert (new_row["PPFS"], new_row["RKID"]) == ("ID_REPAIRED", rkid)
+
+    def add_both(src):
+        add_dibao(src)  # and police register the 000 number too, under the same name: two persons
+        h = src["hukou"]
+        twin = h.loc[[person.name]].copy()
+        twin["_key"] = twin["RYBH"] = "RNEWTAIL01"
+        twin["GMSFHM"] = person["GMSFHM"][:15] + "000"
+        src["hukou"] = pd.concat([h, twin], ignore_index=True)
+
+    state, roles = _state_and_roles(engine, add_both)
+    res = _links_both_ways(state, roles, state.decisions.drop(columns=["decision_key"]))
+    got = res.links.set_index(KEY)
+    assert got.loc[("civil", "dibao", "NEWDB0003", "SELF"), "PPFS"] == "ID_EXACT"
+    assert got.loc[("civil", "dibao", "NEWDB0003", "SELF"), "RKID"] != rkid
+
+
 def test_todays_decisions_link_as_a_rebuild_would(both_modes):
     """A NOT_SAME and a SAME decision taken today re-link their roles exactly as a rebuild does."""
     _, _, engines = both_modes

@@ -80,3 +80,32 @@ def test_a_pass_for_queries_without_a_birth_date_is_probed_for_those_only(db_url
     assert _scope(engine, table, ["A"], reach, only) == {"A"}
     assert _scope(engine, table, ["A"], reach) == {"A", "B"}  # without the condition: more, never less
     assert _scope(engine, table, ["E"], reach, only) == {"E", "F"}
+
+
+def test_a_valid_id_with_an_excel_tail_and_its_holder_find_each_other(db_url):
+    """A valid ID ending in 000 may be Excel's (`linkage.repair.excel_tail`): the scope of its record takes
+    in the holders of its first 15 digits, and the scope of a holder takes in the record with the tail
+    (the repair could move it either way). Index rows made by `exchange.role_index` from real roles."""
+    from exchange.role_index import role_index
+    from linkage.base import role_keys
+    from linkage.ids import NearIDs, check_digit
+    from tests.test_link import dibao, hukou, roles_of, _tail_prefix
+
+    head = _tail_prefix("320102", "19880512")
+    body = pd.Series([head + "37"])
+    real = (body + check_digit(body))[0]
+    roles = roles_of(hukou=[hukou("H1", "周敏", real, "19880512", xb="2", region=head[:6]),
+                            hukou("H9", "陈一", "110101199001011237", "19900101")],
+                     dibao=[dibao("D1", "周敏", head + "000", "19880512", xb="2", region=head[:6])])
+    index = role_index(roles, role_keys(roles), {})
+    assert index.set_index("record").loc["dibao|D1", "repair_prefix"] == head
+    engine = db.engine_for(db_url)
+    with engine.begin() as conn:
+        table = db.ensure_forms(conn, COLS)
+        db.append_frame(conn, db.role_index, index)
+    none = lambda forms: (lambda q, t: np.zeros(len(q), dtype=bool))  # noqa: E731 - no fuzzy reach here
+    with engine.connect() as conn:
+        for seed, other in (("dibao|D1", "hukou|H1"), ("hukou|H1", "dibao|D1")):
+            scope = find_scope(conn, table, COLS, COMPARE_COLUMNS, {}, {seed}, set(), pd.DataFrame(), pd.DataFrame(),
+                               lambda ids: [], NearIDs, none, max_roles=1000)
+            assert other in scope.records and "hukou|H9" not in scope.records
