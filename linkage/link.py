@@ -152,6 +152,17 @@ def _clearly_other(nl: np.ndarray, bl: np.ndarray, ic: dict) -> np.ndarray:
     return with_birth | without
 
 
+def _clearly_other_rows(R: pd.DataFrame, cfg: dict):
+    """`_clearly_other` for pairs of rows of `R` (name and birth levels computed on demand)."""
+    name_key = R["name_key"].to_numpy(dtype=object)
+    bmat = fz._fixed_bytes(R["birth"].astype(str).to_numpy(dtype=object), 8)
+
+    def clearly_other(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return _clearly_other(nm.name_levels(name_key[a], name_key[b]), fz.birth_levels(bmat[a], bmat[b]),
+                              cfg["id_link"])
+    return clearly_other
+
+
 def _id_clusters(R: pd.DataFrame, cfg: dict) -> dict:
     """Stage 1. Returns cluster (-1 = none), ppfs, split flags, mismatch flags, labelled pairs."""
     ic = cfg["id_link"]
@@ -357,8 +368,41 @@ def _components(a: np.ndarray, b: np.ndarray, nodes: np.ndarray) -> tuple[np.nda
     return rows, founder
 
 
+def _whole_components(rows: np.ndarray, founder: np.ndarray, qa: np.ndarray, qb: np.ndarray,
+                      clearly_other) -> tuple[np.ndarray, np.ndarray]:
+    """A person formed by strong pairs among ID-less roles is checked as a whole, not only pair by pair:
+    a chain A~B~C can join two people whom no pair compares. A member clearly other than its component's
+    founder (`_clearly_other`: name and birth date both disagree) and not strongly paired with it directly
+    (a pair's own score outweighs the crude test) leaves the component; the members that
+    left form components of their own from their pairs among themselves (the same check once more), and a
+    member left alone becomes a person of its own (not a grey-zone candidate of the person it was cut from:
+    the check says it is not that person)."""
+    if clearly_other is None or not len(rows):
+        return rows, founder
+    width = int(max(qa.max(), qb.max())) + 1
+    direct = np.isin(np.minimum(rows, founder) * width + np.maximum(rows, founder),
+                     np.minimum(qa, qb) * width + np.maximum(qa, qb))
+    out = (founder == rows) | direct  # founders stay, and so does a member its own strong pair joins to them
+    out |= ~clearly_other(rows, founder)
+    if out.all():
+        return rows, founder
+    cut = rows[~out]
+    keep_edge = np.isin(qa, cut) & np.isin(qb, cut)
+    r2, f2 = _components(qa[keep_edge], qb[keep_edge], cut) if keep_edge.any() else (rows[:0], founder[:0])
+    if len(r2):
+        ok2 = ((f2 == r2) | ~clearly_other(r2, f2)
+               | np.isin(np.minimum(r2, f2) * width + np.maximum(r2, f2), np.minimum(qa, qb) * width + np.maximum(qa, qb)))
+        r2, f2 = r2[ok2], f2[ok2]
+    alone = np.setdiff1d(cut, r2)  # their own founders
+    rows = np.concatenate([rows[out], r2, alone])
+    founder = np.concatenate([founder[out], f2, alone])
+    order = np.argsort(rows, kind="stable")
+    return rows[order], founder[order]
+
+
 def _assign_queries(cand: pd.DataFrame, queries: np.ndarray, entity: np.ndarray, n_anchor: int,
-                    cluster: np.ndarray, upper: float, lower: float, log2_prior: float) -> dict:
+                    cluster: np.ndarray, upper: float, lower: float, log2_prior: float,
+                    clearly_other=None) -> dict:
     """Turn scored candidates (q, entity, bits) into clusters and methods for the query rows.
 
     Round 1 weighs each query against the ID clusters only (they are distinct persons): p ≥ upper
@@ -366,6 +410,7 @@ def _assign_queries(cand: pd.DataFrame, queries: np.ndarray, entity: np.ndarray,
     the rest against ID clusters and the remaining queries: p ≥ upper to a cluster joins it (FUZZY),
     strong matches between remaining queries form new persons (founder UNMATCHED, others FUZZY),
     the grey zone joins its best candidate (POSSIBLE), and the rest become new persons (UNMATCHED).
+    `clearly_other(a, b)`: whether rows a and b are clearly two people (checks a new person whole).
     """
     n = len(cluster)
     out = cluster.copy()
@@ -416,7 +461,7 @@ def _assign_queries(cand: pd.DataFrame, queries: np.ndarray, entity: np.ndarray,
         keep = ~done[qq["q"].to_numpy(np.int64)] & ~done[other]
         qa, qb, qp = qq["q"].to_numpy(np.int64)[keep], other[keep], qq["p"].to_numpy()[keep]
         nodes = np.unique(np.concatenate([qa, qb]))
-        rows, founder = _components(qa, qb, nodes)
+        rows, founder = _whole_components(*_components(qa, qb, nodes), qa, qb, clearly_other)
         if len(rows):
             labels = next_label + _labels_by_first(founder)
             next_label = int(labels.max()) + 1
@@ -951,7 +996,8 @@ def link_roles(roles: pd.DataFrame, persons_prev: pd.DataFrame | None, links_pre
     cand = _score_candidates(P, queries, entity, model, cfg, fstats)
     timings["fuzzy_score"] = time.perf_counter() - t
     t = time.perf_counter()
-    asg = _assign_queries(cand, queries, entity, n_anchor, cluster, upper, lower, model.log2_prior_odds)
+    asg = _assign_queries(cand, queries, entity, n_anchor, cluster, upper, lower, model.log2_prior_odds,
+                          _clearly_other_rows(R, cfg))
     cluster = asg["cluster"]
     ppfs[queries] = asg["ppfs"][queries]
     ppdf[queries] = asg["ppdf"][queries]

@@ -346,3 +346,26 @@ def test_an_excel_tail_held_by_police_beside_the_other_number_is_two_persons():
     h1, h2 = rk(res, "hukou", "H1")["RKID"], rk(res, "hukou", "H2")["RKID"]
     assert h1 != h2
     assert (rk(res, "dibao", "D2")["PPFS"], rk(res, "dibao", "D2")["RKID"]) == ("ID_EXACT", h2)
+
+
+def test_a_person_of_idless_roles_is_checked_as_a_whole():
+    """A chain: A and C each match B strongly (B lacks what tells them apart) but are clearly two people.
+    Pair by pair the three would be one person; checked as a whole C is cut from A's and B's person and is
+    a person of its own, not a grey-zone candidate of theirs."""
+    import numpy as np
+
+    from linkage.link import _assign_queries
+
+    cand = pd.DataFrame({"q": [0, 1, 1, 2], "t": [1, 0, 2, 1], "entity": [1, 0, 2, 1], "bits": [30.0] * 4})
+    queries = np.arange(3)
+    args = (cand, queries, queries.copy(), 0, np.full(3, -1), 0.9, 0.6, -10.0)
+    chained = _assign_queries(*args)
+    assert len(set(chained["cluster"])) == 1  # pair by pair: one person
+
+    def clearly_other(a, b):
+        return ((a == 2) & (b == 0)) | ((a == 0) & (b == 2))
+
+    whole = _assign_queries(*args, clearly_other=clearly_other)
+    c = whole["cluster"]
+    assert c[0] == c[1] and c[2] != c[0]
+    assert list(whole["ppfs"]) == ["UNMATCHED", "FUZZY", "UNMATCHED"]
