@@ -167,10 +167,25 @@ def widen(conn: sa.Connection, sc: Scoped, flagged: set[str], date: str) -> Scop
     scope = sc.search.widen(flagged)
     if scope is None:
         return None
-    state = base.read_scoped_base(conn, scope.records, scope.roles, _rkid_claims(conn, scope.roles))
+    new_roles = scope.roles - sc.roles  # only what the widening added is read; the rest is in hand
+    extra = base.read_scoped_base(conn, scope.records - sc.records, new_roles, _rkid_claims(conn, new_roles))
+    state = _union(sc.state, extra)
     log.info("%s: scope widened by %s flagged role(s) to %s roles in %s records", date, f"{len(flagged):,}",
              f"{len(scope.roles):,}", f"{len(scope.records):,}")
     return replace(sc, state=state, roles=scope.roles, records=scope.records, rounds=sc.rounds + 1)
+
+
+def _union(a: BaseState, b: BaseState) -> BaseState:
+    """Two scoped reads of disjoint records and roles as one (`read_scoped_base` of their union: every frame
+    but `persons` is per record or per role; persons are deduplicated and kept in RKID order)."""
+    def cat(x: pd.DataFrame, y: pd.DataFrame) -> pd.DataFrame:
+        return x if not len(y) else y if not len(x) else pd.concat([x, y], ignore_index=True)
+
+    persons = (cat(a.persons, b.persons).drop_duplicates("RKID").sort_values("RKID", kind="stable")
+               .reset_index(drop=True))
+    return replace(a, sources={k: cat(v, b.sources[k]) for k, v in a.sources.items()}, persons=persons,
+                   links=cat(a.links, b.links), decisions=cat(a.decisions, b.decisions), tasks=cat(a.tasks, b.tasks),
+                   overlays=cat(a.overlays, b.overlays))
 
 
 @dataclass
