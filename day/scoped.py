@@ -70,15 +70,18 @@ def _years_before(day: str, years: int) -> str:
     return f"{int(day[:4]) - years:04d}{day[4:]}"
 
 
-def _repair_targets(broken: list[str]) -> list[str]:
-    """The citizen IDs broken numbers could be repaired to, one keystroke away (`linkage.repair`)."""
+def _repair_targets(broken: list[str]) -> pd.DataFrame:
+    """The citizen IDs broken numbers could be repaired to, one keystroke away (`linkage.repair`): one
+    row (broken, variant) per pair."""
     if not broken:
-        return []
+        return pd.DataFrame({"broken": pd.Series(dtype=object), "variant": pd.Series(dtype=object)})
     s = pd.Series(broken, dtype=object)
-    out = list(id_variants(s)["variant"])
-    v15 = _variants15(s)
-    out += [v for v in v15["variant"] if v]
-    return out
+    v18, v15 = id_variants(s), _variants15(s)
+    v15 = v15[v15["variant"] != ""]
+    src = np.concatenate([v18["src"].to_numpy(np.int64), v15["src"].to_numpy(np.int64)])
+    return pd.DataFrame({"broken": s.to_numpy(dtype=object)[src],
+                         "variant": np.concatenate([v18["variant"].to_numpy(dtype=object),
+                                                    v15["variant"].to_numpy(dtype=object)])})
 
 
 @dataclass

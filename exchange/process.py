@@ -478,9 +478,11 @@ def process_date(state: BaseState, stage_result, staged: dict[str, pd.DataFrame]
                                    scoped_rounds)
     done("link")
     inc = res.stats.get("incremental", {})
-    log.info("linking %s: %s, re-linked %s of %s roles (context %s, %s round(s), %s s; keys %s s, sub-runs %s s)",
+    log.info("linking %s: %s, re-linked %s of %s roles (context %s of which %s kept their links, %s round(s), %s s; "
+             "keys %s s, sub-runs %s s)",
              date, inc.get("mode"), f"{inc.get('relinked', 0):,}", f"{len(roles):,}", f"{inc.get('context', 0):,}",
-             inc.get("rounds", 0), inc.get("seconds", ""), inc.get("keys_s", ""), inc.get("sub_run_s", ""))
+             f"{inc.get('kept', 0):,}", inc.get("rounds", 0), inc.get("seconds", ""), inc.get("keys_s", ""),
+             inc.get("sub_run_s", ""))
     links = res.links.copy()
     # the role keys of today's roles (role_changes indexed the fingerprints by them, in roles order) and
     # of the links, built once and handed to every whole-city step below (~2 s each at 2 M roles)

@@ -20,8 +20,10 @@ are the blocks it skips (`FSModel.skip_blocks`, also from the first date). So a 
    The old versions of changed and removed roles take part with their old values.
 3. **Context C**: the rows W's queries reach, the holders of the IDs their damaged IDs could be
    repaired to, the spouses' persons; closed under ID group, person, record and decisions so that
-   their own links come out as they were, and the queries among them reach their candidates too.
-4. `link_roles` on W ∪ C. The run is accepted when every context row kept its RKID, method and score,
+   their own links come out as they were. The possible queries among them keep yesterday's links
+   without searching their candidates (`_kept`): none of those changed, or they would be in W.
+4. `link_roles` on W ∪ C (`kept=`: the context's possible queries). The run is accepted when every
+   other context row kept its RKID, method and score,
    every fuzzy query of the sub-run had searched its candidates, every spouse person it used was there
    and no person of the sub-run has roles outside it; otherwise the offending rows join W or C and the
    sub-run is repeated.
@@ -578,15 +580,29 @@ def _possible_queries(d: _Delta, nb: _Neighbourhood, W: np.ndarray) -> np.ndarra
     return Q
 
 
+def _kept(nb: _Neighbourhood, C: np.ndarray, Q: np.ndarray, prev_rkid: np.ndarray, n: int) -> np.ndarray:
+    """The context rows that keep yesterday's link without searching their candidates: possible queries
+    (yesterday's fuzzy roles) outside W with a link. None of their candidates changed: a possible query
+    that reaches a row of W, or that a query of W reaches, is in W (`_Neighbourhood.close`), and so is
+    every role of a person, ID group or record W touches; so a rebuild links them as yesterday's run
+    did, and the sub-run keeps their links (`link_roles(kept=...)`) instead of searching their blocks,
+    whose possible queries would bring in theirs, and so on."""
+    K = C & nb.pq & ~Q
+    K[n:] = False
+    K[:n] &= prev_rkid != ""  # a role without a link is a seed, in W: none here, but nothing to keep
+    return K
+
+
 def _context(nb: _Neighbourhood, W: np.ndarray, Q: np.ndarray, searched: np.ndarray, reached: np.ndarray,
              extra_partner: set, extra_ctx: np.ndarray, n: int) -> np.ndarray:
     """C: the rows the queries reach, closed so that their own links come out as before (step 3).
 
-    The queries among them (yesterday's fuzzy roles) must reach all their candidates too. Updates
-    `searched` (queries whose targets were looked up) and `reached` (those targets) in place."""
+    Only W's queries `Q` search their candidates: the possible queries among C keep their links
+    (`_kept`). Updates `searched` (queries whose targets were looked up) and `reached` (those
+    targets) in place."""
     C = np.zeros(len(W), dtype=bool)
     while True:
-        frontier = (Q | (C & nb.pq)) & ~searched
+        frontier = Q & ~searched
         frontier[n:] = False
         if frontier.any():
             reached |= nb.reach.targets(frontier)
@@ -601,20 +617,22 @@ def _context(nb: _Neighbourhood, W: np.ndarray, Q: np.ndarray, searched: np.ndar
         C_new[n:] = False
         C_new = nb.close(C_new | C, decisions=True) & ~W
         C_new[n:] = False
-        settled = not (C_new & ~C).any() and not ((Q | (C_new & nb.pq)) & ~searched)[:n].any()
+        settled = not (C_new & ~C).any() and not (Q & ~searched)[:n].any()
         C = C_new
         if settled:
             return C
 
 
 def _sub_run(d: _Delta, rows: np.ndarray, decisions: pd.DataFrame | None, business_date: str, cfg: dict,
-             model: fz.FSModel, info: dict) -> LinkResult:
-    """`link_roles` on the roles `rows`, with their links and the persons it can read or change (step 4)."""
+             model: fz.FSModel, info: dict, kept: np.ndarray) -> LinkResult:
+    """`link_roles` on the roles `rows`, with their links and the persons it can read or change (step 4);
+    the rows `kept` keep their links (`_kept`)."""
     sub_roles = d.R.iloc[rows]
     sub_links = d.links_prev[pd.Index(d.lpk).isin(d.keys[rows])].drop(columns=["role_key"], errors="ignore")
     t_sub = time.perf_counter()
     sub_persons = _persons_of(d.pp, d.pp_index, d.R, rows, d.prev_rkid, d.dec, d.merged)
-    res = link_roles(sub_roles, sub_persons, sub_links, decisions, business_date, config=cfg, model=model)
+    res = link_roles(sub_roles, sub_persons, sub_links, decisions, business_date, config=cfg, model=model,
+                     kept=set(d.keys[kept]))
     info["sub_run_s"] = round(info.get("sub_run_s", 0) + time.perf_counter() - t_sub, 2)
     return res
 
@@ -645,15 +663,17 @@ def _new_spouse_persons(d: _Delta, nb: _Neighbourhood, got: pd.DataFrame, wq: np
 
 
 def _check_sub_run(d: _Delta, nb: _Neighbourhood, got: pd.DataFrame, W: np.ndarray, C: np.ndarray, S: np.ndarray,
-                   searched: np.ndarray, extra_partner: set) -> tuple[np.ndarray, np.ndarray, set, np.ndarray]:
+                   searched: np.ndarray, extra_partner: set,
+                   K: np.ndarray) -> tuple[np.ndarray, np.ndarray, set, np.ndarray]:
     """The checks a sub-run must pass (step 4): context rows it changed, fuzzy queries whose candidates
-    were not searched, spouse persons it used that were not there, rows outside it of its persons."""
+    were not searched (the rows `K` kept their links: `_kept`), spouse persons it used that were not
+    there, rows outside it of its persons."""
     n = len(d.R)
-    bad_c = _context_changed(d, got, np.flatnonzero(C[:n]))
+    bad_c = _context_changed(d, got, np.flatnonzero((C & ~K)[:n]))
     srow = np.flatnonzero(S)
     gs = got.reindex(d.keys[srow])
     actual_q = srow[_isin(gs["PPFS"].to_numpy(dtype=object), FUZZY_METHODS)]
-    missing_q = actual_q[~searched[actual_q]]
+    missing_q = actual_q[~searched[actual_q] & ~K[actual_q]]
     new_partner = _new_spouse_persons(d, nb, got, actual_q[W[actual_q]], S, searched, extra_partner)
     # a person of the sub-run must not have roles outside it (its attributes come from its roles)
     shared = ~np.concatenate([S, np.ones(len(d.U) - n, dtype=bool)]) & _isin(d.u_rkid, set(got["RKID"]))
@@ -686,11 +706,12 @@ def _incremental_rounds(d: _Delta, nb: _Neighbourhood, W: np.ndarray, decisions:
             info["context"] = int(C[:n].sum())
             break
         rows = np.flatnonzero(S)
-        res = _sub_run(d, rows, decisions, business_date, cfg, model, info)
+        K = _kept(nb, C, Q, d.prev_rkid, n)
+        res = _sub_run(d, rows, decisions, business_date, cfg, model, info, np.flatnonzero(K[:n]))
         got = res.links.set_index(role_keys(res.links))
-        bad_c, missing_q, new_partner, shared = _check_sub_run(d, nb, got, W, C, S, searched, extra_partner)
+        bad_c, missing_q, new_partner, shared = _check_sub_run(d, nb, got, W, C, S, searched, extra_partner, K)
         if not len(bad_c) and not len(missing_q) and not new_partner and not shared.any():
-            info.update(relinked=int(W[:n].sum()), context=int(C[:n].sum()), sub_run=len(rows),
+            info.update(relinked=int(W[:n].sum()), context=int(C[:n].sum()), kept=int(K[:n].sum()), sub_run=len(rows),
                         context_s=round(t_ctx, 2), pairs_scored=nb.reach.pairs_scored)
             return _merge(d.R, d.keys, d.lp, d.pos, rows, res, info, t0, d.pp, d.pp_index), t_ctx
         info.setdefault("failed_checks", []).append(

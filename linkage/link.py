@@ -860,6 +860,20 @@ def _apply_decisions(rkid: np.ndarray, ppfs: np.ndarray, ppdf: np.ndarray, pair:
             _relink_forbidden(vrows, rkid, ppfs, ppdf, pair, forbid, prev_live, P, model, cfg, issuer, upper, lower)
 
 
+def _keep_links(fixed: np.ndarray, role_key: np.ndarray, lp: pd.DataFrame, rkid: np.ndarray, ppfs: np.ndarray,
+                ppdf: np.ndarray) -> np.ndarray:
+    """The links of the rows `fixed` as `lp` has them (`link_roles(kept=...)`), in place; returns their
+    rows in `lp`."""
+    rows = np.flatnonzero(fixed)
+    at = pd.Index(role_keys(lp)).get_indexer(role_key[rows])
+    if (at < 0).any():
+        raise ValueError(f"{int((at < 0).sum())} kept role(s) have no link to keep")
+    rkid[rows] = lp["RKID"].astype(str).to_numpy(dtype=object)[at]
+    ppfs[rows] = lp["PPFS"].astype(str).to_numpy(dtype=object)[at]
+    ppdf[rows] = pd.to_numeric(lp["PPDF"], errors="coerce").fillna(0.0).to_numpy(dtype=np.float64)[at]
+    return at
+
+
 # ------------------------------------------------------------------------------------- outputs
 def _links_frame(keys: pd.DataFrame, rkid: np.ndarray, ppfs: np.ndarray, ppdf: np.ndarray,
                  ppmx: np.ndarray) -> pd.DataFrame:
@@ -951,12 +965,16 @@ def _events_frame(keys: pd.DataFrame, issued_now: list, retired: pd.DataFrame, p
 # ---------------------------------------------------------------------------------------- main API
 def link_roles(roles: pd.DataFrame, persons_prev: pd.DataFrame | None, links_prev: pd.DataFrame | None,
                decisions: pd.DataFrame | None, business_date: str, config: dict | None = None,
-               model: fz.FSModel | None = None) -> LinkResult:
+               model: fz.FSModel | None = None, kept: set[str] | None = None) -> LinkResult:
     """Link every role of `roles` to a person; see the module docstring.
 
     `model`: a Fellegi–Sunter model to use as it is (the base keeps the one trained on its first date,
     so that a day's result depends only on the data near what changed: docs/linkage.md, incremental
     linking). Without it, the model is trained on `roles`.
+    `kept`: role keys whose link of `links_prev` stands as it is (`linkage.incremental`: context rows that
+    could be fuzzy queries but none of whose candidates changed). They take part in the ID stage and
+    count in their persons' attributes, but are neither fuzzy queries nor claims on an RKID, so the
+    sub-run need not hold their candidates.
     """
     cfg = config or load_config()
     if config is not None:
@@ -985,6 +1003,11 @@ def link_roles(roles: pd.DataFrame, persons_prev: pd.DataFrame | None, links_pre
 
     # ---- 3. fuzzy
     t = time.perf_counter()
+    role_key = role_keys(R)
+    fixed = _isin(role_key, kept) if kept else np.zeros(len(R), dtype=bool)
+    if fixed.any():  # kept rows: anchored alone, so they are no queries (nothing reaches them, `kept`)
+        free = fixed & (cluster < 0)
+        cluster[free] = (int(cluster.max()) + 1 if len(cluster) else 0) + np.arange(int(free.sum()))
     P, queries, entity, n_anchor = _prepare_fuzzy(R, s1, cluster, repaired_id)
     timings["fuzzy_prepare"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -1007,22 +1030,27 @@ def link_roles(roles: pd.DataFrame, persons_prev: pd.DataFrame | None, links_pre
 
     # ---- 4. RKIDs
     keys = R[LINK_KEY].astype(str)
-    role_key = role_keys(R)
     prev_of_role, prev_live, live_prev = _previous_rkids(role_key, lp, pp, merged_map)
     pinned, pin_rkid, forbid = _read_decisions(dec, merged_map, role_key, live_prev)
-    claim_rkid, weak = _claims(prev_live, pinned, forbid)
+    if fixed.any() and len(forbid):
+        forbid = forbid[~fixed[forbid["row"].to_numpy(np.int64)]]
+    claim_rkid, weak = _claims(prev_live, pinned | fixed, forbid)
     issued_of = pp.set_index("RKID")["issued"] if len(pp) else pd.Series(dtype=object)
     cluster_rkid, retired = _continuing_rkids(cluster, claim_rkid, weak, issued_of)
     issuer = _Issuer(keys, set(pp["RKID"]) | set(cluster_rkid.to_numpy()))
-    rkid = _issue_new_persons(cluster, pinned, cluster_rkid, issuer)
+    rkid = _issue_new_persons(cluster, pinned | fixed, cluster_rkid, issuer)
 
     # ---- 5. decisions
+    kept_at = _keep_links(fixed, role_key, lp, rkid, ppfs, ppdf) if fixed.any() else None
     _apply_decisions(rkid, ppfs, ppdf, pair, pinned, pin_rkid, forbid, prev_live, P, model, cfg, issuer, upper, lower)
+    ppmx = _explanations(P, role_key, ppfs, ppdf, pair, model, cfg)
+    if kept_at is not None:  # a link not re-linked keeps its explanation (a base from before them has none)
+        ppmx[fixed] = lp["PPMX"].fillna("").astype(str).to_numpy(dtype=object)[kept_at] if "PPMX" in lp else ""
     timings["assign"] = time.perf_counter() - t
 
     # ---- outputs
     t = time.perf_counter()
-    links = _links_frame(keys, rkid, ppfs, ppdf, _explanations(P, role_key, ppfs, ppdf, pair, model, cfg))
+    links = _links_frame(keys, rkid, ppfs, ppdf, ppmx)
     issued_rk = {rk for rk, _ in issuer.issued}
     persons, derived = _persons_frames(R, rkid, issued_rk, issued_of, pp, retired, business_date)
     events = _events_frame(keys, issuer.issued, retired, prev_of_role, rkid, pp, derived)

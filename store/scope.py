@@ -4,10 +4,14 @@
 relation the linker (`linkage.incremental`) and the rules (`verification.recheck`) follow: the same
 record, the same person (`links.RKID`), the same ID group (`role_index.id_key`) or rule ID
 (`state_id`), decisions, ID repair both ways, and the fuzzy blocks of `role_forms` (per pass of
-`config/linkage.json`). Rows that may be fuzzy queries (`pq`: no link, or a link by a fuzzy method)
-carry the closure on through their blocks; the others are taken in with their person, ID and record,
-as the linker's context. The result is a superset of what the linker and the rules read, so running
-the pure day (`exchange.process.process_date`) on it gives what a run over the whole base gives;
+`config/linkage.json`). The work set (the roles the linker may re-link: the delivered records' roles,
+closed as `linkage.incremental` closes W, under person, record, ID group, decisions, repair candidates
+and fuzzy pairs with possible queries) carries the closure on through its blocks: its possible queries
+(`pq`: no link, or a link by a fuzzy method) take in their candidates. Everything else is context, taken
+in with its person, ID and record; a possible query of the context keeps its link without its
+candidates (`linkage.incremental._kept`), so the context does not chain through blocks. The result is a
+superset of what the linker and the rules read, so running the pure day
+(`exchange.process.process_date`) on it gives what a run over the whole base gives;
 `tests/test_incremental.py` holds it to that on every date.
 
 Every lookup goes through `store.db.select_in`, so the rows it hands out count in `store.db.READ`.
@@ -41,18 +45,20 @@ def find_scope(conn: sa.Connection, forms_table: sa.Table, block_cols: list[str]
     """The scope of a date (module docstring); None when it grows past `max_roles` (the date then reads
     the whole base). `seed_index` / `seed_forms`: index and form rows of today's versions of the seed
     records (their old versions are read from the base); `skip`: per block column, the hashes of the
-    blocks the model skips; `variants(broken_ids)`: the citizen IDs a broken number could be repaired
-    to (`linkage.repair` candidates); `near_ids(valid_ids)`: how to look up the broken numbers one
-    keystroke from them (`linkage.ids.NearIDs`); `reach(forms)`: the forms (columns `compare_cols`) prepared,
+    blocks the model skips; `variants(broken_ids)`: the citizen IDs broken numbers could be repaired
+    to (`linkage.repair` candidates), a frame of (broken, variant) pairs; `near_ids(valid_ids)`: how to
+    look up the broken numbers one keystroke from them (`linkage.ids.NearIDs`); `reach(forms)`: the forms
+    (columns `compare_cols`) prepared,
     a function of (query positions, target positions) telling which pairs can be kept candidates
     (`linkage.blocks.form_reach`); `query_empty`: per block column, the compare columns a form must have
     empty to be a query of that pass (`linkage.blocks.query_empty_columns`).
 
-    Two kinds of roles: the work set (seeds and the possible queries sharing a block with the work set:
-    they may be re-linked) and the context (roles the work set's queries can reach, and everything
-    sharing a person, ID, record or decision with either). Only the work set's blocks bring in more
-    possible queries; a possible query of either kind brings in its whole blocks. `ScopeSearch.widen`
-    carries the same search on when the linker needs more (`Scope.search`)."""
+    Two kinds of roles: the work set (seeds, closed like the linker's W: `ScopeSearch._close_work`, and
+    the possible queries sharing a block with it that reach it or that its queries reach) and the context
+    (roles the work set's queries can reach, and everything sharing a person, ID, record or decision with
+    either). Only the work set's blocks bring in more roles: its possible queries' whole blocks, and the
+    possible queries of its other rows' blocks. `ScopeSearch.widen` carries the same search on when the
+    linker needs more (`Scope.search`)."""
     search = ScopeSearch(conn, forms_table, block_cols, compare_cols, skip, variants, near_ids, reach, max_roles,
                          query_empty)
     return search.grow(seed_records, seed_roles, seed_index, seed_forms)
@@ -79,6 +85,10 @@ class ScopeSearch:
         self.probed_p: set[str] = set()  # ... as a possible query's
         self.is_pq: set[str] = set()
         self.first = True
+        self.rows: list[pd.DataFrame] = []  # the index rows read, with each role's person (`_close_work`)
+        self.decided: list[pd.DataFrame] = []  # the decisions read (BM BH YWZJ JS RKID)
+        self.repairs: list[pd.DataFrame] = []  # (broken, variant) of the broken numbers met
+        self.decided_roles: set[str] = set()  # roles with a decision (fuzzy queries in every form)
 
     def widen(self, work_roles: set[str]) -> Scope | None:
         """The scope with `work_roles` (the rows the linker flagged) in the work set, closed again."""
@@ -98,7 +108,7 @@ class ScopeSearch:
         while True:
             records -= seen["record"]
             roles -= scope.roles
-            pending = ((self.work & scope.roles) - self.probed_w) | ((self.is_pq & scope.roles) - self.probed_p)
+            pending = ((self.work & scope.roles) - self.probed_w) | ((self.is_pq & self.work & scope.roles) - self.probed_p)
             if not records and not roles and not pending and extra_rows is None:
                 break
             scope.rounds += 1
@@ -118,6 +128,7 @@ class ScopeSearch:
             if len(scope.roles) > self.max_roles:
                 return None
             nxt_roles = self._relations(rows, fresh_keys)
+            self._close_work()
             nxt_roles |= self._blocks(extra_forms)
             extra_forms = None
             roles = nxt_roles
@@ -134,8 +145,12 @@ class ScopeSearch:
         lk = db.select_in(conn, db.links, "role_key", fresh_keys, ["role_key", "RKID", "PPFS"])
         linked = set(lk["role_key"])
         self.is_pq |= set(lk.loc[lk["PPFS"].isin(QUERY_METHODS), "role_key"]) | (fresh_keys - linked)
+        fresh = rows[rows["role_key"].isin(fresh_keys).to_numpy()].drop_duplicates("role_key")
+        self.rows.append(fresh.assign(RKID=fresh["role_key"].map(lk.drop_duplicates("role_key").set_index("role_key")["RKID"])
+                                      .fillna("").to_numpy(dtype=object)))
         persons = set(lk["RKID"]) - {""}
         dec = _decisions(conn, persons, set(rows["record"]))
+        self.decided.append(dec)
         persons |= set(dec["RKID"])
         nxt_roles |= set(dec["BM"] + "|" + dec["BH"] + "|" + dec["YWZJ"] + "|" + dec["JS"])
         persons -= seen["person"]
@@ -150,7 +165,9 @@ class ScopeSearch:
         # ID repair: a broken number to the IDs it could be, a valid ID to the broken numbers near it
         broken = set(rows["broken_id"]) - seen["broken"] - {""}
         seen["broken"] |= broken
-        nxt_roles |= set(db.select_in(conn, ix, "id_key", self.variants(sorted(broken)), ["role_key"])["role_key"])
+        repairs = self.variants(sorted(broken))
+        self.repairs.append(repairs)
+        nxt_roles |= set(db.select_in(conn, ix, "id_key", set(repairs["variant"]), ["role_key"])["role_key"])
         prefixes = set(zip(rows["repair_prefix"], rows["repair_birth"])) - seen["prefix"] - {("", "")}
         seen["prefix"] |= prefixes
         nxt_roles |= self._repair_holders(prefixes)
@@ -164,6 +181,46 @@ class ScopeSearch:
         heads = {v[:k] for v in valid for k in range(6, 18)}
         nxt_roles |= set(db.select_in(conn, ix, "repair_prefix", heads, ["role_key"])["role_key"])
         return nxt_roles
+
+    def _close_work(self) -> None:
+        """The work set closed over the roles read so far as the linker closes W (`linkage.incremental`,
+        `_Neighbourhood.close`): a role sharing a record, an ID group or a person with it, a role a
+        decision pins to (or declares not to be) one of its persons, and a role whose damaged ID could be
+        repaired to one of its citizen IDs. The lookups have read every role related so to a role of the
+        scope, so closing over what was read is closing over the base. (Fuzzy pairs with possible
+        queries: `_blocks`.)"""
+        if len(self.rows) > 1:
+            self.rows = [pd.concat(self.rows, ignore_index=True)]
+        f = self.rows[0]
+        dec = pd.concat(self.decided, ignore_index=True) if self.decided else pd.DataFrame(columns=["RKID"])
+        self.decided = [dec]
+        dec_role = ((dec["BM"] + "|" + dec["BH"] + "|" + dec["YWZJ"] + "|" + dec["JS"]).to_numpy(dtype=object)
+                    if len(dec) else np.zeros(0, dtype=object))
+        self.decided_roles = set(dec_role)
+        rep = pd.concat(self.repairs, ignore_index=True) if self.repairs else pd.DataFrame(columns=["broken", "variant"])
+        self.repairs = [rep]
+        key, record, id_key, person = (f[c].to_numpy(dtype=object) for c in ("role_key", "record", "id_key", "RKID"))
+        broken = f["broken_id"].to_numpy(dtype=object)
+        prefix = f[["repair_prefix", "repair_birth"]].to_numpy(dtype=object)
+        has_prefix = np.flatnonzero(prefix[:, 0] != "")
+        w = pd.Series(key).isin(self.work).to_numpy()
+        while True:
+            ids = set(id_key[w]) - {""}
+            persons = set(person[w]) - {""}
+            if len(dec):  # the persons the work set's roles are pinned to or kept from
+                persons |= set(dec.loc[pd.Series(dec_role).isin(set(key[w])).to_numpy(), "RKID"])
+            grow = (pd.Series(record).isin(set(record[w])).to_numpy() | pd.Series(id_key).isin(ids).to_numpy()
+                    | pd.Series(person).isin(persons).to_numpy())
+            if len(dec):
+                grow |= pd.Series(key).isin(set(dec_role[dec["RKID"].isin(persons).to_numpy()])).to_numpy()
+            if len(rep):
+                grow |= pd.Series(broken).isin(set(rep.loc[rep["variant"].isin(ids), "broken"])).to_numpy()
+            if len(has_prefix):
+                grow[has_prefix[_repairable_to(prefix[has_prefix], ids)]] = True
+            if not (grow & ~w).any():
+                break
+            w |= grow
+        self.work |= set(key[w])
 
     def _mates(self, col: str, fw: set[str], fp: set[str], mcols: list[str]) -> pd.DataFrame:
         """The forms of the blocks `fp` (all) and `fw` (possible queries only) of block column `col`. Each
@@ -199,18 +256,7 @@ class ScopeSearch:
         few, its holder's birth date) could be (`linkage.repair`), one index range each: the digits less
         the last shown (it may be rounded); with a birth date, the region's six digits and the birth date
         (positions 7-14 of the ID), so the range is one day's holders, not the region's."""
-        ranges: set[tuple[str, str]] = set()  # (start of the ID, birth date to check; "" none)
-        for p, birth in prefixes:
-            head = p[:-1] if len(p) > 6 else p
-            if len(p) >= 15:
-                ranges.add((head, ""))
-            elif not birth:
-                continue  # too few digits and no birth date: no candidate (`linkage.repair`)
-            elif len(head) >= 6:
-                if head[6:] == birth[:len(head) - 6]:
-                    ranges.add((head[:6] + birth, ""))
-            else:
-                ranges.add((head, birth))
+        ranges = {r for r in (_repair_range(p, birth) for p, birth in prefixes) if r is not None}
         ph = "?" if self.conn.dialect.paramstyle == "qmark" else "%s"
         sql = f"SELECT role_key FROM role_index WHERE id_key <> '' AND id_key >= {ph} AND id_key < {ph}"
         out: set[str] = set()
@@ -228,14 +274,17 @@ class ScopeSearch:
         possible queries only (`pq`); every form met is read and prepared once for all passes (`reach`)."""
         conn, scope, seen, compare_cols = self.conn, self.scope, self.seen, self.compare_cols
         want_w = (self.work & scope.roles) - self.probed_w
-        want_p = (self.is_pq & scope.roles) - self.probed_p
+        want_p = (self.is_pq & self.work & scope.roles) - self.probed_p
         self.probed_w |= want_w
         self.probed_p |= want_p
         fcols = ["form_key", "role_key", *compare_cols, *self.block_cols]
         forms = db.select_in(conn, self.forms_table, "role_key", want_w | want_p, fcols)
         if extra_forms is not None:  # today's version of a stored form is another form
             forms = pd.concat([forms, extra_forms.assign(form_key="today|" + extra_forms["form_key"])], ignore_index=True)
-        in_w, in_p = forms["role_key"].isin(want_w), forms["role_key"].isin(want_p)
+        # a role is a fuzzy query in its untrusted form `Q` only; with a decision, in every form
+        # (`linkage.incremental._Reach.query_forms`)
+        qf = (forms["form_key"].str.endswith("|Q") | forms["role_key"].isin(self.decided_roles)).to_numpy()
+        in_w, in_p = forms["role_key"].isin(want_w), forms["role_key"].isin(want_p) & qf
         mcols = ["form_key", "role_key", "pq"]  # the compare columns are read once per form, below
         read = []  # (column, work keys, query keys, mates)
         for col in self.block_cols:
@@ -263,7 +312,8 @@ class ScopeSearch:
             pos_mates = where.get_indexer(mates["form_key"])
             # qq / tq: whether the form can be a query of this pass (`query_empty`)
             left = pd.DataFrame({"q": pos_forms, "qk": forms["role_key"].to_numpy(dtype=object),
-                                 "b": forms[col].to_numpy(dtype=object), "qq": self._query_of(forms, col).to_numpy()})
+                                 "b": forms[col].to_numpy(dtype=object),
+                                 "qq": self._query_of(forms, col).to_numpy() & qf})
             right = pd.DataFrame({"t": pos_mates, "tk": mates["role_key"].to_numpy(dtype=object),
                                   "b": mates[col].to_numpy(dtype=object),
                                   "tq": self._query_of(pool, col).to_numpy()[pos_mates]})
@@ -285,6 +335,38 @@ class ScopeSearch:
             self.work |= joins
             nxt_roles |= joins
         return nxt_roles
+
+
+def _repair_range(prefix: str, birth: str) -> tuple[str, str] | None:
+    """(start of the ID, birth date to check; "" none) of the citizen IDs an Excel-damaged number's kept
+    digits `prefix` could be (`linkage.repair`): the digits less the last shown (it may be rounded);
+    with a birth date, the region's six digits and the birth date (positions 7-14 of the ID). None: too
+    few digits and no birth date, no candidate."""
+    head = prefix[:-1] if len(prefix) > 6 else prefix
+    if len(prefix) >= 15:
+        return head, ""
+    if not birth:
+        return None
+    if len(head) >= 6:
+        return (head[:6] + birth, "") if head[6:] == birth[:len(head) - 6] else None
+    return head, birth
+
+
+def _repairable_to(prefixes: np.ndarray, ids: set[str]) -> np.ndarray:
+    """Which rows of `prefixes` (repair_prefix, repair_birth) could be repaired to one of the citizen IDs
+    `ids` (`_repair_range`)."""
+    valid = np.sort(np.asarray([v for v in ids if len(v) == 18], dtype=object))
+    out = np.zeros(len(prefixes), dtype=bool)
+    if not len(valid):
+        return out
+    for i, (p, birth) in enumerate(prefixes):
+        rng = _repair_range(p, birth)
+        if rng is None:
+            continue
+        start, b = rng
+        lo, hi = np.searchsorted(valid, start), np.searchsorted(valid, start + ":")
+        out[i] = any(v[6:14] == b for v in valid[lo:hi]) if b else hi > lo
+    return out
 
 
 def _decisions(conn: sa.Connection, persons: set[str], records: set[str]) -> pd.DataFrame:

@@ -314,6 +314,54 @@ def test_fuzzy_neighbourhoods_link_as_a_rebuild_would(both_modes):
     assert info["relinked"] < len(roles) / 5
 
 
+def test_a_context_role_that_could_be_a_query_keeps_its_link_as_a_rebuild_would(both_modes):
+    """A new record without an ID reaches a person whose roles include one pinned to it by a clerk's SAME
+    decision (a possible query: its link is MANUAL) that the new record does not resemble. That role comes
+    in as context and keeps its link without its candidates being searched (`incremental._kept`): the
+    result is still the rebuild's, and only the new record's search reads blocks."""
+    from dataclasses import replace
+
+    from exchange.process import link_date
+    from linkage.base import role_keys
+
+    _, _, engines = both_modes
+    state, roles = _state_and_roles(engines["incremental"], lambda src: None)
+    links = state.links
+    exact = links[links["PPFS"] == "ID_EXACT"]
+    d0 = exact[exact["BH"] == "dibao"].iloc[0]  # a benefit record of person P, linked by its ID
+    # a role of another person, of another name and birth date, pinned to P by a decision yesterday
+    other = exact[(exact["RKID"] != d0["RKID"]) & (exact["BH"] == "hukou")]
+    hk = state.sources["hukou"].set_index("_key")
+    dib = state.sources["dibao"].set_index("_key")
+    me = dib.loc[d0["YWZJ"]]
+    m = next(r for _, r in other.iterrows()
+             if hk.loc[r["YWZJ"], "XM"] != me["XM"] and hk.loc[r["YWZJ"], "CSRQ"] != me["CSRQ"])
+    same = pd.DataFrame([dict(zip(KEY, m[KEY])) | {"RKID": d0["RKID"], "decision": "SAME", "RWBH": "T0",
+                                                   "decided": "20260309"}])
+    dec = pd.concat([state.decisions.drop(columns=["decision_key"]), same], ignore_index=True)
+    yesterday, _ = link_date(state, roles, dec, "20260309", incremental=False)
+    ylinks = yesterday.links.assign(role_key=role_keys(yesterday.links))
+    assert ylinks.set_index(KEY).loc[tuple(m[KEY]), "PPFS"] == "MANUAL"
+    state = replace(state, links=ylinks, persons=yesterday.persons)
+
+    def edit(src):  # today: P's benefit record again, under a new key and without an ID
+        d = src["dibao"]
+        row = d[d["_key"] == d0["YWZJ"]].copy()
+        row["_key"] = row["DBRYBH"] = "NEWDB0003"
+        row["GMSFHM"] = ""
+        src["dibao"] = pd.concat([d, row], ignore_index=True)
+
+    sources = {k: v.copy() for k, v in state.sources.items()}
+    edit(sources)
+    view = overlay_sources(sources, live_overlays(state.overlays, sources))
+    res = _links_both_ways(state, build_roles(view, "20260310"), dec)
+    got = res.links.set_index(KEY)
+    assert got.loc[("civil", "dibao", "NEWDB0003", "SELF"), "RKID"] == d0["RKID"]
+    assert got.loc[tuple(m[KEY]), "RKID"] == d0["RKID"] and got.loc[tuple(m[KEY]), "PPFS"] == "MANUAL"
+    info = res.stats["incremental"]
+    assert info["kept"] >= 1 and info["context"] >= info["kept"], info
+
+
 def test_excel_tails_that_pass_the_check_link_as_a_rebuild_would(both_modes):
     """A new record whose ID Excel cut to 15 digits with a `000` tail that passes the check digit joins
     its person by repair (a valid ID of its own), and a new household record with that person's name
@@ -482,8 +530,8 @@ def test_a_scope_the_linker_outgrows_is_widened_not_dropped(city_factory, tmp_pa
         first["check"] = True
         return real_link(*a, **kw)
 
-    def check(d, nb, got, W, C, S, searched, extra_partner):
-        bad_c, missing_q, new_partner, shared = real_check(d, nb, got, W, C, S, searched, extra_partner)
+    def check(d, nb, got, W, C, S, searched, extra_partner, K):
+        bad_c, missing_q, new_partner, shared = real_check(d, nb, got, W, C, S, searched, extra_partner, K)
         n = len(d.R)
         rows = np.flatnonzero(C[:n]) if C[:n].any() else np.flatnonzero(~W[:n])  # a context row, else any outside W
         if first["check"] and len(rows):

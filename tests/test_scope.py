@@ -18,7 +18,8 @@ COLS = ["bk_name", "bk_name_nobirth"]
 def _base(url: str, roles: list[dict]):
     """A base holding only the role index, the form rows and the links of `roles` (one role per record,
     one form each; `name` is the form's p_name_key, `birth` its p_birth, `pq` whether it may be a fuzzy
-    query (no link), `blocks` its block per column)."""
+    query (no link, or with `person` a FUZZY link to that person), `blocks` its block per column; a role
+    that is no query is linked by ID to `person`, by default its own)."""
     engine = db.engine_for(url)  # disposed with its database (tests/conftest.py)
     index, forms, links = [], [], []
     for r in roles:
@@ -28,9 +29,10 @@ def _base(url: str, roles: list[dict]):
         forms.append({"form_key": key + "|Q", "role_key": key, "form": "Q", **{c: "" for c in COMPARE_COLUMNS},
                       "p_name_key": r["name"], "p_birth": r.get("birth", ""), "pq": "1" if r["pq"] else "",
                       **{c: r["blocks"].get(c, "") for c in COLS}})
-        if not r["pq"]:
-            links.append({"role_key": key, "BM": "B", "BH": "t", "YWZJ": r["name"], "JS": "SELF", "RKID": "RK" + r["name"],
-                          "PPFS": "ID", "PPDF": "1.0000", "role_fp": "x", "PPMX": ""})
+        if not r["pq"] or r.get("person"):
+            links.append({"role_key": key, "BM": "B", "BH": "t", "YWZJ": r["name"], "JS": "SELF",
+                          "RKID": "RK" + r.get("person", r["name"]), "PPFS": "FUZZY" if r["pq"] else "ID",
+                          "PPDF": "1.0000", "role_fp": "x", "PPMX": ""})
     with engine.begin() as conn:
         table = db.ensure_forms(conn, COLS)
         db.append_frame(conn, db.role_index, pd.DataFrame(index))
@@ -38,6 +40,10 @@ def _base(url: str, roles: list[dict]):
         if links:
             db.append_frame(conn, db.links, pd.DataFrame(links))
     return engine, table
+
+
+def _no_repairs(broken: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({"broken": pd.Series(dtype=object), "variant": pd.Series(dtype=object)})
 
 
 def _scope(engine, table, seeds: list[str], can_reach: set[tuple[str, str]], query_empty=None) -> set[str]:
@@ -49,7 +55,7 @@ def _scope(engine, table, seeds: list[str], can_reach: set[tuple[str, str]], que
 
     with engine.connect() as conn:
         scope = find_scope(conn, table, COLS, COMPARE_COLUMNS, {}, {f"t|{s}" for s in seeds}, set(), pd.DataFrame(),
-                           pd.DataFrame(), lambda ids: [], None, reach, max_roles=1000, query_empty=query_empty)
+                           pd.DataFrame(), _no_repairs, None, reach, max_roles=1000, query_empty=query_empty)
     return {k.split("|")[2] for k in scope.roles}
 
 
@@ -63,6 +69,23 @@ def test_a_query_found_later_is_paired_with_a_block_read_before(db_url):
         {"name": "D", "pq": False, "blocks": {"bk_name": "k"}},
     ])
     assert _scope(engine, table, ["A"], {("A", "B"), ("B", "C")}) == {"A", "B", "C"}
+
+
+def test_only_the_work_sets_queries_search_their_blocks(db_url):
+    """A (delivered) reaches T, whose person also holds Q, a fuzzy-linked role A does not reach: T and Q
+    come in as context, and Q keeps its link without its candidate X being looked up (the linker keeps
+    it: `linkage.incremental._kept`). P, a fuzzy-linked role of A's own person, is in the work set (it
+    may be re-linked), so its candidate Y comes in."""
+    engine, table = _base(db_url, [
+        {"name": "A", "pq": True, "person": "A0", "blocks": {"bk_name": "a"}},
+        {"name": "A0", "pq": False, "blocks": {"bk_name": "a0"}},
+        {"name": "P", "pq": True, "person": "A0", "blocks": {"bk_name": "p"}},
+        {"name": "Y", "pq": False, "blocks": {"bk_name": "p"}},
+        {"name": "T", "pq": False, "blocks": {"bk_name": "a"}},
+        {"name": "Q", "pq": True, "person": "T", "blocks": {"bk_name": "q"}},
+        {"name": "X", "pq": False, "blocks": {"bk_name": "q"}},
+    ])
+    assert _scope(engine, table, ["A"], {("A", "T"), ("P", "Y"), ("Q", "X")}) == {"A", "A0", "P", "Y", "T", "Q"}
 
 
 def test_a_pass_for_queries_without_a_birth_date_is_probed_for_those_only(db_url):
@@ -107,5 +130,5 @@ def test_a_valid_id_with_an_excel_tail_and_its_holder_find_each_other(db_url):
     with engine.connect() as conn:
         for seed, other in (("dibao|D1", "hukou|H1"), ("hukou|H1", "dibao|D1")):
             scope = find_scope(conn, table, COLS, COMPARE_COLUMNS, {}, {seed}, set(), pd.DataFrame(), pd.DataFrame(),
-                               lambda ids: [], NearIDs, none, max_roles=1000)
+                               _no_repairs, NearIDs, none, max_roles=1000)
             assert other in scope.records and "hukou|H9" not in scope.records
