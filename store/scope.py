@@ -83,7 +83,11 @@ class ScopeSearch:
         self.work: set[str] = set()  # roles of the work set (their blocks probed for possible queries)
         self.probed_w: set[str] = set()  # roles whose blocks were probed as the work set's
         self.probed_p: set[str] = set()  # ... as a possible query's
-        self.is_pq: set[str] = set()
+        self.is_pq: set[str] = set()  # may be fuzzy queries: a fuzzy link, or none yet (new roles)
+        # ... of which those that search their candidates, as the linker's Q does: a fuzzy link, or a new
+        # role without an ID (a new role with an ID that turns out a query is flagged by the linker's
+        # checks and the scope widened with it, `widen`)
+        self.searches: set[str] = set()
         self.first = True
         self.rows: list[pd.DataFrame] = []  # the index rows read, with each role's person (`_close_work`)
         self.decided: list[pd.DataFrame] = []  # the decisions read (BM BH YWZJ JS RKID)
@@ -93,6 +97,7 @@ class ScopeSearch:
     def widen(self, work_roles: set[str]) -> Scope | None:
         """The scope with `work_roles` (the rows the linker flagged) in the work set, closed again."""
         self.work |= set(work_roles)
+        self.searches |= set(work_roles)
         return self.grow(set(), set(work_roles), None, None)
 
     def grow(self, records: set[str], roles: set[str], seed_index: pd.DataFrame | None,
@@ -108,7 +113,7 @@ class ScopeSearch:
         while True:
             records -= seen["record"]
             roles -= scope.roles
-            pending = ((self.work & scope.roles) - self.probed_w) | ((self.is_pq & self.work & scope.roles) - self.probed_p)
+            pending = ((self.work & scope.roles) - self.probed_w) | ((self.searches & self.work & scope.roles) - self.probed_p)
             if not records and not roles and not pending and extra_rows is None:
                 break
             scope.rounds += 1
@@ -144,7 +149,9 @@ class ScopeSearch:
         # persons, and the decisions naming them or their roles
         lk = db.select_in(conn, db.links, "role_key", fresh_keys, ["role_key", "RKID", "PPFS"])
         linked = set(lk["role_key"])
-        self.is_pq |= set(lk.loc[lk["PPFS"].isin(QUERY_METHODS), "role_key"]) | (fresh_keys - linked)
+        fuzzy = set(lk.loc[lk["PPFS"].isin(QUERY_METHODS), "role_key"])
+        self.is_pq |= fuzzy | (fresh_keys - linked)
+        self.searches |= fuzzy | ((fresh_keys - linked) & set(rows.loc[rows["id_key"] == "", "role_key"]))
         fresh = rows[rows["role_key"].isin(fresh_keys).to_numpy()].drop_duplicates("role_key")
         self.rows.append(fresh.assign(RKID=fresh["role_key"].map(lk.drop_duplicates("role_key").set_index("role_key")["RKID"])
                                       .fillna("").to_numpy(dtype=object)))
@@ -233,7 +240,7 @@ class ScopeSearch:
         got = pd.concat([db.select_in(self.conn, self.forms_table, col, new_all, [*mcols, col]),
                          db.select_in(self.conn, self.forms_table, col, new_pq, [*mcols, col], equal=("pq", "1"))],
                         ignore_index=True)
-        self.is_pq |= set(got.loc[got["pq"] == "1", "role_key"])
+        self.is_pq |= set(got.loc[got["pq"] == "1", "role_key"])  # (whether they search: `_relations`)
         if cache is not None and new_all & read_pq:  # read whole now: its possible queries are in `got`
             cache = cache[~cache[col].isin(new_all & read_pq).to_numpy()]
         cache = got if cache is None else pd.concat([cache, got], ignore_index=True)
@@ -274,7 +281,7 @@ class ScopeSearch:
         possible queries only (`pq`); every form met is read and prepared once for all passes (`reach`)."""
         conn, scope, seen, compare_cols = self.conn, self.scope, self.seen, self.compare_cols
         want_w = (self.work & scope.roles) - self.probed_w
-        want_p = (self.is_pq & self.work & scope.roles) - self.probed_p
+        want_p = (self.searches & self.work & scope.roles) - self.probed_p
         self.probed_w |= want_w
         self.probed_p |= want_p
         fcols = ["form_key", "role_key", *compare_cols, *self.block_cols]

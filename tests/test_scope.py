@@ -9,6 +9,7 @@ import pandas as pd
 
 from catalog.base import ROLE_INDEX_COLUMNS
 from linkage.blocks import COMPARE_COLUMNS
+from linkage.ids import NearIDs
 from store import db
 from store.scope import find_scope
 
@@ -25,7 +26,7 @@ def _base(url: str, roles: list[dict]):
     for r in roles:
         key = f"B|t|{r['name']}|SELF"
         index.append({**{c: "" for c in ROLE_INDEX_COLUMNS}, "role_key": key, "record": f"t|{r['name']}", "BM": "B",
-                      "BH": "t"})
+                      "BH": "t", "id_key": r.get("id", "")})
         forms.append({"form_key": key + "|Q", "role_key": key, "form": "Q", **{c: "" for c in COMPARE_COLUMNS},
                       "p_name_key": r["name"], "p_birth": r.get("birth", ""), "pq": "1" if r["pq"] else "",
                       **{c: r["blocks"].get(c, "") for c in COLS}})
@@ -55,7 +56,7 @@ def _scope(engine, table, seeds: list[str], can_reach: set[tuple[str, str]], que
 
     with engine.connect() as conn:
         scope = find_scope(conn, table, COLS, COMPARE_COLUMNS, {}, {f"t|{s}" for s in seeds}, set(), pd.DataFrame(),
-                           pd.DataFrame(), _no_repairs, None, reach, max_roles=1000, query_empty=query_empty)
+                           pd.DataFrame(), _no_repairs, NearIDs, reach, max_roles=1000, query_empty=query_empty)
     return {k.split("|")[2] for k in scope.roles}
 
 
@@ -86,6 +87,22 @@ def test_only_the_work_sets_queries_search_their_blocks(db_url):
         {"name": "X", "pq": False, "blocks": {"bk_name": "q"}},
     ])
     assert _scope(engine, table, ["A"], {("A", "T"), ("P", "Y"), ("Q", "X")}) == {"A", "A0", "P", "Y", "T", "Q"}
+
+
+def test_a_new_record_with_an_id_does_not_search_its_blocks(db_url):
+    """A delivered record not linked yet is a fuzzy query of the linker only without an ID (`linkage.
+    incremental._possible_queries`): N, with a valid ID, leaves its namesake M out of the scope (should
+    the ID stage distrust the ID, the linker's checks flag N and the scope is widened with it: `widen`);
+    O, without one, takes in its candidate M2."""
+    engine, table = _base(db_url, [
+        {"name": "N", "pq": True, "id": "110101199001011237", "blocks": {"bk_name": "k"}},
+        {"name": "M", "pq": False, "blocks": {"bk_name": "k"}},
+        {"name": "O", "pq": True, "blocks": {"bk_name": "j"}},
+        {"name": "M2", "pq": False, "blocks": {"bk_name": "j"}},
+    ])
+    reach = {("N", "M"), ("O", "M2")}
+    assert _scope(engine, table, ["N"], reach) == {"N"}
+    assert _scope(engine, table, ["O"], reach) == {"O", "M2"}
 
 
 def test_a_pass_for_queries_without_a_birth_date_is_probed_for_those_only(db_url):
