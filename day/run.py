@@ -190,6 +190,7 @@ def commit(settings: Settings, engine: sa.Engine, staged: StageResult,
                                    incremental=not settings.full_relink, linking=settings.incremental_linking,
                                    scoped=True, scoped_rounds=sc.rounds)
             except ScopeTooSmall as exc:
+                log.info("%s: the scope is widened: %s", date, exc)
                 sc = scoped.widen(conn, sc, exc.role_keys, date)
                 if sc is None:
                     log.info("%s reads the whole base: %s", date, exc)

@@ -570,12 +570,12 @@ def _work_set(d: _Delta, nb: _Neighbourhood) -> np.ndarray:
 def _possible_queries(d: _Delta, nb: _Neighbourhood, W: np.ndarray) -> np.ndarray:
     """The rows of W that can be fuzzy queries, whose reach makes the context.
 
-    Fuzzy (or pinned) yesterday, or without an ID key and without a known ID their damaged one could be
-    repaired to (most damaged IDs are repaired). A role that turns out to be a query anyway (a repair
-    not confirmed, an ID now held by someone else) is added by the checks and the sub-run repeated."""
-    repairable = np.zeros(len(d.U), dtype=bool)
-    repairable[nb.repair_row] = True
-    Q = W & (_isin(d.u_ppfs, QUERY_METHODS) | ((nb.id_key == "") & ~repairable))
+    Fuzzy (or pinned) yesterday, or without an ID key, a damaged ID that could be repaired included: a
+    repair the name and birth date do not confirm leaves a query, and finding that out after the sub-run
+    costs a second sub-run (on a scoped date a second pass over the whole day: at 1M persons one such
+    role a day did). A role that turns out to be a query anyway (an ID now held by someone else) is added
+    by the checks and the sub-run repeated."""
+    Q = W & (_isin(d.u_ppfs, QUERY_METHODS) | (nb.id_key == ""))
     Q[len(d.R):] = False
     return Q
 

@@ -362,6 +362,32 @@ def test_a_context_role_that_could_be_a_query_keeps_its_link_as_a_rebuild_would(
     assert info["kept"] >= 1 and info["context"] >= info["kept"], info
 
 
+def test_a_damaged_id_whose_repair_fails_is_searched_in_the_first_round(both_modes):
+    """A new record whose ID is one keystroke from a known ID, under another name and birth date: the
+    repair is not confirmed and the role is a fuzzy query. It is searched as one from the start (a
+    query found only by the sub-run's checks costs a second sub-run, and on a scoped date a second pass
+    over the day), and links as a rebuild does."""
+    _, _, engines = both_modes
+    state0, _ = _state_and_roles(engines["incremental"], lambda src: None)
+    hk = state0.sources["hukou"]
+    live = hk[(hk["_deleted"] != "1") & (hk["GMSFHM"].str.len() == 18)]
+    own, other = live.iloc[5], live.iloc[50]
+    broken = own["GMSFHM"][:10] + str((int(own["GMSFHM"][10]) + 1) % 10) + own["GMSFHM"][11:]
+
+    def edit(src):
+        d = src["dibao"]
+        row = d[d["_deleted"] != "1"].iloc[[0]].copy()
+        row["_key"] = row["DBRYBH"] = "NEWDB0004"
+        row["GMSFHM"], row["XM"], row["CSRQ"] = broken, other["XM"], other["CSRQ"]
+        src["dibao"] = pd.concat([d, row], ignore_index=True)
+
+    state, roles = _state_and_roles(engines["incremental"], edit)
+    res = _links_both_ways(state, roles, state.decisions.drop(columns=["decision_key"]))
+    got = res.links.set_index(KEY).loc[("civil", "dibao", "NEWDB0004", "SELF")]
+    assert got["PPFS"] != "ID_REPAIRED"
+    assert res.stats["incremental"]["rounds"] == 1, res.stats["incremental"]
+
+
 def test_excel_tails_that_pass_the_check_link_as_a_rebuild_would(both_modes):
     """A new record whose ID Excel cut to 15 digits with a `000` tail that passes the check digit joins
     its person by repair (a valid ID of its own), and a new household record with that person's name
