@@ -194,11 +194,6 @@ def tasks_by_number(conn: sa.Connection, numbers) -> pd.DataFrame:
     return db.select_in(conn, db.tasks, "RWBH", numbers)
 
 
-def index_rows(conn: sa.Connection, forms: sa.Table, roles: set[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The stored index and form rows of `roles`."""
-    return db.select_in(conn, db.role_index, "role_key", roles), db.select_in(conn, forms, "role_key", roles)
-
-
 def index_rows_of_records(conn: sa.Connection, forms: sa.Table, records: set[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The stored index and form rows of the roles of `records` (`BH|YWZJ`)."""
     index = db.select_in(conn, db.role_index, "record", records)
