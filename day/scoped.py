@@ -279,13 +279,7 @@ def finish_scoped(conn: sa.Connection, scoped: Scoped, res: ProcessResult, date:
     away, what they count now added (only the scope was written, so the totals stay those of the whole
     base; tests/test_reads.py). At 1M persons indexing the whole scope anew took 13 s a date."""
     before, now = scoped.state, res.state
-    records = changed_records(before, res)
-    roles = res.roles.reset_index(drop=True)
-    sel = np.flatnonzero((roles["BH"].astype(str) + "|" + roles["YWZJ"].astype(str)).isin(records).to_numpy())
-    index, form_rows = index_of(roles.iloc[sel], np.asarray(res.role_key, dtype=object)[sel], res.view, cfg,
-                                _method_of(now.links))
-    old = base.index_rows_of_records(conn, scoped.forms, records)
-    base.write_index(conn, scoped.forms, old, index, form_rows, scoped.stamp)
+    _, old, index = _reindex_changed(conn, scoped.forms, before, res, cfg, scoped.stamp)
     base.write_city_counts(conn, add_counts(base.read_city_counts(conn), city_counts(old[0], before.links, before.persons, -1),
                                             city_counts(index, now.links, now.persons)))
 
@@ -340,17 +334,26 @@ def changed_records(before: BaseState, res: ProcessResult) -> set[str]:
     return out
 
 
-def update_index(conn: sa.Connection, before: BaseState, res: ProcessResult, cfg: dict) -> int:
-    """On a date that read the whole base while the stored index was current: write the index rows of the
-    records that changed only (`changed_records`; rewriting the whole index took ~280 s at 1M persons),
-    and count the city's running totals in the database. Returns the records re-indexed."""
-    forms = db.ensure_forms(conn, block_columns(cfg))
+def _reindex_changed(conn: sa.Connection, forms: sa.Table, before: BaseState, res: ProcessResult, cfg: dict,
+                     stamp: str) -> tuple[set[str], tuple[pd.DataFrame, pd.DataFrame], pd.DataFrame]:
+    """Write the index and form rows of the records that changed (`changed_records`) over their stored
+    ones; returns the records, their stored (index, form) rows and their new index rows."""
     records = changed_records(before, res)
     roles = res.roles.reset_index(drop=True)
     sel = np.flatnonzero((roles["BH"].astype(str) + "|" + roles["YWZJ"].astype(str)).isin(records).to_numpy())
     index, form_rows = index_of(roles.iloc[sel], np.asarray(res.role_key, dtype=object)[sel], res.view, cfg,
                                 _method_of(res.state.links))
-    base.write_index(conn, forms, base.index_rows_of_records(conn, forms, records), index, form_rows, index_stamp(cfg))
+    old = base.index_rows_of_records(conn, forms, records)
+    base.write_index(conn, forms, old, index, form_rows, stamp)
+    return records, old, index
+
+
+def update_index(conn: sa.Connection, before: BaseState, res: ProcessResult, cfg: dict) -> int:
+    """On a date that read the whole base while the stored index was current: write the index rows of the
+    records that changed only (`changed_records`; rewriting the whole index took ~280 s at 1M persons),
+    and count the city's running totals in the database. Returns the records re-indexed."""
+    forms = db.ensure_forms(conn, block_columns(cfg))
+    records, _, _ = _reindex_changed(conn, forms, before, res, cfg, index_stamp(cfg))
     counted = base.role_measure_counts(conn)
     measures = [[*r[:-1], int(r[-1])] for r in counted[counted["n"] > 0].itertuples(index=False, name=None)]
     base.write_city_counts(conn, add_counts({"measures": measures,

@@ -159,7 +159,7 @@ class ScopeSearch:
         dec = _decisions(conn, persons, set(rows["record"]))
         self.decided.append(dec)
         persons |= set(dec["RKID"])
-        nxt_roles |= set(dec["BM"] + "|" + dec["BH"] + "|" + dec["YWZJ"] + "|" + dec["JS"])
+        nxt_roles |= set(db.role_key(dec))
         persons -= seen["person"]
         seen["person"] |= persons
         persons |= _merged_into(conn, persons, seen["person"])
@@ -201,8 +201,7 @@ class ScopeSearch:
         f = self.rows[0]
         dec = pd.concat(self.decided, ignore_index=True) if self.decided else pd.DataFrame(columns=["RKID"])
         self.decided = [dec]
-        dec_role = ((dec["BM"] + "|" + dec["BH"] + "|" + dec["YWZJ"] + "|" + dec["JS"]).to_numpy(dtype=object)
-                    if len(dec) else np.zeros(0, dtype=object))
+        dec_role = db.role_key(dec).to_numpy(dtype=object) if len(dec) else np.zeros(0, dtype=object)
         self.decided_roles = set(dec_role)
         rep = pd.concat(self.repairs, ignore_index=True) if self.repairs else pd.DataFrame(columns=["broken", "variant"])
         self.repairs = [rep]
