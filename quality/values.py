@@ -11,6 +11,7 @@ import re
 import unicodedata
 from datetime import date
 
+import numpy as np
 import pandas as pd
 
 # The shape of a citizen ID after trimming (brief / spec section 1): 18 characters (17 digits and a
@@ -101,22 +102,53 @@ def normalise_id(value: str) -> str:
 def id_valid(value: str, business_date: str = "") -> bool:
     """Well formed per spec section 4: a valid 18-digit ID (check digit right) or a 15-digit one,
     with a real embedded birth date not before 19000101 (nor after `business_date` when given)."""
-    v = normalise_id(value)
-    if len(v) == 18 and v[:17].isdigit() and v[:17].isascii():
-        birth = v[6:14]
-        total = sum(int(c) * w for c, w in zip(v[:17], _WEIGHTS))
-        if v[17] != _CHECK[total % 11]:
-            return False
-    elif len(v) == 15 and v.isdigit() and v.isascii():
-        birth = "19" + v[6:12]
-    else:
-        return False
-    real = _real_date(birth[:4], birth[4:6], birth[6:8])
-    if not real or real < "19000101":
-        return False
-    return not (business_date and real > business_date)
+    return bool(ids_valid(pd.Series([value], dtype=object), business_date).iloc[0])
+
+
+_SHAPED = re.compile(r"[0-9]{17}[0-9X]|[0-9]{15}")
+_DAYS = np.array([0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
+
+
+def _digit_matrix(values: np.ndarray, width: int) -> np.ndarray:
+    """(n, width) digits of ASCII strings of exactly `width` characters (`X` gives 40)."""
+    return (np.array(values.tolist(), dtype=f"S{width}").view(np.uint8).reshape(-1, width).astype(np.int64)
+            - ord("0")) if len(values) else np.zeros((0, width), dtype=np.int64)
+
+
+def _real_birth(y: np.ndarray, m: np.ndarray, d: np.ndarray, business_date: str) -> np.ndarray:
+    """Whether CCYY MM DD is a real calendar date from 19000101 (to `business_date` when given)."""
+    leap = (y % 4 == 0) & ((y % 100 != 0) | (y % 400 == 0))
+    month_ok = (m >= 1) & (m <= 12)
+    days = np.where((m == 2) & ~leap, 28, _DAYS[np.where(month_ok, m, 0)])
+    ok = month_ok & (d >= 1) & (d <= days)
+    value = y * 10000 + m * 100 + d
+    ok &= value >= 19000101
+    bd = re.sub(r"[^0-9]", "", business_date or "")[:8]
+    return ok & (value <= int(bd)) if len(bd) == 8 else ok
 
 
 def ids_valid(s: pd.Series, business_date: str = "") -> pd.Series:
-    """`id_valid` over a column (computed once per distinct value); a bool Series."""
-    return _map_unique(as_str(s), lambda v: id_valid(v, business_date)).astype(bool)
+    """`id_valid` over a column, in array operations: most IDs of a delivery are distinct, and one Python
+    call per value took about 20 s of a 1M-person historical date's quality gates (py-spy)."""
+    raw = as_str(s)
+    vals = raw.to_numpy(dtype=object).copy()
+    shaped = raw.str.fullmatch(_SHAPED.pattern).to_numpy(dtype=bool)
+    for i in np.flatnonzero(~shaped):  # spaces, full-width digits, lower-case x: normalised one by one
+        vals[i] = normalise_id(vals[i])
+        shaped[i] = _SHAPED.fullmatch(vals[i]) is not None
+    out = np.zeros(len(vals), dtype=bool)
+    lengths = raw.str.len().to_numpy()
+    lengths[~shaped] = 0
+    lengths[shaped] = [len(v) for v in vals[shaped]]
+    for width in (18, 15):
+        rows = np.flatnonzero(shaped & (lengths == width))
+        m = _digit_matrix(vals[rows], width)
+        if width == 18:
+            total = (m[:, :17] * np.array(_WEIGHTS)).sum(axis=1)
+            check_ok = np.array(list(_CHECK))[total % 11] == np.array([v[17] for v in vals[rows]], dtype=object)
+            y, mo, d = (m[:, 6:10] * [1000, 100, 10, 1]).sum(1), m[:, 10] * 10 + m[:, 11], m[:, 12] * 10 + m[:, 13]
+        else:
+            check_ok = np.ones(len(rows), dtype=bool)
+            y, mo, d = 1900 + m[:, 6] * 10 + m[:, 7], m[:, 8] * 10 + m[:, 9], m[:, 10] * 10 + m[:, 11]
+        out[rows] = check_ok & _real_birth(y, mo, d, business_date)
+    return pd.Series(out, index=s.index, dtype=bool)

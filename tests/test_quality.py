@@ -15,7 +15,7 @@ from catalog import TABLES
 from quality.rates import delivery_rates, quality_rates
 from quality.suites import QualityResult, suite_layout, validate_delivery
 from quality.thresholds import load_thresholds, rate_thresholds, rate_warnings
-from quality.values import id_valid, parse_date
+from quality.values import id_valid, ids_valid, parse_date
 
 _W = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 
@@ -335,6 +335,28 @@ def test_id_valid():
     assert not id_valid("320102851302001")  # month 13
     assert not id_valid("3.20102E+17") and not id_valid("")
     assert not id_valid(ID_A, business_date="19800101")
+
+
+def test_ids_valid_over_a_column_agrees_with_the_linkers_judgement():
+    """The gates judge a column in array operations; the linker's `analyse_ids` is an independent
+    implementation of the same rule (spec section 4): both must call the same values valid, whatever
+    the layout (spaces, full-width digits, a lower-case x, legacy numbers, leap days, missing values)."""
+    from linkage.ids import analyse_ids
+
+    wide = str.maketrans("0123456789", "０１２３４５６７８９")
+    values = [ID_A, ID_C, f" {ID_C.lower()} ", ID_A[:8] + " " + ID_A[8:], ID_A.translate(wide),
+              make_id("110101", "20000229", "011"), make_id("110101", "19000101", "011"),
+              "110101190002290011", "110101000229001", "110101000230001", "320102850302001", "18" * 9,
+              ID_A[:-1] + ("0" if ID_A[-1] != "0" else "1"), make_id("110101", "20300101", "011"),
+              "3.20102E+17", "", None, float("nan"), "ABCDEFGHIJKLMNOPQR", ID_A + "1"]
+    column_ = pd.Series(values, dtype=object)
+    for business_date in ("", "20260301"):
+        got = ids_valid(column_, business_date)
+        linker = analyse_ids(column_.where(column_.notna(), ""), business_date)["id_status"].isin(["VALID18", "VALID15"])
+        assert got.tolist() == linker.tolist(), business_date
+        assert got.tolist() == [id_valid(v if isinstance(v, str) else "", business_date) for v in values]
+    # and both are right: the first seven and the legacy 1985 number; 1900 was no leap year, 2030 is to come
+    assert ids_valid(column_, "20260301").tolist() == [True] * 7 + [False] * 3 + [True] + [False] * 9
 
 
 def test_duplicate_header_is_a_structural_failure():
