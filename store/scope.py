@@ -185,8 +185,13 @@ class ScopeSearch:
             hits = pd.concat([db.select_in(conn, ix, col, keys, ["role_key", "broken_id"])
                               for col, keys in index.keys().items()], ignore_index=True)
             nxt_roles |= {r for r, b in zip(hits["role_key"], hits["broken_id"]) if index.near(b)}
+        # the Excel-damaged numbers whose kept digits head one of these IDs, and that could be repaired to one
+        # of them (`_repairable_to`: a short head needs the birth date too), as the linker closes W
         heads = {v[:k] for v in valid for k in range(6, 18)}
-        nxt_roles |= set(db.select_in(conn, ix, "repair_prefix", heads, ["role_key"])["role_key"])
+        damaged = db.select_in(conn, ix, "repair_prefix", heads, ["role_key", "repair_prefix", "repair_birth"])
+        if len(damaged):
+            ok = _repairable_to(damaged[["repair_prefix", "repair_birth"]].to_numpy(dtype=object), valid)
+            nxt_roles |= set(damaged.loc[ok, "role_key"])
         return nxt_roles
 
     def _close_work(self) -> None:

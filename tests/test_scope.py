@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import sqlalchemy as sa
 
 from catalog.base import ROLE_INDEX_COLUMNS
 from linkage.blocks import COMPARE_COLUMNS
@@ -128,7 +129,7 @@ def test_a_valid_id_with_an_excel_tail_and_its_holder_find_each_other(db_url):
     (the repair could move it either way). Index rows made by `exchange.role_index` from real roles."""
     from exchange.role_index import role_index
     from linkage.base import role_keys
-    from linkage.ids import NearIDs, check_digit
+    from linkage.ids import check_digit
     from tests.test_link import dibao, hukou, roles_of, _tail_prefix
 
     head = _tail_prefix("320102", "19880512")
@@ -139,18 +140,47 @@ def test_a_valid_id_with_an_excel_tail_and_its_holder_find_each_other(db_url):
                      dibao=[dibao("D1", "周敏", head + "000", "19880512", xb="2", region=head[:6])])
     index = role_index(roles, role_keys(roles), {})
     assert index.set_index("record").loc["dibao|D1", "repair_prefix"] == head
-    engine = db.engine_for(db_url)
+    for seed, other in (("dibao|D1", "hukou|H1"), ("hukou|H1", "dibao|D1")):
+        records = _index_scope(db_url, index, seed)
+        assert other in records and "hukou|H9" not in records
+
+
+def _index_scope(url: str, index: pd.DataFrame, seed: str) -> set[str]:
+    """The records of the scope of `seed` in a base holding only the role index rows `index` (no forms, no
+    links: no fuzzy reach), loaded on first use."""
+    engine = db.engine_for(url)
     with engine.begin() as conn:
         table = db.ensure_forms(conn, COLS)
-        db.append_frame(conn, db.role_index, index)
+        if not conn.execute(sa.select(sa.func.count()).select_from(db.role_index)).scalar():
+            db.append_frame(conn, db.role_index, index)
     none = lambda forms: (lambda q, t: np.zeros(len(q), dtype=bool))  # noqa: E731 - no fuzzy reach here
     with engine.connect() as conn:
-        for seed, other in (("dibao|D1", "hukou|H1"), ("hukou|H1", "dibao|D1")):
-            scope = find_scope(conn, table, COLS, COMPARE_COLUMNS, {}, {seed}, set(), pd.DataFrame(), pd.DataFrame(),
-                               _no_repairs, NearIDs, none, max_roles=1000)
-            assert other in scope.records and "hukou|H9" not in scope.records
+        return find_scope(conn, table, COLS, COMPARE_COLUMNS, {}, {seed}, set(), pd.DataFrame(), pd.DataFrame(),
+                          _no_repairs, NearIDs, none, max_roles=1000).records
 
 
+
+def test_a_valid_id_takes_in_only_the_excel_numbers_it_could_repair(db_url):
+    """Excel's 3.20102E+17 keeps six digits: such a number could be any ID of its region born on its
+    holder's birth date (`store.scope._repair_range`). A valid ID takes in the damaged numbers of its
+    region born on its own birth date, not every damaged number that its digits head (at 1M persons that
+    relation, followed round after round, was a third of a daily scope)."""
+    from exchange.role_index import role_index
+    from linkage.base import role_keys
+    from linkage.ids import check_digit
+    from tests.test_link import dibao, hukou, roles_of
+
+    body = pd.Series(["32010219880512003"])
+    real = (body + check_digit(body))[0]
+    roles = roles_of(hukou=[hukou("H1", "周敏", real, "19880512", xb="2", region="320102")],
+                     dibao=[dibao("D1", "周敏", "3.20102E+17", "19880512", xb="2", region="320102"),
+                            dibao("D2", "李强", "3.20102E+17", "19700101", region="320102")])
+    index = role_index(roles, role_keys(roles), {})
+    got = index.set_index("record")
+    assert got.loc["dibao|D1", "repair_prefix"] == got.loc["dibao|D2", "repair_prefix"] == "320102"
+    records = _index_scope(db_url, index, "hukou|H1")
+    assert "dibao|D1" in records and "dibao|D2" not in records
+    assert "hukou|H1" in _index_scope(db_url, index, "dibao|D1")  # and the damaged number takes in the holder
 def test_a_blocks_possible_queries_are_read_through_the_block_and_pq_index(tmp_path):
     """A work block asked for its possible queries only uses the (block, pq) index with both columns, so
     it does not visit the block's other forms (at 1M persons the blocks of a date's work set hold
