@@ -178,10 +178,13 @@ def date_sensitive_roles(conn: sa.Connection, since: str, date: str, young_after
     after `since`; and the roles of tasks a return closed on `since` or `date` (a state that still holds
     reopens them)."""
     ix = db.role_index
-    cond = sa.or_(sa.and_(ix.c.format_birth != "", ix.c.format_birth > since),
-                  sa.and_(ix.c.women_birth != "", sa.or_(ix.c.women_birth > young_after, ix.c.women_birth <= old_until)),
-                  sa.and_(ix.c.marriage_date != "", ix.c.marriage_date > since))
-    keys = {r[0] for r in conn.execute(sa.select(ix.c.role_key).where(cond))}
+    # one range on its partial index each: joined by OR in one statement, SQLite scanned the whole index
+    # table instead (3.7 s at 1M persons, 0.04 s so)
+    ranges = [(ix.c.format_birth, ix.c.format_birth > since), (ix.c.women_birth, ix.c.women_birth > young_after),
+              (ix.c.women_birth, ix.c.women_birth <= old_until), (ix.c.marriage_date, ix.c.marriage_date > since)]
+    keys: set[str] = set()
+    for col, cond in ranges:
+        keys |= {r[0] for r in conn.execute(sa.select(ix.c.role_key).where(col != "", cond))}
     t = db.tasks
     rows = conn.execute(sa.select(t.c.BM, t.c.BH, t.c.YWZJ, t.c.JS).where(
         t.c.close_reason == "RETURN", t.c.closed_date.in_([since, date]))).all()
