@@ -186,8 +186,10 @@ class ScopeSearch:
                               for col, keys in index.keys().items()], ignore_index=True)
             nxt_roles |= {r for r, b in zip(hits["role_key"], hits["broken_id"]) if index.near(b)}
         # the Excel-damaged numbers whose kept digits head one of these IDs, and that could be repaired to one
-        # of them (`_repairable_to`: a short head needs the birth date too), as the linker closes W
+        # of them (`_repairable_to`: a short head needs the birth date too), as the linker closes W; Excel may
+        # have rounded the last digit it kept up (3.2010219880|5... shows as 3.2010219881E+17)
         heads = {v[:k] for v in valid for k in range(6, 18)}
+        heads |= {v[:k - 1] + str(int(v[k - 1]) + 1) for v in valid for k in range(7, 16) if v[k - 1] < "9"}
         damaged = db.select_in(conn, ix, "repair_prefix", heads, ["role_key", "repair_prefix", "repair_birth"])
         if len(damaged):
             ok = _repairable_to(damaged[["repair_prefix", "repair_birth"]].to_numpy(dtype=object), valid)

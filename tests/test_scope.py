@@ -183,6 +183,24 @@ def test_a_valid_id_takes_in_only_the_excel_numbers_it_could_repair(db_url):
     assert "hukou|H1" in _index_scope(db_url, index, "dibao|D1")  # and the damaged number takes in the holder
 
 
+def test_a_valid_id_takes_in_an_excel_number_whose_last_digit_was_rounded_up(db_url):
+    """Excel shows 320102198805... with eleven digits as 3.2010219881E+17: the last digit it keeps is rounded
+    up. The linker drops that digit when it repairs (`linkage.repair`), so the valid ID can be the repair,
+    and the scope of the valid ID must take the damaged number in although its kept digits do not head it."""
+    from exchange.role_index import role_index
+    from linkage.base import role_keys
+    from linkage.ids import check_digit
+    from tests.test_link import dibao, hukou, roles_of
+
+    body = pd.Series(["32010219880512003"])
+    real = (body + check_digit(body))[0]
+    roles = roles_of(hukou=[hukou("H1", "周敏", real, "19880512", xb="2", region="320102")],
+                     dibao=[dibao("D1", "周敏", "3.2010219881E+17", "19880512", xb="2", region="320102")])
+    index = role_index(roles, role_keys(roles), {})
+    assert index.set_index("record").loc["dibao|D1", "repair_prefix"] == "32010219881"
+    assert "dibao|D1" in _index_scope(db_url, index, "hukou|H1")
+
+
 def test_a_blocks_possible_queries_are_read_through_the_block_and_pq_index(tmp_path):
     """A work block asked for its possible queries only uses the (block, pq) index with both columns, so
     it does not visit the block's other forms (at 1M persons the blocks of a date's work set hold
