@@ -40,10 +40,8 @@ def main() -> None:
         block_cols = [c["name"] for c in sa.inspect(conn).get_columns("role_forms") if c["name"].startswith("bk_")]
         index = db.read_frame(conn, db.role_index)
         forms = db.read_frame(conn, db.forms_table(block_cols))
-    bucket = pd.factorize(index["record"])[0] % args.chunks
-    record_of = index.set_index("role_key")["record"]
-    form_bucket = pd.Series(bucket, index=index["record"]).groupby(level=0).first()
-    fb = forms["role_key"].map(record_of).map(form_bucket).to_numpy()
+    bucket = pd.factorize(index["record"])[0] % args.chunks  # whole records, as write_full_index
+    fb = forms["role_key"].map(pd.Series(bucket, index=index["role_key"])).to_numpy()
     chunks = [(index[bucket == b], forms[fb == b]) for b in range(args.chunks)]
     work = Path(tempfile.mkdtemp(prefix="popbase-index-load-", dir=args.work))
     try:

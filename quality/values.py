@@ -137,8 +137,7 @@ def ids_valid(s: pd.Series, business_date: str = "") -> pd.Series:
         vals[i] = normalise_id(vals[i])
         shaped[i] = _SHAPED.fullmatch(vals[i]) is not None
     out = np.zeros(len(vals), dtype=bool)
-    lengths = raw.str.len().to_numpy()
-    lengths[~shaped] = 0
+    lengths = np.zeros(len(vals), dtype=np.int64)
     lengths[shaped] = [len(v) for v in vals[shaped]]
     for width in (18, 15):
         rows = np.flatnonzero(shaped & (lengths == width))
