@@ -284,9 +284,11 @@ def run_date(city: Path, run_dir: Path, env: dict, date: str, kind: str, postmas
     return row
 
 
-def run_backend(backend: str, city: Path, dates: list[str], pg_url: str, scratch: Path) -> list[dict]:
+def run_backend(backend: str, city: Path, dates: list[str], pg_url: str, scratch: Path,
+                keep_home: bool = False) -> list[dict]:
     """Every date of the city, in order, on a fresh home and database of `backend`; the rows per date.
-    The home is removed afterwards (kept when a date fails)."""
+    The home is removed afterwards (kept when a date fails, or with `keep_home` on SQLite: its base is then
+    there for benchmarks/scope_lookup.py and benchmarks/index_load.py)."""
     run_dir = Path(tempfile.mkdtemp(prefix=f"scale-{backend}-", dir=scratch))
     home, dagster_home = run_dir / "home", run_dir / "dagster"
     home.mkdir()
@@ -304,7 +306,10 @@ def run_backend(backend: str, city: Path, dates: list[str], pg_url: str, scratch
             rows.append(row)
             print(f"  {date} {kind:<10} wall {row['wall_s']:7.1f} s  CPU {row['cpu_s']:7.1f} s  "
                   f"peak {row['peak_gib']:5.2f} GiB  (load {row['load_1min']:.1f})", flush=True)
-    shutil.rmtree(run_dir, ignore_errors=True)
+    if keep_home and backend == "sqlite":
+        print(f"  home kept: {home}", flush=True)
+    else:
+        shutil.rmtree(run_dir, ignore_errors=True)
     return rows
 
 
@@ -439,6 +444,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="an existing PostgreSQL database to connect to for CREATE/DROP DATABASE")
     ap.add_argument("--work", type=Path, help="the city's folder: reused when its landing/ exists, else generated into")
     ap.add_argument("--json", type=Path, help="write the figures here")
+    ap.add_argument("--keep-home", action="store_true",
+                    help="keep the SQLite home and its base after the last date (for scope_lookup.py, index_load.py)")
     ap.add_argument("--chart", type=Path, help="draw the chart from --from-json files into this PNG (needs matplotlib)")
     ap.add_argument("--from-json", type=Path, nargs="+", default=[], help="result files for --chart")
     args = ap.parse_args(argv)
@@ -469,7 +476,8 @@ def main(argv=None) -> int:
                   "cores": os.cpu_count(), "environment": switches,
                   "city": {"work": str(city), **info, "dates": dates}, "backends": {}}
         for backend in backends:
-            result["backends"][backend] = run_backend(backend, city, dates, args.pg_url, scratch)
+            result["backends"][backend] = run_backend(backend, city, dates, args.pg_url, scratch,
+                                                       keep_home=args.keep_home)
             print_table(backend, args.persons, result["backends"][backend])
             if args.json:  # after each backend: a later failure keeps what was measured
                 args.json.write_text(json.dumps(result, indent=1), encoding="utf-8")

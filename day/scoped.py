@@ -26,8 +26,8 @@ from exchange.overlays import live_overlays, overlay_sources
 from exchange.process import ProcessResult, apply_extracts, apply_returns, stored_model
 from exchange.role_index import role_index
 from linkage.base import rkid_for, role_keys
-from linkage.blocks import (COMPARE_COLUMNS, block_columns, block_passes, form_reach, query_empty_columns,
-                            role_blocks)
+from linkage.blocks import (COMPARE_COLUMNS, block_columns, block_ints, block_passes, form_reach,
+                            query_empty_columns, role_blocks)
 from linkage.ids import NearIDs, id_variants
 from linkage.incremental import QUERY_METHODS
 from linkage.link import _canonical
@@ -41,7 +41,7 @@ from verification.states import WOMEN_AGE
 log = logging.getLogger("popbase")
 
 
-INDEX_LAYOUT = 4  # raised when the role index's columns change meaning: an older index is rebuilt
+INDEX_LAYOUT = 5  # raised when the role index's columns change meaning: an older index is rebuilt
 
 
 def index_stamp(cfg: dict) -> str:
@@ -138,8 +138,7 @@ def scoped_state(conn: sa.Connection, staged, frames: dict, date: str, cfg: dict
     forms = db.ensure_forms(conn, block_columns(cfg))
     cols = block_columns(cfg)
     seed_index, seed_forms = index_of(roles, role_keys(roles), view, cfg, _method_of(mini.links))
-    skip = {f"bk_{name}": set(np.asarray(v, dtype=np.uint64).view(np.int64).astype(str))
-            for name, v in (model.skip_blocks or {}).items()}
+    skip = {f"bk_{name}": set(block_ints(v)) for name, v in (model.skip_blocks or {}).items()}
     total = int(conn.execute(sa.select(sa.func.count()).select_from(db.role_index)).scalar() or 0)
     max_share = float(cfg.get("incremental", {}).get("max_share", 0.35))
     scope = find_scope(conn, forms, cols, COMPARE_COLUMNS, skip, seed_records, seed_roles, seed_index, seed_forms,

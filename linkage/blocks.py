@@ -71,8 +71,10 @@ def block_columns(cfg: dict) -> list[str]:
 
 def role_blocks(roles: pd.DataFrame, role_key: np.ndarray, cfg: dict) -> pd.DataFrame:
     """One row per (role, form): `form_key` (`<role_key>|<form>`), `role_key`, `form`, and `bk_<pass>` (the
-    block hash as decimal text, "" when the role is in no block of the pass). `roles` come from
-    `build_roles` with the linker's columns (`_canonical`); `role_key` row-aligned."""
+    block hash as a Python int, the signed 64-bit view of `fuzzy.block_hash`; None when the role is in no
+    block of the pass: stored as NULL in an INTEGER column, which halves the rows and index entries
+    against decimal text). `roles` come from `build_roles` with the linker's columns (`_canonical`);
+    `role_key` row-aligned."""
     passes = block_passes(cfg)
     cols = FORM_COLUMNS + COMPARE_COLUMNS + [f"bk_{n}" for n, _ in passes]
     n = len(roles)
@@ -107,14 +109,20 @@ def role_blocks(roles: pd.DataFrame, role_key: np.ndarray, cfg: dict) -> pd.Data
         ok = np.ones(len(src), dtype=bool)
         for k in keys:
             ok &= P.codes(k)[0] >= 0
-        h = fz.block_hash(P, rows, keys).view(np.int64)
-        text = np.where(ok, h.astype(str).astype(object), "")
-        out[f"bk_{name}"] = text
-        differs[n:] |= text[n:] != text[src[n:]]
+        h = block_ints(fz.block_hash(P, rows, keys))
+        h[~ok] = None
+        out[f"bk_{name}"] = h
+        differs[n:] |= h[n:] != h[src[n:]]
     frame = pd.DataFrame(out)
     frame = frame[(rows < n) | differs]
     frame.insert(0, "form_key", frame["role_key"] + "|" + frame["form"])
     return frame[cols].reset_index(drop=True)
+
+
+def block_ints(hashes) -> np.ndarray:
+    """Block hashes (`fuzzy.block_hash`, uint64; or a model's skip list) as the role index stores them:
+    Python ints of their signed 64-bit view (an SQL INTEGER / BIGINT), in an object array."""
+    return np.asarray(hashes, dtype=np.uint64).view(np.int64).astype(object)
 
 
 def reach_bits(model: fz.FSModel, P: fz.Prepared, left: np.ndarray, right: np.ndarray, both_spouses: np.ndarray,

@@ -215,10 +215,13 @@ def write_index(conn: sa.Connection, forms: sa.Table, old: tuple[pd.DataFrame, p
 
 def rebuild_index(conn: sa.Connection, forms: sa.Table, chunks, stamp: str) -> None:
     """The whole role index anew from `chunks`, an iterable of (index rows, form rows) made one at a time
-    (memory bounded by a chunk), loaded with the tables' indexes dropped and built after."""
+    (memory bounded by a chunk), loaded with the tables' indexes dropped and built after; `role_forms`
+    is created anew (an index of an older layout may have other column types)."""
+    block_cols = [c.name for c in forms.columns if c.name.startswith("bk_")]
     conn.execute(db.role_index.delete())
-    conn.execute(forms.delete())
-    with db.index_tables_unindexed(conn, [c.name for c in forms.columns if c.name.startswith("bk_")]):
+    db.drop_forms(conn)
+    db.ensure_forms(conn, block_cols)
+    with db.index_tables_unindexed(conn, block_cols):
         for index, form_rows in chunks:
             db.append_frame(conn, db.role_index, index.sort_values("role_key"))
             db.append_frame(conn, forms, form_rows.sort_values("form_key"))

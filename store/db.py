@@ -87,8 +87,8 @@ def forms_table(block_cols: list[str]) -> sa.Table:
         _forms_meta.remove(t)
     cols = [sa.Column("form_key", sa.Text, primary_key=True), sa.Column("role_key", sa.Text, nullable=False),
             sa.Column("form", sa.Text, nullable=False)]
-    cols += [sa.Column(c, sa.Text, nullable=False, server_default="")
-             for c in FORM_COMPARE_COLUMNS + FORM_FLAG_COLUMNS + list(block_cols)]
+    cols += [sa.Column(c, sa.Text, nullable=False, server_default="") for c in FORM_COMPARE_COLUMNS + FORM_FLAG_COLUMNS]
+    cols += [sa.Column(c, sa.BigInteger, nullable=True) for c in block_cols]  # NULL: in no block of the pass
     return sa.Table(name, _forms_meta, *cols)
 
 
@@ -102,16 +102,26 @@ def ensure_forms(conn: sa.Connection, block_cols: list[str]) -> sa.Table:
     conn.exec_driver_sql('CREATE TABLE IF NOT EXISTS role_forms (form_key TEXT PRIMARY KEY, role_key TEXT NOT NULL, '
                          'form TEXT NOT NULL)')
     have = {c["name"] for c in sa.inspect(conn).get_columns("role_forms")}
-    for c in FORM_COMPARE_COLUMNS + FORM_FLAG_COLUMNS + list(block_cols):
+    for c in FORM_COMPARE_COLUMNS + FORM_FLAG_COLUMNS:
         if c not in have:
             conn.exec_driver_sql(f"ALTER TABLE role_forms ADD COLUMN {c} TEXT NOT NULL DEFAULT ''")
+    for c in block_cols:
+        if c not in have:
+            conn.exec_driver_sql(f"ALTER TABLE role_forms ADD COLUMN {c} BIGINT")
     conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_role_forms_role ON role_forms (role_key)")
     for c in block_cols:
         # (block, pq): a block of the work set is asked for its possible queries only (`store.scope`), which
         # this reads without visiting the block's other forms; a whole block reads the prefix
         conn.exec_driver_sql(f"DROP INDEX IF EXISTS ix_role_forms_{c}")  # the index of a block alone, before
-        conn.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS ix_role_forms_pq_{c} ON role_forms ({c}, pq) WHERE {c} <> ''")
+        conn.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS ix_role_forms_pq_{c} ON role_forms ({c}, pq) "
+                             f"WHERE {c} IS NOT NULL")
     return table
+
+
+def drop_forms(conn: sa.Connection) -> None:
+    """`role_forms` gone, to be created anew by `ensure_forms` (a whole index rebuilt: faster than deleting
+    its rows, and the columns take the current layout's types)."""
+    conn.exec_driver_sql("DROP TABLE IF EXISTS role_forms")
 
 
 @contextlib.contextmanager
@@ -315,11 +325,13 @@ def read_frame(conn: sa.Connection, table: sa.Table, where=None) -> pd.DataFrame
     for rows, cols in _fetch(conn, stmt):
         if not rows:
             continue
-        part = pd.DataFrame.from_records(rows, columns=cols)
+        # integer columns (`_integer`) stay Python ints and None: inferred, they would turn float (NaN)
+        part = (pd.DataFrame(rows, columns=cols, dtype=object) if _typed(table).intersection(cols) else
+                pd.DataFrame.from_records(rows, columns=cols))
         del rows
         if pools is None:
             head = part.iloc[:5000]
-            pools = {c: {} for c in cols if len(set(head[c])) < 0.5 * len(head)}
+            pools = {c: {} for c in cols if c not in _typed(table) and len(set(head[c])) < 0.5 * len(head)}
         for c, pool in pools.items():
             part[c] = _intern(part[c].to_numpy(dtype=object), pool)
         parts.append(part)
@@ -331,9 +343,18 @@ def read_frame(conn: sa.Connection, table: sa.Table, where=None) -> pd.DataFrame
     return _as_text(frame, table)
 
 
+def _integer(column: sa.Column) -> bool:
+    """An INTEGER / BIGINT column other than a surrogate key: its values stay Python ints, NULL None (the
+    block columns of `role_forms`); every other column is text."""
+    return isinstance(column.type, sa.Integer) and not column.primary_key
+
+
 def _as_text(frame: pd.DataFrame, table: sa.Table) -> pd.DataFrame:
-    """Text NOT NULL columns as they are; any other column of `table` in `frame` as text, NULL as ""."""
+    """Text NOT NULL columns as they are; any other column of `table` in `frame` as text, NULL as "",
+    but for integer columns (`_integer`), left as they are."""
     for c in table.columns:
+        if _integer(c):
+            continue
         if c.name in frame and (not isinstance(c.type, sa.Text) or (c.nullable and not c.primary_key)):
             col = frame[c.name]
             frame[c.name] = col.where(col.notna(), "").astype(str)
@@ -359,13 +380,15 @@ def select_in(conn: sa.Connection, table: sa.Table, column: str, values, cols: l
     `READ`. The lookup every scoped read goes through. In chunks of `SELECT_CHUNK` keys, as driver SQL:
     compiling an IN list of thousands of values through SQLAlchemy cost more than running it. The
     condition `column <> ''` is spelled out: it lets SQLite use a partial index (`_partial`), which it
-    does not infer from an IN list (without it each chunk scanned the whole table)."""
+    does not infer from an IN list (without it each chunk scanned the whole table); on an integer
+    column (`_integer`), `IS NOT NULL`."""
     cols = cols or [c.name for c in table.columns]
-    values = sorted({v for v in values if v})
+    values = sorted({v for v in values if v is not None and v != ""})
     q = '"'
     ph = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    filled = "IS NOT NULL" if _integer(table.c[column]) else "<> ''"
     head = (f"SELECT {', '.join(q + c + q for c in cols)} FROM {q}{table.name}{q} "
-            f"WHERE {q}{column}{q} <> ''" + (f" AND {q}{equal[0]}{q} = {ph}" if equal else "") + f" AND {q}{column}{q} ")
+            f"WHERE {q}{column}{q} {filled}" + (f" AND {q}{equal[0]}{q} = {ph}" if equal else "") + f" AND {q}{column}{q} ")
     tail = (equal[1],) if equal else ()
     parts = []
     for start in range(0, len(values), SELECT_CHUNK):
@@ -393,8 +416,10 @@ def _write_rows(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> No
         raw = conn.connection.driver_connection
         with raw.cursor() as cur:
             quoted = ", ".join(f'"{c}"' for c in cols)
-            # FORCE_NOT_NULL: an empty field is the empty string (our "missing"), never NULL
-            cur.copy_expert(f'COPY "{table.name}" ({quoted}) FROM STDIN WITH (FORMAT csv, FORCE_NOT_NULL ({quoted}))', buf)
+            # FORCE_NOT_NULL: an empty text field is the empty string (our "missing"), never NULL; an empty
+            # integer field is NULL
+            text = ", ".join(f'"{c.name}"' for c in table.columns if c.name in cols and not _integer(c))
+            cur.copy_expert(f'COPY "{table.name}" ({quoted}) FROM STDIN WITH (FORMAT csv, FORCE_NOT_NULL ({text}))', buf)
         return
     if conn.dialect.name == "sqlite":
         # the driver's executemany over plain tuples: several times faster than dicts through Core
@@ -413,13 +438,15 @@ def _delete_keys(conn: sa.Connection, table: sa.Table, keys: list[str]) -> None:
         conn.execute(table.delete().where(key_col.in_(keys[start : start + 900])))
 
 
-def diff_frames(old: pd.DataFrame, new: pd.DataFrame, key: str) -> tuple[list[str], pd.DataFrame]:
-    """Keys to delete and rows to (re)insert so that `old` becomes `new` (values compared as text).
+def diff_frames(old: pd.DataFrame, new: pd.DataFrame, key: str,
+                typed: frozenset[str] = frozenset()) -> tuple[list[str], pd.DataFrame]:
+    """Keys to delete and rows to (re)insert so that `old` becomes `new` (values compared as text, but for
+    the columns `typed`, compared and returned as they are: integer columns, `_integer`).
 
     Rows are aligned by key with one hash lookup and compared column by column (no merged copy of both
     frames); the rows to insert come sorted by key."""
     cols = list(new.columns)
-    new = new.astype(str)
+    new = _stored(new, typed)
     if old.empty:
         return [], new
     old = old.reindex(columns=cols, fill_value="")
@@ -435,7 +462,7 @@ def diff_frames(old: pd.DataFrame, new: pd.DataFrame, key: str) -> tuple[list[st
     for c in cols:
         if c == key:
             continue
-        o = (old[c] if old[c].dtype == object else old[c].astype(str)).to_numpy(dtype=object)[at]
+        o = (old[c] if old[c].dtype == object or c in typed else old[c].astype(str)).to_numpy(dtype=object)[at]
         changed[present] |= o != new[c].to_numpy(dtype=object)[present]
     gone = okeys[~oindex.isin(nkeys)].tolist()
     upd = nkeys[present & changed].tolist()
@@ -444,17 +471,28 @@ def diff_frames(old: pd.DataFrame, new: pd.DataFrame, key: str) -> tuple[list[st
     return gone + upd, to_insert
 
 
+def _typed(table: sa.Table) -> frozenset[str]:
+    return frozenset(c.name for c in table.columns if _integer(c))
+
+
+def _stored(frame: pd.DataFrame, typed: frozenset[str]) -> pd.DataFrame:
+    """`frame` as it is written: every column as text but those `typed` (Python ints and None)."""
+    if not typed.intersection(frame.columns):
+        return frame.astype(str)
+    return frame.astype({c: str for c in frame.columns if c not in typed})
+
+
 def sync_frame(conn: sa.Connection, table: sa.Table, old: pd.DataFrame, new: pd.DataFrame) -> int:
     """Make `table` hold `new` where it held `old`; returns the number of rows written."""
     key = list(table.primary_key.columns)[0].name
-    to_delete, to_insert = diff_frames(old, new, key)
+    to_delete, to_insert = diff_frames(old, new, key, _typed(table))
     _delete_keys(conn, table, to_delete)
     _write_rows(conn, table, to_insert)
     return len(to_insert)
 
 
 def append_frame(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> None:
-    _write_rows(conn, table, frame.astype(str))
+    _write_rows(conn, table, _stored(frame, _typed(table)))
 
 
 def role_key(frame: pd.DataFrame) -> pd.Series:

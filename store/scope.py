@@ -39,7 +39,7 @@ class Scope:
 
 
 def find_scope(conn: sa.Connection, forms_table: sa.Table, block_cols: list[str], compare_cols: list[str],
-               skip: dict[str, set[str]], seed_records: set[str], seed_roles: set[str], seed_index: pd.DataFrame,
+               skip: dict[str, set[int]], seed_records: set[str], seed_roles: set[str], seed_index: pd.DataFrame,
                seed_forms: pd.DataFrame, variants, near_ids, reach, max_roles: int,
                query_empty: dict[str, list[str]] | None = None) -> Scope | None:
     """The scope of a date (module docstring); None when it grows past `max_roles` (the date then reads
@@ -69,7 +69,7 @@ class ScopeSearch:
     to a scope without reading again what it read."""
 
     def __init__(self, conn: sa.Connection, forms_table: sa.Table, block_cols: list[str], compare_cols: list[str],
-                 skip: dict[str, set[str]], variants, near_ids, reach, max_roles: int,
+                 skip: dict[str, set[int]], variants, near_ids, reach, max_roles: int,
                  query_empty: dict[str, list[str]] | None = None):
         self.conn, self.forms_table, self.block_cols, self.compare_cols = conn, forms_table, block_cols, compare_cols
         self.skip, self.variants, self.near_ids, self.reach, self.max_roles = skip, variants, near_ids, reach, max_roles
@@ -301,11 +301,12 @@ class ScopeSearch:
         mcols = ["form_key", "role_key", "pq"]  # the compare columns are read once per form, below
         read = []  # (column, work keys, query keys, mates)
         for col in self.block_cols:
-            skipped = self.skip.get(col, set()) | {""}
+            skipped = self.skip.get(col, set())
             # the blocks of the forms new this round, even when an earlier round read them: each new
-            # form must be paired with its block's mates (a block is not done once its first forms were)
-            fw = set(forms.loc[in_w, col]) - skipped
-            fp = set(forms.loc[in_p & self._query_of(forms, col), col]) - skipped
+            # form must be paired with its block's mates (a block is not done once its first forms were);
+            # a form in no block of the pass has None there
+            fw = set(forms.loc[in_w, col].dropna()) - skipped
+            fp = set(forms.loc[in_p & self._query_of(forms, col), col].dropna()) - skipped
             seen["bk"].update((col, v) for v in fw | fp)
             mates = self._mates(col, fw, fp, mcols)
             if len(mates):

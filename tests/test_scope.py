@@ -11,10 +11,15 @@ import sqlalchemy as sa
 from catalog.base import ROLE_INDEX_COLUMNS
 from linkage.blocks import COMPARE_COLUMNS
 from linkage.ids import NearIDs
-from store import db
+from store import base, db
 from store.scope import find_scope
 
 COLS = ["bk_name", "bk_name_nobirth"]
+
+
+def _block(name: str | None) -> int | None:
+    """A block named by letters as the role index stores it: an integer, None for no block."""
+    return None if name is None else int.from_bytes(name.encode(), "big")
 
 
 def _base(url: str, roles: list[dict]):
@@ -30,7 +35,7 @@ def _base(url: str, roles: list[dict]):
                       "BH": "t", "id_key": r.get("id", "")})
         forms.append({"form_key": key + "|Q", "role_key": key, "form": "Q", **{c: "" for c in COMPARE_COLUMNS},
                       "p_name_key": r["name"], "p_birth": r.get("birth", ""), "pq": "1" if r["pq"] else "",
-                      **{c: r["blocks"].get(c, "") for c in COLS}})
+                      **{c: _block(r["blocks"].get(c)) for c in COLS}})
         if not r["pq"] or r.get("person"):
             links.append({"role_key": key, "BM": "B", "BH": "t", "YWZJ": r["name"], "JS": "SELF",
                           "RKID": "RK" + r.get("person", r["name"]), "PPFS": "FUZZY" if r["pq"] else "ID",
@@ -210,8 +215,8 @@ def test_a_blocks_possible_queries_are_read_through_the_block_and_pq_index(tmp_p
     with engine.connect() as conn:
         names = {r[0] for r in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'index'")}
         plan = " ".join(str(r[-1]) for r in conn.exec_driver_sql(
-            "EXPLAIN QUERY PLAN SELECT form_key FROM role_forms WHERE bk_name <> '' AND pq = ? AND bk_name IN (?, ?)",
-            ("1", "k", "j")))
+            "EXPLAIN QUERY PLAN SELECT form_key FROM role_forms WHERE bk_name IS NOT NULL AND pq = ? AND bk_name IN (?, ?)",
+            ("1", _block("k"), _block("j"))))
     assert "ix_role_forms_bk_name" not in names
     assert "ix_role_forms_pq_bk_name (bk_name=? AND pq=?)" in plan, plan
 
@@ -239,3 +244,30 @@ def test_the_date_sensitive_roles_are_read_through_their_indexes(tmp_path):
                  for q in statements if "FROM role_index" in q]
     assert keys == {"F1", "W1", "W2", "M1"}
     assert plans and all("SEARCH role_index USING INDEX" in p and "SCAN" not in p for p in plans), plans
+
+
+def test_an_index_of_the_text_layout_is_rebuilt_with_integer_blocks(db_url):
+    """Blocks are stored as 64-bit integers, NULL where a form is in no block of the pass (layout 5; before,
+    decimal text and ""): rebuilding the index of a base that still has the text columns gives integer
+    columns, and the scope's lookups hand the blocks out as Python ints, the full signed range kept."""
+    engine = db.engine_for(db_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE role_forms (form_key TEXT PRIMARY KEY, role_key TEXT NOT NULL, "
+                             "form TEXT NOT NULL, bk_name TEXT NOT NULL DEFAULT '')")
+        conn.exec_driver_sql("INSERT INTO role_forms (form_key, role_key, form, bk_name) VALUES ('x|Q', 'x', 'Q', '7')")
+    low, high = -(2 ** 63) + 5, 2 ** 63 - 1
+    index = pd.DataFrame([{**{c: "" for c in ROLE_INDEX_COLUMNS}, "role_key": k, "record": f"t|{k}", "BH": "t"}
+                          for k in ("a", "b", "c")])
+    forms = pd.DataFrame({"form_key": ["a|Q", "b|Q", "c|Q"], "role_key": ["a", "b", "c"], "form": "Q",
+                          **{c: "" for c in COMPARE_COLUMNS}, "pq": "1",
+                          "bk_name": np.array([low, high, None], dtype=object)})
+    with engine.begin() as conn:
+        table = db.ensure_forms(conn, ["bk_name"])
+        base.rebuild_index(conn, table, [(index, forms)], "test")
+    with engine.connect() as conn:
+        kind = {c["name"]: c["type"] for c in sa.inspect(conn).get_columns("role_forms")}["bk_name"]
+        got = db.select_in(conn, table, "bk_name", {low, high, 7}, ["form_key", "bk_name"])
+        every = db.read_frame(conn, table).set_index("form_key")["bk_name"]
+    assert isinstance(kind, sa.Integer), kind
+    assert sorted(zip(got["form_key"], got["bk_name"])) == [("a|Q", low), ("b|Q", high)]
+    assert every["c|Q"] is None and every["a|Q"] == low
