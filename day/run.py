@@ -188,7 +188,7 @@ def commit(settings: Settings, engine: sa.Engine, staged: StageResult,
             try:
                 res = process_date(sc.state, staged, frames, date, link_config=cfg, prior_reports=prior,
                                    incremental=not settings.full_relink, linking=settings.incremental_linking,
-                                   scoped=True, scoped_rounds=sc.rounds)
+                                   scoped=True, scoped_rounds=sc.rounds, pre_applied=sc.pre_applied())
             except ScopeTooSmall as exc:
                 log.info("%s: the scope is widened: %s", date, exc)
                 sc = scoped.widen(conn, sc, exc.role_keys, date)

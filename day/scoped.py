@@ -6,10 +6,13 @@ records, finds the scope by lookups (`store.scope.find_scope`) and reads the bas
 `exchange.process.process_date(..., scoped=True)` then runs on that as on the whole base, and
 `finish_scoped` writes the role index of the scope and counts the city's figures in the database.
 
-Not scoped (the date reads the whole base, as before): the first date, a full extract (a re-baseline
-compares the whole table), a base whose role index was built for another configuration, a scope past
-`incremental.max_share` of the roles, and a date on which the linker needed more than the scope
-(`ScopeTooSmall`) even after the scope was widened with the rows it flagged (`widen`).
+A full extract (a re-baseline) is compared with its whole table, which is read for it
+(`whole_table_files`): the records it changes are the seeds, the rest of the base is not read.
+
+Not scoped (the date reads the whole base, as before): the first date, a base whose role index was built
+for another configuration, a scope past `incremental.max_share` of the roles, and a date on which the
+linker needed more than the scope (`ScopeTooSmall`) even after the scope was widened with the rows it
+flagged (`widen`).
 """
 from __future__ import annotations
 
@@ -20,8 +23,9 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from catalog import RETURN_TABLE, TABLES
+from catalog import DEPARTMENTS, RETURN_TABLE, TABLES
 from catalog.base import MEASURE_FLAGS, BaseState
+from exchange.apply import Applied, apply_delivery
 from exchange.overlays import live_overlays, overlay_sources
 from exchange.process import ProcessResult, apply_extracts, apply_returns, stored_model
 from exchange.role_index import role_index
@@ -94,6 +98,66 @@ class Scoped:
     block_cols: list[str]
     search: ScopeSearch | None = None  # the lookups behind `roles`, to widen them (`widen`)
     rounds: int = 1  # the linker's rounds the scope allows (one more per widening)
+    whole: "WholeTables | None" = None  # the date's full extracts, applied on their whole tables
+
+    def pre_applied(self) -> dict[str, Applied]:
+        """The full extracts' results for the records of the scope (`exchange.process.apply_extracts`)."""
+        return self.whole.for_records(self.state.sources) if self.whole is not None else {}
+
+
+@dataclass
+class WholeTables:
+    """The date's files of every table that receives a full extract, applied in order on the whole table
+    (a full extract says which records it changes only against all of them: the absent ones are
+    deleted). Kept: each file's counts and rejects, and the new rows of the records the files changed;
+    the other records of the table are as stored."""
+
+    applied: dict[str, Applied]  # by `<batch_id>__<line>`; `current` dropped
+    table_of: dict[str, str]  # by `<batch_id>__<line>`: the file's table
+    changed: dict[str, pd.DataFrame]  # per table: the rows of its changed records after the date's files
+
+    def records(self) -> set[str]:
+        """`BH|YWZJ` of the records the files changed (new, updated or deleted)."""
+        return {f"{t}|{k}" for t, rows in self.changed.items() for k in rows["_key"]}
+
+    def for_records(self, sources: dict[str, pd.DataFrame]) -> dict[str, Applied]:
+        """Each file's result with `current` = the table's rows in `sources` (records of a scope, as
+        stored) with the changed ones replaced: what applying the files on the whole table gives for those
+        records, since a full extract leaves an unchanged record as it was."""
+        current = {}
+        for t, rows in self.changed.items():
+            kept = sources[t]
+            kept = kept[~kept["_key"].isin(set(rows["_key"])).to_numpy()].reindex(columns=rows.columns)
+            current[t] = pd.concat([kept, rows], ignore_index=True) if len(rows) else kept.reset_index(drop=True)
+        return {k: replace(a, current=current[self.table_of[k]]) for k, a in self.applied.items()}
+
+
+def whole_table_files(conn: sa.Connection, new_files, frames: dict, date: str) -> WholeTables | None:
+    """Apply the date's files of every table that receives a full extract on the whole stored table, in
+    the order `apply_extracts` applies them (None: no full extract). The table is read whole: a full
+    extract delivers the whole table, so this follows the delivery, not the city."""
+    order = {d: i for i, d in enumerate(DEPARTMENTS)}
+    files = sorted((f for f in new_files if f.table != RETURN_TABLE),
+                   key=lambda f: (order.get(f.department, 9), f.batch_id, f.line_in_manifest))
+    full_tables = {f.table for f in files if f.extract_type != "incremental"}
+    if not full_tables:
+        return None
+    applied: dict[str, Applied] = {}
+    table_of: dict[str, str] = {}
+    changed: dict[str, pd.DataFrame] = {}
+    for t in sorted(full_tables):
+        current = base.source_table(conn, t)
+        keys: set[str] = set()
+        for f in (f for f in files if f.table == t):
+            name = f"{f.batch_id}__{f.line_in_manifest}"
+            rejected = frames.get(name + "#rejects")
+            protected = rejected["key"] if rejected is not None and "key" in rejected.columns else None
+            a = apply_delivery(current, frames[name], t, f.extract_type, date, f.batch_id, protected_keys=protected)
+            current = a.current
+            keys |= set(a.changes["_key"])
+            applied[name], table_of[name] = replace(a, current=pd.DataFrame()), t
+        changed[t] = current[current["_key"].isin(keys).to_numpy()].reset_index(drop=True)
+    return WholeTables(applied=applied, table_of=table_of, changed=changed)
 
 
 def scoped_state(conn: sa.Connection, staged, frames: dict, date: str, cfg: dict, settings) -> Scoped | None:
@@ -107,20 +171,21 @@ def scoped_state(conn: sa.Connection, staged, frames: dict, date: str, cfg: dict
            "full re-link asked for" if settings.full_relink or settings.incremental_linking is False else
            "incremental linking is off" if not (settings.incremental_linking or cfg.get("incremental", {}).get("enabled")) else
            "no model with its skip list" if model is None or model.skip_blocks is None else
-           "the role index was built for another configuration" if db.read_meta(conn, db.ROLE_INDEX_KEY) != stamp else
-           "a full extract" if any(f.extract_type != "incremental" and f.table != RETURN_TABLE for f in new_files)
+           "the role index was built for another configuration" if db.read_meta(conn, db.ROLE_INDEX_KEY) != stamp
            else "")
     if why:
         log.info("%s reads the whole base: %s", date, why)
         return None
-    # seeds: the delivered records, the answered tasks' records, the date-sensitive roles
-    seed_records: set[str] = set()
+    # seeds: the delivered records (of a table with a full extract, those its files changed), the answered
+    # tasks' records, the date-sensitive roles
+    whole = whole_table_files(conn, new_files, frames, date)
+    seed_records: set[str] = whole.records() if whole is not None else set()
     answered: set[str] = set()
     for f in new_files:
         frame = frames[f"{f.batch_id}__{f.line_in_manifest}"]
         if f.table == RETURN_TABLE:
             answered |= set(frame["RWBH"].astype(str).str.strip()) if "RWBH" in frame.columns else set()
-        else:
+        elif whole is None or f.table not in whole.changed:
             key = TABLES[f.table].key
             seed_records |= {f"{f.table}|{k}" for k in frame[key].astype(str).str.strip()} if key in frame.columns else set()
     answered_tasks = base.tasks_by_number(conn, answered)
@@ -131,7 +196,8 @@ def scoped_state(conn: sa.Connection, staged, frames: dict, date: str, cfg: dict
     # today's version of the delivered records, on those records alone
     mini = base.read_scoped_base(conn, seed_records, set(), set())
     mini = replace(mini, tasks=pd.concat([mini.tasks, answered_tasks], ignore_index=True).drop_duplicates("RWBH"))
-    sources, reports, _ = apply_extracts(mini, staged, frames, date)
+    sources, reports, _ = apply_extracts(mini, staged, frames, date,
+                                         whole.for_records(mini.sources) if whole is not None else None)
     _, overlays, _, _, _ = apply_returns(mini, staged, frames, date, reports, sources)
     view = overlay_sources(sources, live_overlays(overlays, sources))
     roles = build_roles(view, date)
@@ -153,7 +219,7 @@ def scoped_state(conn: sa.Connection, staged, frames: dict, date: str, cfg: dict
              date, f"{len(scope.roles):,}", f"{len(scope.records):,}", scope.rounds, f"{len(seed_records):,}",
              ", ".join(f"{k} {v:,}" for k, v in scope.lookups.items()))
     return Scoped(state=state, roles=scope.roles, records=scope.records, stamp=stamp, forms=forms, block_cols=cols,
-                  search=scope.search)
+                  search=scope.search, whole=whole)
 
 
 MAX_ROUNDS = 3  # a scope is widened at most twice; then the date reads the whole base

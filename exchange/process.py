@@ -20,7 +20,7 @@ import pandas as pd
 from catalog import DEPARTMENTS, RETURN_TABLE
 from catalog.base import AUDIT_COLUMNS, DECISION_COLUMNS, LINK_COLUMNS, OVERLAY_COLUMNS, PERSON_COLUMNS, BaseState
 from catalog.states import STATE_COLUMNS, STATE_ORDER
-from exchange.apply import apply_delivery
+from exchange.apply import Applied, apply_delivery
 from exchange.overlays import live_overlays, overlay_sources, record_fp
 from exchange.returns import REJECTED_EXTRA, return_effects, validate_returns
 from linkage.base import person_attributes, role_keys
@@ -70,8 +70,11 @@ def _file_report(sf) -> dict:
     }
 
 
-def apply_extracts(state, stage_result, staged: dict[str, pd.DataFrame], date: str):
-    """Apply every staged extract; returns new sources, per-batch reports and rows rejected while applying."""
+def apply_extracts(state, stage_result, staged: dict[str, pd.DataFrame], date: str,
+                   pre_applied: dict[str, Applied] | None = None):
+    """Apply every staged extract; returns new sources, per-batch reports and rows rejected while applying.
+    `pre_applied`: files (by `<batch_id>__<line>`) applied already, on the whole table, by the caller
+    (`day.scoped`: a full extract on a scoped date); each holds its table's new rows for `state`'s records."""
     sources = dict(state.sources)
     reports: dict[str, dict] = {}
     rejects = []
@@ -88,8 +91,10 @@ def apply_extracts(state, stage_result, staged: dict[str, pd.DataFrame], date: s
         frame = staged[f"{sf.batch_id}__{sf.line_in_manifest}"]
         rejected = staged.get(f"{sf.batch_id}__{sf.line_in_manifest}#rejects")
         protected = rejected["key"] if rejected is not None and "key" in rejected.columns else None
-        applied = apply_delivery(sources[sf.table], frame, sf.table, sf.extract_type, date, sf.batch_id,
-                                 protected_keys=protected)
+        applied = (pre_applied or {}).get(f"{sf.batch_id}__{sf.line_in_manifest}")
+        if applied is None:
+            applied = apply_delivery(sources[sf.table], frame, sf.table, sf.extract_type, date, sf.batch_id,
+                                     protected_keys=protected)
         sources[sf.table] = applied.current
         for k, v in applied.counts.items():
             fr[k] = int(v)
@@ -439,7 +444,8 @@ def date_states(state, roles: pd.DataFrame, links: pd.DataFrame, view: dict, tas
 
 def process_date(state: BaseState, stage_result, staged: dict[str, pd.DataFrame], date: str, link_config=None,
                  prior_reports: dict | None = None, incremental: bool = True,
-                 linking: bool | None = None, scoped: bool = False, scoped_rounds: int = 1) -> ProcessResult:
+                 linking: bool | None = None, scoped: bool = False, scoped_rounds: int = 1,
+                 pre_applied: dict[str, Applied] | None = None) -> ProcessResult:
     """`incremental=False` re-links and re-checks the whole city (the rebuild the incremental run must
     equal); `linking` switches incremental linking on or off over the configuration (None: as configured).
 
@@ -447,7 +453,8 @@ def process_date(state: BaseState, stage_result, staged: dict[str, pd.DataFrame]
     base: linking and re-checking must stay incremental (`ScopeTooSmall` otherwise), and the city-wide
     figures (quality rates, task and link counts) are left to the caller, who counts them in the
     database once the date is written (`ProcessResult.summary` then holds only what the scope knows);
-    `scoped_rounds`: the linker's rounds the scope was widened for (`day.scoped.widen`)."""
+    `scoped_rounds`: the linker's rounds the scope was widened for (`day.scoped.widen`); `pre_applied`:
+    the scope's full extracts, applied on their whole tables (`apply_extracts`, `day.scoped.whole_table_files`)."""
     phases: dict[str, float] = {}
     clock = [time.perf_counter()]
 
@@ -459,7 +466,7 @@ def process_date(state: BaseState, stage_result, staged: dict[str, pd.DataFrame]
         clock[0] = now
         peaks[phase] = _peak_gib()  # the process's memory high-water mark after the phase
 
-    sources, reports, rejects = apply_extracts(state, stage_result, staged, date)
+    sources, reports, rejects = apply_extracts(state, stage_result, staged, date, pre_applied)
     done("apply")
     tasks, overlays, decisions, audit_rows, ret_rejects = apply_returns(state, stage_result, staged, date, reports, sources)
     rejects += ret_rejects

@@ -23,6 +23,11 @@ def _frame(conn: sa.Connection, table: sa.Table, where=None) -> pd.DataFrame:
     return frame
 
 
+def source_table(conn: sa.Connection, table: str) -> pd.DataFrame:
+    """One department table's stored rows, whole (a full extract is compared with all of them)."""
+    return _frame(conn, db.SOURCE_TABLES[table])
+
+
 def read_base(conn: sa.Connection) -> BaseState:
     """Every table of the base, whole (issue 15 replaces this with what a date's deliveries reach)."""
     sources = {name: _frame(conn, t) for name, t in db.SOURCE_TABLES.items()}

@@ -3,7 +3,8 @@
 The store counts every row it hands out (`store.db.READ`); `DateResult.commit_rows_read` has the rows a
 date's commit read, per table. On a generated city every daily date with incremental deliveries must
 read far fewer rows than the base holds, bounded by a multiple of the rows it delivered, on SQLite and
-PostgreSQL. (A date with a full extract compares the whole table and reads it: not bounded here.)
+PostgreSQL. (A date with a full extract compares the whole table it replaces and reads it: not bounded
+here.)
 Its outputs do not read the base back either: the exports are the previous date's with the persons and
 links the date touched replaced (`exchange.outputs.merge_exports`), and must equal the exports written
 from the whole base. (The task files hold every open task: they read the open tasks.)
@@ -111,9 +112,10 @@ def test_the_whole_index_written_in_chunks_is_the_index_written_at_once(city_fac
 
 
 def test_a_whole_base_date_rewrites_the_index_rows_of_changed_records_only(city_factory, tmp_path, monkeypatch, caplog):
-    """A daily date that reads the whole base (here a full extract, a re-baseline) while the stored index
-    is current writes the index rows of the records that changed (`day.scoped.update_index`), not the
-    whole index: the index and running totals come out as a whole index written anew gives them."""
+    """A daily date that reads the whole base while the stored index is current (here every daily date:
+    the scope is refused, as when it reaches past `incremental.max_share`) writes the index rows of the
+    records that changed (`day.scoped.update_index`), not the whole index: the index and running totals
+    come out as a whole index written anew gives them."""
     import logging
     import re
 
@@ -126,6 +128,7 @@ def test_a_whole_base_date_rewrites_the_index_rows_of_changed_records_only(city_
         url = f"sqlite:///{home / 'popbase.db'}"
         dates = sorted(p.name for p in (home / "landing" / "police").iterdir())
         with monkeypatch.context() as m:
+            m.setattr(scoped, "scoped_state", lambda *args, **kw: None)
             if mode == "whole":
                 m.setattr(scoped, "index_is_current", lambda conn, cfg: False)
             with caplog.at_level(logging.INFO, logger="popbase"):
@@ -138,3 +141,40 @@ def test_a_whole_base_date_rewrites_the_index_rows_of_changed_records_only(city_
             assert written and all(0 < n < 0.5 * records for n in written), (written, records)
     for t in tables["whole"]:
         pd.testing.assert_frame_equal(tables["changed"][t], tables["whole"][t], obj=t)
+
+
+def test_a_full_extract_reads_the_table_it_replaces_not_the_base(city_factory, tmp_path, db_url):
+    """A re-baseline (the women table delivered full, rows missing from it deleted) is compared with the
+    whole table it replaces, which the date reads; the records it changed are the seeds of a scope, and no
+    other table is read whole. The exports merged from the previous date's equal those of the whole base."""
+    city = city_factory(persons=4000, days=3, seed=5)
+    home = copy_city(city, tmp_path / "home")
+    settings = settings_for(home, db_url, scoped_dates=True)
+    dates = sorted(p.name for p in (home / "landing" / "police").iterdir())
+    run_dates(settings, dates[:1], quality_gates=False)
+    full_dates = 0
+    for date in dates[1:]:
+        result = run_dates(settings, [date], quality_gates=False)[date]
+        full = {f.table for f in result.staged.files if f.status == "staged" and f.extract_type == "full"}
+        if not full:
+            continue
+        full_dates += 1
+        held = _base_rows(db_url)
+        read = result.commit_rows_read
+        for table, n in read.items():
+            if table in {db.SOURCE_TABLES[t].name for t in full}:
+                assert n >= held[table], (date, table, n, held[table])  # read whole, once or so
+                assert n <= 3 * held[table], (date, table, n, held[table])
+            elif held.get(table, 0) > 1000:
+                assert n < 0.25 * held[table], (date, table, n, held[table])
+        engine = sa.create_engine(db_url)
+        try:
+            with engine.connect() as conn:
+                from store import base
+                whole = outputs.write_exports(tmp_path / "whole", base.live_persons(conn), base.all_links(conn), date)
+        finally:
+            engine.dispose()
+        for name, path in whole.items():
+            merged = pd.read_parquet(home / "out" / "exports" / date / f"{name}.parquet")
+            pd.testing.assert_frame_equal(merged, pd.read_parquet(path), obj=f"{date} {name}")
+    assert full_dates == 1
