@@ -33,6 +33,21 @@ def _base_rows(url: str) -> dict[str, int]:
         engine.dispose()
 
 
+def _assert_exports_are_the_whole_bases(db_url: str, home, tmp_path, date: str) -> None:
+    """The exports a date wrote (merged from the previous date's) equal those written from the whole base."""
+    from store import base
+
+    engine = sa.create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            whole = outputs.write_exports(tmp_path / "whole", base.live_persons(conn), base.all_links(conn), date)
+    finally:
+        engine.dispose()
+    for name, path in whole.items():
+        merged = pd.read_parquet(home / "out" / "exports" / date / f"{name}.parquet")
+        pd.testing.assert_frame_equal(merged, pd.read_parquet(path), obj=f"{date} {name}")
+
+
 def test_a_daily_date_reads_what_its_deliveries_reach(city_factory, tmp_path, db_url):
     city = city_factory(persons=6000, days=3, seed=11, rebaseline=False)
     home = copy_city(city, tmp_path / "home")
@@ -68,16 +83,7 @@ def test_a_daily_date_reads_what_its_deliveries_reach(city_factory, tmp_path, db
         # the outputs: the exports merged from the previous date's read only the touched rows
         for table in ("links", "persons"):
             assert result.rows_read.get(table, 0) < 0.25 * held[table], (date, table, result.rows_read, held)
-        engine = sa.create_engine(db_url)
-        try:
-            with engine.connect() as conn:
-                from store import base
-                whole = outputs.write_exports(tmp_path / "whole", base.live_persons(conn), base.all_links(conn), date)
-        finally:
-            engine.dispose()
-        for name, path in whole.items():
-            merged = pd.read_parquet(home / "out" / "exports" / date / f"{name}.parquet")
-            pd.testing.assert_frame_equal(merged, pd.read_parquet(path), obj=f"{date} {name}")
+        _assert_exports_are_the_whole_bases(db_url, home, tmp_path, date)
 
 
 def _index_tables(url: str) -> dict[str, pd.DataFrame]:
@@ -167,14 +173,5 @@ def test_a_full_extract_reads_the_table_it_replaces_not_the_base(city_factory, t
                 assert n <= 3 * held[table], (date, table, n, held[table])
             elif held.get(table, 0) > 1000:
                 assert n < 0.25 * held[table], (date, table, n, held[table])
-        engine = sa.create_engine(db_url)
-        try:
-            with engine.connect() as conn:
-                from store import base
-                whole = outputs.write_exports(tmp_path / "whole", base.live_persons(conn), base.all_links(conn), date)
-        finally:
-            engine.dispose()
-        for name, path in whole.items():
-            merged = pd.read_parquet(home / "out" / "exports" / date / f"{name}.parquet")
-            pd.testing.assert_frame_equal(merged, pd.read_parquet(path), obj=f"{date} {name}")
+        _assert_exports_are_the_whole_bases(db_url, home, tmp_path, date)
     assert full_dates == 1
