@@ -71,8 +71,8 @@ def _export_links(links: pd.DataFrame) -> pd.DataFrame:
     return links
 
 
-def _row_keys(table: pa.Table, name: str) -> pa.Array:
-    cols = [table[c] for c in EXPORT_ORDER[name]]
+def _row_keys(table: pa.Table, order: list[str]) -> pa.Array:
+    cols = [table[c] for c in order]
     return cols[0] if len(cols) == 1 else pc.binary_join_element_wise(*cols, "|")
 
 
@@ -82,21 +82,54 @@ def merge_exports(home: Path, previous: str, date: str, persons: pd.DataFrame, r
     base stood after it) with the rows of the persons `rkids` and the link roles `role_keys`
     (`BM|BH|YWZJ|JS`) replaced by `persons` and `links`, their rows in the base now (issue 15: a daily
     date's outputs follow its changes; the same files `write_exports` writes from the whole base,
-    tests/test_reads.py). Arrow throughout: the previous files are never turned into pandas."""
+    tests/test_reads.py). Arrow throughout, and streamed: the previous file is read `MERGE_ROWS` rows at a
+    time and merged with the fresh rows in key order, so memory follows the fresh rows, not the city (a
+    10M city's links export holds 21 M rows)."""
     out = Path(home) / "out" / "exports" / date
     paths = {}
     for name, fresh, keys in (("persons", _export_persons(persons), rkids), ("links", _export_links(links), role_keys)):
-        old = pq.read_table(Path(home) / "out" / "exports" / previous / f"{name}.parquet")
-        kept = old.filter(pc.invert(pc.is_in(_row_keys(old, name), value_set=pa.array(sorted(keys), pa.string()))))
-        new = pa.Table.from_pandas(fresh.reset_index(drop=True), schema=old.schema, preserve_index=False)
-        table = pa.concat_tables([kept, new])
-        table = table.take(pc.sort_indices(table, [(c, "ascending") for c in EXPORT_ORDER[name]]))
+        old = pq.ParquetFile(Path(home) / "out" / "exports" / previous / f"{name}.parquet")
+        new = pa.Table.from_pandas(fresh.reset_index(drop=True), schema=old.schema_arrow, preserve_index=False)
         target = out / f"{name}.parquet"
         tmp = _atomic_path(target)
-        pq.write_table(table, tmp)
+        with pq.ParquetWriter(tmp, old.schema_arrow) as writer:
+            for part in _merged(old, new, pa.array(sorted(keys), pa.string()), EXPORT_ORDER[name]):
+                writer.write_table(part)
         publish(tmp, target)
         paths[name] = target
     return paths
+
+
+MERGE_ROWS = 250_000  # rows of a previous export read at a time by `merge_exports`
+
+
+def _merged(old: pq.ParquetFile, fresh: pa.Table, drop: pa.Array, order: list[str]):
+    """The rows of `old` (sorted by `order`) whose key is not in `drop`, and the rows of `fresh`, in order:
+    one sorted part per batch of `old`, holding the fresh rows up to that batch's last key."""
+    by = [(c, "ascending") for c in order]
+    fresh = fresh.take(pc.sort_indices(fresh, by))
+    start = 0
+    for batch in old.iter_batches(batch_size=MERGE_ROWS):
+        part = pa.Table.from_batches([batch])
+        part = part.filter(pc.invert(pc.is_in(_row_keys(part, order), value_set=drop)))
+        if not part.num_rows:
+            continue
+        rest = fresh.slice(start)
+        upto = int(pc.sum(_not_after(rest, [part[c][-1].as_py() for c in order], order)).as_py() or 0)
+        both = pa.concat_tables([part, rest.slice(0, upto)])
+        yield both.take(pc.sort_indices(both, by))
+        start += upto
+    if start < fresh.num_rows:
+        yield fresh.slice(start)
+
+
+def _not_after(table: pa.Table, last: list, order: list[str]) -> pa.Array:
+    """Whether each row's key (`order`'s columns) sorts at or before the key `last`, compared column by
+    column as `sort_indices` orders them (the rows are sorted, so these come first)."""
+    out = pc.less_equal(table[order[-1]], last[-1])
+    for c, v in zip(reversed(order[:-1]), reversed(last[:-1])):
+        out = pc.or_(pc.less(table[c], v), pc.and_(pc.equal(table[c], v), out))
+    return out
 
 
 REJECT_FILE_COLUMNS = ["line", "reason", "raw", "detail"]  # spec section 6: line, reason code, raw line; + the reason in words

@@ -175,3 +175,40 @@ def test_a_full_extract_reads_the_table_it_replaces_not_the_base(city_factory, t
                 assert n < 0.25 * held[table], (date, table, n, held[table])
         _assert_exports_are_the_whole_bases(db_url, home, tmp_path, date)
     assert full_dates == 1
+
+
+def test_merged_exports_stream_the_previous_file_and_equal_the_whole_base(tmp_path, monkeypatch):
+    """`merge_exports` reads the previous exports a few rows at a time (here 7, so that replaced, removed
+    and new rows fall in every batch and between batches) and writes what `write_exports` writes from the
+    whole base: the same rows in the same order."""
+    import random
+
+    rnd = random.Random(3)
+    keys = sorted({(rnd.choice("AB"), rnd.choice(["hukou", "temp"]), f"{rnd.randrange(60):03d}", rnd.choice(["SELF", "ZF"]))
+                   for _ in range(150)})
+
+    def links(rows, tag):
+        return pd.DataFrame([{"role_key": "|".join(k), "BM": k[0], "BH": k[1], "YWZJ": k[2], "JS": k[3],
+                              "RKID": f"R{i % 40:03d}{tag}", "PPFS": "ID", "PPDF": "1.0000"} for i, k in enumerate(rows)])
+
+    def persons(ids, tag):
+        return pd.DataFrame([{"RKID": r, "XM": f"{r}{tag}", "status": "live"} for r in ids])
+
+    before_links, before_persons = links(keys, ""), persons([f"R{i:03d}" for i in range(40)], "")
+    outputs.write_exports(tmp_path, before_persons, before_links, "20260301")
+    touched = set(rnd.sample(keys, 40)) | {keys[0], keys[-1]}
+    gone = set(rnd.sample(sorted(touched), 10))
+    new_keys = [("C", "temp", f"{i:03d}", "SELF") for i in range(5)] + [("A", "hukou", "0005", "SELF")]
+    fresh_links = links(sorted((touched - gone) | set(new_keys)), "x")
+    rkids = {f"R{i:03d}" for i in range(0, 40, 3)}
+    fresh_persons = persons(sorted(rkids - {"R003"}) + ["R999"], "x")
+    after_links = pd.concat([before_links[~before_links["role_key"].isin({"|".join(k) for k in touched})], fresh_links])
+    after_persons = pd.concat([before_persons[~before_persons["RKID"].isin(rkids)], fresh_persons])
+    monkeypatch.setattr(outputs, "MERGE_ROWS", 7)
+    merged = outputs.merge_exports(tmp_path, "20260301", "20260302", fresh_persons, rkids | {"R999"}, fresh_links,
+                                   {"|".join(k) for k in touched | set(new_keys)})
+    whole = outputs.write_exports(tmp_path / "whole", after_persons, after_links, "20260302")
+    for name in ("persons", "links"):
+        got = pd.read_parquet(merged[name])
+        assert len(got) == len(pd.read_parquet(whole[name])) > 30
+        pd.testing.assert_frame_equal(got, pd.read_parquet(whole[name]), obj=name)
