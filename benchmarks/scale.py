@@ -370,8 +370,8 @@ def short_count(x: float, _pos=None) -> str:
 def chart_points(results: list[dict]) -> dict[str, list[tuple]]:
     """Per backend, sorted by city size: (persons, historical wall s, mean daily wall s, historical peak GiB,
     mean daily peak GiB); the daily means are over the dates with increments only (a date carrying a full
-    extract re-baselines a table and reads the whole base: the issue's daily date is the other kind), None
-    for a city run without such dates."""
+    extract re-baselines a table and reads that table whole: the issue's daily date is the other kind),
+    None for a city run without such dates."""
     points: dict[str, list[tuple]] = {}
     for res in results:
         for backend, rows in res["backends"].items():
