@@ -58,6 +58,7 @@ TAIL_LINES = 40
 KIB_PER_GIB = 2 ** 20  # ru_maxrss is in KiB on Linux
 
 PHASES_RE = re.compile(r"(\d{8}) in phases: (.*)$")
+STEPS_RE = re.compile(r"(\d{8}) in steps: (.*)$")  # day.run: stage, gates, scope, process, write, index, outputs
 PHASE_RE = re.compile(r"^(.+?) ([\d.]+) s(?: \(peak ([\d.]+) GiB\))?$")
 DONE_RE = re.compile(r"\] (\d{8}) done in ([\d.]+)s .*persons ([\d,]+)")
 READ_RE = re.compile(r"(\d{8}) read ([\d,]+) rows of the base for ([\d,]+) rows delivered")
@@ -97,6 +98,18 @@ def parse_phases(text: str) -> dict[str, dict]:
         if m:
             phases[m.group(1)] = {"s": float(m.group(2)), "peak_gib": float(m.group(3)) if m.group(3) else None}
     return phases
+
+
+def parse_steps(text: str) -> dict[str, float]:
+    """The "<D> in steps: stage 1.2 s, gates 3.4 s, ..." line of a child's log (`day.run`): {step: seconds},
+    {} when absent. The steps cover the whole run: `process` holds the phases."""
+    found = [m for m in map(STEPS_RE.search, text.splitlines()) if m]
+    out = {}
+    for part in (found[-1].group(2).split(", ") if found else []):
+        name, _, rest = part.strip().rpartition(" ")[0].rpartition(" ")
+        if name:
+            out[name] = float(rest)
+    return out
 
 
 def parse_run_lines(text: str) -> dict:
@@ -276,7 +289,7 @@ def run_date(city: Path, run_dir: Path, env: dict, date: str, kind: str, postmas
     full = full_tables(city, date) if kind == "daily" else []
     row = {"date": date, "kind": kind, "full_tables": full, "rows_delivered": rows_delivered(city, date),
            **{k: m[k] for k in ("wall_s", "cpu_s", "peak_gib")}, "server_cpu_s": server, "load_1min": load, **lines,
-           "phases": phases}
+           "phases": phases, "steps": parse_steps(text)}
     phase_sum = sum(p["s"] for p in phases.values())
     row["phases_s"] = phase_sum
     row["startup_s"] = m["wall_s"] - lines["run_s"] if lines["run_s"] is not None else None
@@ -345,6 +358,8 @@ def print_table(backend: str, persons: int, rows: list[dict]) -> None:
               f"| {fmt(r['outside_phases_s'], '.1f')} | {r['phases_s']:.1f} | {biggest_phases(r['phases'])} "
               f"| {fmt(r['rows_read'], ',')} | {fmt(r['persons_after'], ',')} | {r['load_1min']:.1f} |")
     print()
+    for r in rows:
+        print(f"{r['date']} steps: " + ", ".join(f"{k} {v:.1f} s" for k, v in r.get("steps", {}).items()))
     for r in rows:
         print(f"{r['date']} phases: " + ", ".join(
             f"{k} {v['s']:.1f} s" + (f" ({v['peak_gib']:.1f} GiB)" if v["peak_gib"] else "") for k, v in r["phases"].items()))

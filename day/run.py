@@ -63,6 +63,7 @@ class DateResult:
     rows_read: dict[str, int] = field(default_factory=dict)  # rows of the base the date read, per table
     commit_rows_read: dict[str, int] = field(default_factory=dict)  # of those, before its outputs
     seconds: float = 0.0
+    steps: dict[str, float] = field(default_factory=dict)  # seconds per step (logged "<D> in steps: ...")
 
 
 class LateDelivery(RuntimeError):
@@ -161,12 +162,14 @@ def refuse_late_files(staged: StageResult, latest_processed: str) -> None:
 
 
 def commit(settings: Settings, engine: sa.Engine, staged: StageResult,
-           exceptions: list[dict] | None = None) -> tuple[dict, BaseState | None]:
+           exceptions: list[dict] | None = None, steps: dict[str, float] | None = None) -> tuple[dict, BaseState | None]:
     """Apply, link and verify the date's new batches and write it all, with the rows rejected and the
     date's exceptions, in one transaction. `staged` is classified already (replays, re-runs and late
     batches are not "staged"). Returns (run summary, the base as written, None when nothing changed,
-    `scoped.Touched` when the date read only what its deliveries reach: what its outputs must replace)."""
+    `scoped.Touched` when the date read only what its deliveries reach: what its outputs must replace).
+    `steps`: filled with the seconds of its parts (scope or whole-base read, process, write, index)."""
     date = staged.business_date
+    clock = _Clock(steps if steps is not None else {})
     new_files = [f for f in staged.files if f.status == "staged"]
     done_before = base.run_summary(engine, date)
     if done_before is not None and not new_files:
@@ -179,30 +182,38 @@ def commit(settings: Settings, engine: sa.Engine, staged: StageResult,
         if rejected.exists():
             frames[f"{f.batch_id}__{f.line_in_manifest}#rejects"] = pd.read_parquet(rejected)
     cfg = load_config(settings.linkage_config)
+    clock.step("read staged")
     with engine.begin() as conn:
         prior = base.batch_reports(conn, date)
         index_current = settings.scoped_dates and scoped.index_is_current(conn, cfg)
         sc = scoped.scoped_state(conn, staged, frames, date, cfg, settings) if settings.scoped_dates else None
+        clock.step("scope")
         res = None
         while sc is not None and res is None:
             try:
                 res = process_date(sc.state, staged, frames, date, link_config=cfg, prior_reports=prior,
                                    incremental=not settings.full_relink, linking=settings.incremental_linking,
                                    scoped=True, scoped_rounds=sc.rounds, pre_applied=sc.pre_applied())
+                clock.step("process")
             except ScopeTooSmall as exc:
+                clock.step("process")
                 log.info("%s: the scope is widened: %s", date, exc)
                 sc = scoped.widen(conn, sc, exc.role_keys, date)
+                clock.step("scope")
                 if sc is None:
                     log.info("%s reads the whole base: %s", date, exc)
         if sc is None:
             state = base.read_base(conn)
+            clock.step("read base")
             res = process_date(state, staged, frames, date, link_config=cfg, prior_reports=prior,
                                incremental=not settings.full_relink, linking=settings.incremental_linking)
+            clock.step("process")
         else:
             state = sc.state
             state = replace(state, tasks=base.bump_raised(conn, state.last_run, date, state.tasks))
         rejected = _rejected_rows(date, new_files, folder, frames, res.rejects)
         base.write_base(conn, state, res.state, res.audit, res.batches, date, res.summary, rejects=rejected)
+        clock.step("write")
         if sc is not None:
             scoped.finish_scoped(conn, sc, res, date, cfg)
             res.summary = scoped.city_figures(conn, res, date, prior, staged)
@@ -217,8 +228,22 @@ def commit(settings: Settings, engine: sa.Engine, staged: StageResult,
             base.refresh_statistics(conn)
         res.summary["exceptions"] = (done_before or {}).get("exceptions", []) + list(exceptions or [])
         base.write_run(conn, date, res.summary)
-        log.info("business date %s committed: %s", date, res.summary_line())
+        clock.step("index")
+    clock.step("commit")  # the transaction's commit
+    log.info("business date %s committed: %s", date, res.summary_line())
     return res.summary, (res.state if sc is None else scoped.touched(sc, res))
+
+
+class _Clock:
+    """Seconds per named step of a date, added into `steps` (a step may come back: a widened scope)."""
+
+    def __init__(self, steps: dict[str, float]):
+        self.steps, self.last = steps, time.perf_counter()
+
+    def step(self, name: str) -> None:
+        now = time.perf_counter()
+        self.steps[name] = self.steps.get(name, 0.0) + now - self.last
+        self.last = now
 
 
 def _rejected_rows(date: str, new_files, folder: Path, frames: dict, late_rejects) -> pd.DataFrame:
@@ -276,8 +301,12 @@ def run_one(settings: Settings, engine: sa.Engine, date: str, *, write_outputs: 
     started = time.perf_counter()
     read_before = dict(db.READ.rows)
     thresholds = load_thresholds(settings.quality_config)
+    steps: dict[str, float] = {}
+    clock = _Clock(steps)
     staged = staging.stage(settings.home, date, staging.Guards.from_config(thresholds))
-    result = DateResult(date, staged, check(settings, staged) if quality_gates else Gates())
+    clock.step("stage")
+    result = DateResult(date, staged, check(settings, staged) if quality_gates else Gates(), steps=steps)
+    clock.step("gates")
     if result.gates.errors:
         result.seconds = time.perf_counter() - started
         raise DateBlocked(result)
@@ -286,7 +315,9 @@ def run_one(settings: Settings, engine: sa.Engine, date: str, *, write_outputs: 
     staging.classify_batches(staged, base.processed_batches(engine), date)
     refuse_late_files(staged, latest_before)
     result.exceptions = exceptions.of_date(staged, thresholds) + late
-    result.summary, after = commit(settings, engine, staged, result.exceptions)
+    clock.step("classify")
+    result.summary, after = commit(settings, engine, staged, result.exceptions, steps)
+    clock.last = time.perf_counter()
     result.committed = after is not None
     result.commit_rows_read = db.READ.since(read_before)
     if not (settings.home / FIRST_DATE_FILE).exists():
@@ -298,6 +329,8 @@ def run_one(settings: Settings, engine: sa.Engine, date: str, *, write_outputs: 
         result.outputs = write_date_outputs(settings, engine, date, after)
     elif write_outputs:
         log.info("outputs of %s kept as they are: later dates have been processed since", date)
+    clock.step("outputs")
+    log.info("%s in steps: %s", date, ", ".join(f"{k} {v:.1f} s" for k, v in steps.items()))
     result.rows_read = db.READ.since(read_before)
     delivered = sum(f.received_rows for f in staged.files if f.status == "staged")
     log.info("%s read %s rows of the base for %s rows delivered (%s)", date, f"{sum(result.rows_read.values()):,}",

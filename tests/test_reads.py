@@ -212,3 +212,20 @@ def test_merged_exports_stream_the_previous_file_and_equal_the_whole_base(tmp_pa
         got = pd.read_parquet(merged[name])
         assert len(got) == len(pd.read_parquet(whole[name])) > 30
         pd.testing.assert_frame_equal(got, pd.read_parquet(whole[name]), obj=name)
+
+
+def test_a_date_says_where_its_time_went(city_factory, tmp_path, caplog):
+    """Each date logs its steps ("<D> in steps: stage ..., outputs ...", what benchmarks/scale.py reads):
+    the historical date reads the whole base, a daily date its scope, and the steps add up to the date."""
+    import logging
+
+    home = copy_city(city_factory(persons=500, days=2, seed=11), tmp_path / "home")
+    dates = sorted(p.name for p in (home / "landing" / "police").iterdir())
+    with caplog.at_level(logging.INFO, logger="popbase"):
+        results = run_dates(settings_for(home, f"sqlite:///{home / 'popbase.db'}", scoped_dates=True), dates)
+    first, daily = results[dates[0]], results[dates[1]]
+    for r, read in ((first, "read base"), (daily, "scope")):
+        assert {"stage", "gates", read, "process", "write", "index", "outputs"} <= set(r.steps), r.steps
+        assert abs(sum(r.steps.values()) - r.seconds) < 0.05 * r.seconds + 0.05, (r.steps, r.seconds)
+        assert any(m.getMessage().startswith(f"{r.business_date} in steps: stage ") for m in caplog.records)
+    assert "read base" not in daily.steps
