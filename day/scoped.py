@@ -23,11 +23,11 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from catalog import DEPARTMENTS, RETURN_TABLE, TABLES
+from catalog import RETURN_TABLE, TABLES
 from catalog.base import MEASURE_FLAGS, BaseState
-from exchange.apply import Applied, apply_delivery
+from exchange.apply import Applied
 from exchange.overlays import live_overlays, overlay_sources
-from exchange.process import ProcessResult, apply_extracts, apply_returns, stored_model
+from exchange.process import ProcessResult, apply_extracts, apply_file, apply_returns, in_apply_order, stored_model
 from exchange.role_index import role_index
 from linkage.base import rkid_for, role_keys
 from linkage.blocks import (COMPARE_COLUMNS, block_columns, block_ints, block_passes, form_reach,
@@ -136,9 +136,7 @@ def whole_table_files(conn: sa.Connection, new_files, frames: dict, date: str) -
     """Apply the date's files of every table that receives a full extract on the whole stored table, in
     the order `apply_extracts` applies them (None: no full extract). The table is read whole: a full
     extract delivers the whole table, so this follows the delivery, not the city."""
-    order = {d: i for i, d in enumerate(DEPARTMENTS)}
-    files = sorted((f for f in new_files if f.table != RETURN_TABLE),
-                   key=lambda f: (order.get(f.department, 9), f.batch_id, f.line_in_manifest))
+    files = in_apply_order(f for f in new_files if f.table != RETURN_TABLE)
     full_tables = {f.table for f in files if f.extract_type != "incremental"}
     if not full_tables:
         return None
@@ -150,9 +148,7 @@ def whole_table_files(conn: sa.Connection, new_files, frames: dict, date: str) -
         keys: set[str] = set()
         for f in (f for f in files if f.table == t):
             name = f"{f.batch_id}__{f.line_in_manifest}"
-            rejected = frames.get(name + "#rejects")
-            protected = rejected["key"] if rejected is not None and "key" in rejected.columns else None
-            a = apply_delivery(current, frames[name], t, f.extract_type, date, f.batch_id, protected_keys=protected)
+            a = apply_file(current, frames, f, date)
             current = a.current
             keys |= set(a.changes["_key"])
             applied[name], table_of[name] = replace(a, current=pd.DataFrame()), t
@@ -433,7 +429,7 @@ def write_full_index(conn: sa.Connection, res: ProcessResult, cfg: dict) -> None
     """The whole role index anew, from a date that read the whole base, in chunks of whole records (a
     record's roles are indexed together: spouses in one record borrow each other's place), and the
     city's running totals counted from it."""
-    forms = db.ensure_forms(conn, block_columns(cfg))
+    forms = db.forms_table(block_columns(cfg))  # created anew by `rebuild_index`
     roles = res.roles.reset_index(drop=True)
     keys = np.asarray(res.role_key, dtype=object)
     n_chunks = max(1, -(-len(roles) // ROLES_PER_CHUNK))

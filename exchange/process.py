@@ -70,6 +70,21 @@ def _file_report(sf) -> dict:
     }
 
 
+def in_apply_order(files) -> list:
+    """Staged files in the order a date applies them: by department (catalogue order), batch, line."""
+    order = {d: i for i, d in enumerate(DEPARTMENTS)}
+    return sorted(files, key=lambda f: (order.get(f.department, 9), f.batch_id, f.line_in_manifest))
+
+
+def apply_file(current: pd.DataFrame, staged: dict[str, pd.DataFrame], sf, date: str) -> Applied:
+    """One staged extract `sf` applied to its table's rows `current`; the keys of the rows its parser
+    rejected are protected (a full file must not delete what it failed to deliver)."""
+    name = f"{sf.batch_id}__{sf.line_in_manifest}"
+    rejected = staged.get(name + "#rejects")
+    protected = rejected["key"] if rejected is not None and "key" in rejected.columns else None
+    return apply_delivery(current, staged[name], sf.table, sf.extract_type, date, sf.batch_id, protected_keys=protected)
+
+
 def apply_extracts(state, stage_result, staged: dict[str, pd.DataFrame], date: str,
                    pre_applied: dict[str, Applied] | None = None):
     """Apply every staged extract; returns new sources, per-batch reports and rows rejected while applying.
@@ -78,9 +93,7 @@ def apply_extracts(state, stage_result, staged: dict[str, pd.DataFrame], date: s
     sources = dict(state.sources)
     reports: dict[str, dict] = {}
     rejects = []
-    order = {d: i for i, d in enumerate(DEPARTMENTS)}
-    files = sorted(stage_result.files, key=lambda f: (order.get(f.department, 9), f.batch_id, f.line_in_manifest))
-    for sf in files:
+    for sf in in_apply_order(stage_result.files):
         if sf.status in ("replay", "processed"):
             continue
         rep = reports.setdefault(sf.batch_id, {"batch_id": sf.batch_id, "department": sf.department, "files": []})
@@ -88,13 +101,9 @@ def apply_extracts(state, stage_result, staged: dict[str, pd.DataFrame], date: s
         rep["files"].append(fr)
         if sf.status != "staged" or sf.table == RETURN_TABLE:
             continue
-        frame = staged[f"{sf.batch_id}__{sf.line_in_manifest}"]
-        rejected = staged.get(f"{sf.batch_id}__{sf.line_in_manifest}#rejects")
-        protected = rejected["key"] if rejected is not None and "key" in rejected.columns else None
         applied = (pre_applied or {}).get(f"{sf.batch_id}__{sf.line_in_manifest}")
         if applied is None:
-            applied = apply_delivery(sources[sf.table], frame, sf.table, sf.extract_type, date, sf.batch_id,
-                                     protected_keys=protected)
+            applied = apply_file(sources[sf.table], staged, sf, date)
         sources[sf.table] = applied.current
         for k, v in applied.counts.items():
             fr[k] = int(v)
