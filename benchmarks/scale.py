@@ -100,16 +100,19 @@ def parse_phases(text: str) -> dict[str, dict]:
     return phases
 
 
-def parse_steps(text: str) -> dict[str, float]:
-    """The "<D> in steps: stage 1.2 s, gates 3.4 s, ..." line of a child's log (`day.run`): {step: seconds},
-    {} when absent. The steps cover the whole run: `process` holds the phases."""
+def parse_steps(text: str) -> tuple[dict[str, float], dict[str, float]]:
+    """The "<D> in steps: stage 1.2 s (peak 0.4 GiB), gates 3.4 s (peak 0.9 GiB), ..." line of a child's log
+    (`day.run`): ({step: seconds}, {step: memory high-water mark after it, GiB}), empty when absent. The
+    steps cover the whole run: `process` holds the phases."""
     found = [m for m in map(STEPS_RE.search, text.splitlines()) if m]
-    out = {}
+    seconds, peaks = {}, {}
     for part in (found[-1].group(2).split(", ") if found else []):
-        name, _, rest = part.strip().rpartition(" ")[0].rpartition(" ")
-        if name:
-            out[name] = float(rest)
-    return out
+        m = PHASE_RE.match(part.strip())
+        if m:
+            seconds[m.group(1)] = float(m.group(2))
+            if m.group(3):
+                peaks[m.group(1)] = float(m.group(3))
+    return seconds, peaks
 
 
 def parse_run_lines(text: str) -> dict:
@@ -289,7 +292,8 @@ def run_date(city: Path, run_dir: Path, env: dict, date: str, kind: str, postmas
     full = full_tables(city, date) if kind == "daily" else []
     row = {"date": date, "kind": kind, "full_tables": full, "rows_delivered": rows_delivered(city, date),
            **{k: m[k] for k in ("wall_s", "cpu_s", "peak_gib")}, "server_cpu_s": server, "load_1min": load, **lines,
-           "phases": phases, "steps": parse_steps(text)}
+           "phases": phases}
+    row["steps"], row["step_peaks"] = parse_steps(text)
     phase_sum = sum(p["s"] for p in phases.values())
     row["phases_s"] = phase_sum
     row["startup_s"] = m["wall_s"] - lines["run_s"] if lines["run_s"] is not None else None
@@ -359,7 +363,9 @@ def print_table(backend: str, persons: int, rows: list[dict]) -> None:
               f"| {fmt(r['rows_read'], ',')} | {fmt(r['persons_after'], ',')} | {r['load_1min']:.1f} |")
     print()
     for r in rows:
-        print(f"{r['date']} steps: " + ", ".join(f"{k} {v:.1f} s" for k, v in r.get("steps", {}).items()))
+        peaks = r.get("step_peaks", {})
+        print(f"{r['date']} steps: " + ", ".join(f"{k} {v:.1f} s" + (f" ({peaks[k]:.1f} GiB)" if k in peaks else "")
+                                                 for k, v in r.get("steps", {}).items()))
     for r in rows:
         print(f"{r['date']} phases: " + ", ".join(
             f"{k} {v['s']:.1f} s" + (f" ({v['peak_gib']:.1f} GiB)" if v["peak_gib"] else "") for k, v in r["phases"].items()))

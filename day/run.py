@@ -27,7 +27,7 @@ from catalog import RETURN_TABLE
 from catalog.base import REJECT_COLUMNS, BaseState
 from day import exceptions, scoped
 from exchange import outputs, staging
-from exchange.process import ScopeTooSmall, process_date
+from exchange.process import ScopeTooSmall, peak_gib, process_date
 from exchange.files import clean_temporaries, publish, temporary_for
 from exchange.staging import StageResult
 from linkage.link import load_config
@@ -64,6 +64,7 @@ class DateResult:
     commit_rows_read: dict[str, int] = field(default_factory=dict)  # of those, before its outputs
     seconds: float = 0.0
     steps: dict[str, float] = field(default_factory=dict)  # seconds per step (logged "<D> in steps: ...")
+    step_peaks: dict[str, float] = field(default_factory=dict)  # the process's memory high-water mark after each step, GiB
 
 
 class LateDelivery(RuntimeError):
@@ -162,14 +163,14 @@ def refuse_late_files(staged: StageResult, latest_processed: str) -> None:
 
 
 def commit(settings: Settings, engine: sa.Engine, staged: StageResult,
-           exceptions: list[dict] | None = None, steps: dict[str, float] | None = None) -> tuple[dict, BaseState | None]:
+           exceptions: list[dict] | None = None, clock: _Clock | None = None) -> tuple[dict, BaseState | None]:
     """Apply, link and verify the date's new batches and write it all, with the rows rejected and the
     date's exceptions, in one transaction. `staged` is classified already (replays, re-runs and late
     batches are not "staged"). Returns (run summary, the base as written, None when nothing changed,
     `scoped.Touched` when the date read only what its deliveries reach: what its outputs must replace).
-    `steps`: filled with the seconds of its parts (scope or whole-base read, process, write, index)."""
+    `clock`: told the end of each of its parts (scope or whole-base read, process, write, index)."""
     date = staged.business_date
-    clock = _Clock(steps if steps is not None else {})
+    clock = clock or _Clock({}, {})
     new_files = [f for f in staged.files if f.status == "staged"]
     done_before = base.run_summary(engine, date)
     if done_before is not None and not new_files:
@@ -235,14 +236,16 @@ def commit(settings: Settings, engine: sa.Engine, staged: StageResult,
 
 
 class _Clock:
-    """Seconds per named step of a date, added into `steps` (a step may come back: a widened scope)."""
+    """Seconds per named step of a date, added into `steps` (a step may come back: a widened scope), and
+    the process's memory high-water mark after it into `peaks` (which step raised a date's peak)."""
 
-    def __init__(self, steps: dict[str, float]):
-        self.steps, self.last = steps, time.perf_counter()
+    def __init__(self, steps: dict[str, float], peaks: dict[str, float]):
+        self.steps, self.peaks, self.last = steps, peaks, time.perf_counter()
 
     def step(self, name: str) -> None:
         now = time.perf_counter()
         self.steps[name] = self.steps.get(name, 0.0) + now - self.last
+        self.peaks[name] = peak_gib()
         self.last = now
 
 
@@ -302,10 +305,12 @@ def run_one(settings: Settings, engine: sa.Engine, date: str, *, write_outputs: 
     read_before = dict(db.READ.rows)
     thresholds = load_thresholds(settings.quality_config)
     steps: dict[str, float] = {}
-    clock = _Clock(steps)
+    peaks: dict[str, float] = {}
+    clock = _Clock(steps, peaks)
     staged = staging.stage(settings.home, date, staging.Guards.from_config(thresholds))
     clock.step("stage")
-    result = DateResult(date, staged, check(settings, staged) if quality_gates else Gates(), steps=steps)
+    result = DateResult(date, staged, check(settings, staged) if quality_gates else Gates(), steps=steps,
+                        step_peaks=peaks)
     clock.step("gates")
     if result.gates.errors:
         result.seconds = time.perf_counter() - started
@@ -316,7 +321,7 @@ def run_one(settings: Settings, engine: sa.Engine, date: str, *, write_outputs: 
     refuse_late_files(staged, latest_before)
     result.exceptions = exceptions.of_date(staged, thresholds) + late
     clock.step("classify")
-    result.summary, after = commit(settings, engine, staged, result.exceptions, steps)
+    result.summary, after = commit(settings, engine, staged, result.exceptions, clock)
     clock.last = time.perf_counter()
     result.committed = after is not None
     result.commit_rows_read = db.READ.since(read_before)
@@ -330,7 +335,7 @@ def run_one(settings: Settings, engine: sa.Engine, date: str, *, write_outputs: 
     elif write_outputs:
         log.info("outputs of %s kept as they are: later dates have been processed since", date)
     clock.step("outputs")
-    log.info("%s in steps: %s", date, ", ".join(f"{k} {v:.1f} s" for k, v in steps.items()))
+    log.info("%s in steps: %s", date, ", ".join(f"{k} {v:.1f} s (peak {peaks[k]:.1f} GiB)" for k, v in steps.items()))
     result.rows_read = db.READ.since(read_before)
     delivered = sum(f.received_rows for f in staged.files if f.status == "staged")
     log.info("%s read %s rows of the base for %s rows delivered (%s)", date, f"{sum(result.rows_read.values()):,}",

@@ -297,7 +297,7 @@ def stored_model(payload: str, cfg: dict):
     return model if model.meta.get("config_version") == cfg.get("version") else None
 
 
-def _peak_gib() -> float:
+def peak_gib() -> float:
     """The process's resident-memory high-water mark in GiB (0 where the platform cannot tell)."""
     try:
         import resource
@@ -473,7 +473,7 @@ def process_date(state: BaseState, stage_result, staged: dict[str, pd.DataFrame]
         now = time.perf_counter()
         phases[phase] = phases.get(phase, 0.0) + now - clock[0]
         clock[0] = now
-        peaks[phase] = _peak_gib()  # the process's memory high-water mark after the phase
+        peaks[phase] = peak_gib()  # the process's memory high-water mark after the phase
 
     sources, reports, rejects = apply_extracts(state, stage_result, staged, date, pre_applied)
     done("apply")

@@ -219,6 +219,8 @@ def test_a_date_says_where_its_time_went(city_factory, tmp_path, caplog):
     the historical date reads the whole base, a daily date its scope, and the steps add up to the date."""
     import logging
 
+    from benchmarks import scale
+
     home = copy_city(city_factory(persons=500, days=2, seed=11), tmp_path / "home")
     dates = sorted(p.name for p in (home / "landing" / "police").iterdir())
     with caplog.at_level(logging.INFO, logger="popbase"):
@@ -227,5 +229,10 @@ def test_a_date_says_where_its_time_went(city_factory, tmp_path, caplog):
     for r, read in ((first, "read base"), (daily, "scope")):
         assert {"stage", "gates", read, "process", "write", "index", "outputs"} <= set(r.steps), r.steps
         assert abs(sum(r.steps.values()) - r.seconds) < 0.05 * r.seconds + 0.05, (r.steps, r.seconds)
-        assert any(m.getMessage().startswith(f"{r.business_date} in steps: stage ") for m in caplog.records)
+        # the process's high-water mark after each step, in GiB: never above the one after the last step
+        assert set(r.step_peaks) == set(r.steps) and 0 < min(r.step_peaks.values()), r.step_peaks
+        assert max(r.step_peaks.values()) == r.step_peaks["outputs"], r.step_peaks
+        line = [m.getMessage() for m in caplog.records if m.getMessage().startswith(f"{r.business_date} in steps: ")]
+        assert scale.parse_steps(line[-1]) == ({k: round(v, 1) for k, v in r.steps.items()},
+                                               {k: round(v, 1) for k, v in r.step_peaks.items()})
     assert "read base" not in daily.steps
