@@ -40,6 +40,7 @@ from linkage.roles import build_roles
 from quality.rates import NOT_LINKED, rates_from_counts
 from store import base, db
 from store.scope import ScopeSearch, find_scope
+from day import workers
 from verification.states import WOMEN_AGE
 
 log = logging.getLogger("popbase")
@@ -423,26 +424,46 @@ def update_index(conn: sa.Connection, before: BaseState, res: ProcessResult, cfg
 
 
 ROLES_PER_CHUNK = 200_000  # the whole index is made and written this many roles at a time
+CHUNKS_AHEAD = 2  # chunks of index rows the worker may make before the written ones are taken (bounds memory)
 
 
 def write_full_index(conn: sa.Connection, res: ProcessResult, cfg: dict) -> None:
     """The whole role index anew, from a date that read the whole base, in chunks of whole records (a
     record's roles are indexed together: spouses in one record borrow each other's place), and the
-    city's running totals counted from it."""
+    city's running totals counted from it. With more than one chunk, a worker process makes the rows of
+    the next chunks while this one writes the last (`_index_rows`): the two halves take about as long."""
     forms = db.forms_table(block_columns(cfg))  # created anew by `rebuild_index`
     roles = res.roles.reset_index(drop=True)
     keys = np.asarray(res.role_key, dtype=object)
     n_chunks = max(1, -(-len(roles) // ROLES_PER_CHUNK))
     bucket = pd.factorize(roles["BH"].astype(str) + "|" + roles["YWZJ"].astype(str))[0] % n_chunks
     method_of = _method_of(res.state.links)
+    marriage = res.view.get("marriage")
     totals = [{"measures": [], **_links_and_persons(res.state.links, res.state.persons, 1)}]
 
+    def job(b: int) -> tuple:
+        """The arguments of `index_of` for chunk `b`, cut to what its roles need (they travel to the worker)."""
+        sel = np.flatnonzero(bucket == b)
+        chunk, chunk_keys = roles.iloc[sel], keys[sel]
+        view = {}
+        if marriage is not None and len(marriage):
+            mine = chunk.loc[chunk["BH"].astype(str) == "marriage", "YWZJ"].astype(str)
+            view["marriage"] = marriage[marriage["_key"].astype(str).isin(mine)]
+        return chunk, chunk_keys, view, cfg, method_of[method_of.index.isin(chunk_keys)]
+
     def chunks():
-        for b in range(n_chunks):
-            sel = np.flatnonzero(bucket == b)
-            index, form_rows = index_of(roles.iloc[sel], keys[sel], res.view, cfg, method_of)
+        for index, form_rows in _index_rows(job, n_chunks):
             totals.append({"measures": _measures(index, method_of, 1), "methods": {}, "persons": 0})
             yield index, form_rows
 
     base.rebuild_index(conn, forms, chunks(), index_stamp(cfg))
     base.write_city_counts(conn, add_counts(*totals))
+
+
+def _index_rows(job, n_chunks: int):
+    """`index_of(*job(b))` for b = 0 .. n_chunks-1, in order. One chunk (or one core): made here. Several:
+    made in a worker process at most `CHUNKS_AHEAD` chunks ahead of the caller, so that making the rows
+    (Python) and writing them (the database driver) run side by side instead of taking turns."""
+    if n_chunks == 1 or not workers.spare_cores():
+        return (index_of(*job(b)) for b in range(n_chunks))
+    return workers.made_ahead(index_of, (job(b) for b in range(n_chunks)), CHUNKS_AHEAD)
