@@ -383,3 +383,28 @@ def test_date_regex_is_exactly_the_calendar():
                 assert bool(rx.match(f"{y:04d}{m:02d}{d:02d}")) == real, (y, m, d)
     assert re.match(TIMESTAMP_REGEX, "20240229235959") and not re.match(TIMESTAMP_REGEX, "20230229120000")
     assert not re.match(TIMESTAMP_REGEX, "20260301240000") and not re.match(TIMESTAMP_REGEX, "2026030112000")
+
+
+def test_a_large_delivery_is_gated_in_worker_processes_with_the_same_verdicts(city_factory, tmp_path, monkeypatch):
+    """A date delivering many rows gates its files side by side in worker processes (`day.run.check`):
+    the same errors, warnings and rates, in the same order, as gating them one after another here."""
+    from dataclasses import asdict
+
+    from conftest import copy_city, settings_for
+    from day import run
+    from exchange import staging
+
+    home = copy_city(city_factory(persons=400, days=1, seed=7), tmp_path / "home")
+    date = min(p.name for p in (home / "landing" / "police").iterdir())
+    settings = settings_for(home)
+    staged = staging.stage(home, date, staging.Guards.from_config(load_thresholds(settings.quality_config)))
+    here = run.check(settings, staged)
+    used = []
+    real = run.workers.side_by_side
+    monkeypatch.setattr(run, "GATES_IN_WORKERS_FROM_ROWS", 1)
+    monkeypatch.setattr(run.workers, "side_by_side", lambda fn, jobs, n: used.append(n) or real(fn, jobs, n))
+    monkeypatch.setattr(run.workers, "spare_cores", lambda: 1)
+    in_workers = run.check(settings, staged)
+    assert used == [2]
+    assert len(here.rates) >= 5 and here.warnings, asdict(here)  # the generator's city warns (an ID rate)
+    assert asdict(in_workers) == asdict(here)
