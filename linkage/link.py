@@ -453,9 +453,16 @@ def _assign_queries(cand: pd.DataFrame, queries: np.ndarray, entity: np.ndarray,
     e2 = b2["entity"].to_numpy(np.int64)
     attach_best(b2[(e2 < n_anchor) & (b2["p"].to_numpy() >= upper)], "FUZZY")
 
-    # strong matches among the remaining queries
+    # strong matches among the remaining queries, each pair weighed against "none" and the query's ID
+    # clusters, not against its other queries: those may be the same person (three ID-less records of one
+    # person would otherwise each see two equally good candidates, take 0.5 apiece and stay apart). What
+    # pairs chain into a person is checked as a whole below (`_whole_components`).
     ce = c2["entity"].to_numpy(np.int64)
-    qq = c2[(ce >= n_anchor) & (c2["p"].to_numpy() >= upper)]
+    odds = np.exp2(np.clip(log2_prior + c2["bits"].to_numpy(), -200, 200))
+    rivals = pd.Series(np.where(ce < n_anchor, odds, 0.0)).groupby(c2["q"].to_numpy()).transform("sum").to_numpy()
+    p_pair = odds / (1.0 + odds + rivals)
+    strong = (ce >= n_anchor) & (p_pair >= upper)
+    qq = c2[strong].assign(p=p_pair[strong])
     if len(qq):
         other = qrow.reindex(qq["entity"].to_numpy(np.int64)).to_numpy(np.int64)
         keep = ~done[qq["q"].to_numpy(np.int64)] & ~done[other]

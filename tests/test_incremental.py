@@ -12,6 +12,7 @@ import re
 import pandas as pd
 import pytest
 
+from catalog import TABLES
 from exchange.process import live_overlays, overlay_sources
 from linkage.link import link_roles
 from linkage.roles import build_roles
@@ -597,3 +598,73 @@ def test_a_scope_the_linker_outgrows_is_widened_not_dropped(city_factory, tmp_pa
     widened = [ln for ln in lines.lines if re.match(r"\d{8}: scope widened by 1 flagged role", ln)]
     whole = [ln for ln in lines.lines if re.match(r"\d{8} reads the whole base", ln) and "full re-link" not in ln]
     assert len(widened) == 3 and [ln[:8] for ln in whole] == ["20260301"], (widened, whole)
+
+
+def test_a_person_known_only_without_ids_takes_a_new_idless_record_as_a_rebuild_would(both_modes):
+    """A person none of whose records has an ID (founded by an ID-less role, its other role linked to it
+    fuzzily) gets a third ID-less record today, in another table. The new record links to that person
+    (before, the person's two roles were two equally good candidates at 0.5 each, and it stayed apart);
+    the person's roles are re-linked with it (they are possible queries it reaches) and stay together under
+    their RKID; the incremental day equals the rebuild."""
+    from dataclasses import replace
+
+    from exchange.process import link_date
+    from linkage.base import role_keys
+
+    _, _, engines = both_modes
+    state0, _ = _state_and_roles(engines["incremental"], lambda src: None)
+    links = state0.links
+    exact = links[(links["PPFS"] == "ID_EXACT") & (links["JS"] == "SELF")]
+    # a person of two records of two tables, each linked by its ID (`GMSFHM`), and no other record
+    per_person = links.groupby("RKID")["BH"].agg(list)
+    two = per_person[per_person.map(len) == 2].index
+    pick = exact[exact["RKID"].isin(two)].groupby("RKID").filter(lambda g: len(g) == 2 and g["BH"].nunique() == 2)
+    rkid0 = pick["RKID"].iloc[0]
+    mine = pick[pick["RKID"] == rkid0]
+    keys_of = {bh: set(g["YWZJ"]) for bh, g in mine.groupby("BH")}
+
+    def blank(src):  # every record of the person without its ID
+        for bh, keys in keys_of.items():
+            f = src[bh]
+            f.loc[f["_key"].isin(keys), "GMSFHM"] = ""
+
+    sources = {k: v.copy() for k, v in state0.sources.items()}
+    blank(sources)
+    view = overlay_sources(sources, live_overlays(state0.overlays, sources))
+    dec = state0.decisions.drop(columns=["decision_key"])
+    yesterday, _ = link_date(replace(state0, sources=sources), build_roles(view, "20260309"), dec, "20260309",
+                             incremental=False)
+    ylinks = yesterday.links.assign(role_key=role_keys(yesterday.links))
+    old = ylinks.merge(mine[KEY], on=KEY)
+    assert len(old) == 2 and old["RKID"].nunique() == 1, old  # one person of ID-less records yesterday
+    person = old["RKID"].iloc[0]
+    assert set(old["PPFS"]) <= {"FUZZY", "UNMATCHED"} and "FUZZY" in set(old["PPFS"]), old
+    state = replace(state0, sources=sources, links=ylinks, persons=yesterday.persons)
+
+    first = mine.iloc[0]
+    src_role = TABLES[first["BH"]].roles[0]  # the SELF role of the record copied
+    bh = next(t for t in ("resident", "dibao") if t not in keys_of)  # a table the person has no record in
+    dst_role = TABLES[bh].roles[0]
+
+    def edit(src):  # today: a record of the person in a third table, without an ID
+        f = src[bh]
+        me = src[first["BH"]].set_index("_key").loc[first["YWZJ"]]
+        row = f[f["_deleted"] != "1"].iloc[[0]].copy()  # another record's layout and statuses
+        for field in ("name", "sex", "birth", "region", "address"):
+            if getattr(dst_role, field):
+                row[getattr(dst_role, field)] = me[getattr(src_role, field)] if getattr(src_role, field) else ""
+        row[dst_role.id] = ""
+        row["_key"] = row[TABLES[bh].key] = "NEWIDLESS01"
+        src[bh] = pd.concat([f, row], ignore_index=True)
+
+    today = {k: v.copy() for k, v in sources.items()}
+    edit(today)
+    view = overlay_sources(today, live_overlays(state.overlays, today))
+    res = _links_both_ways(state, build_roles(view, "20260310"), dec)
+    got = res.links.set_index(KEY)
+    new = got.xs(("NEWIDLESS01", "SELF"), level=["YWZJ", "JS"])
+    assert len(new) == 1 and new["RKID"].iloc[0] == person and new["PPFS"].iloc[0] == "FUZZY", new
+    for _, r in old.iterrows():  # the person stays whole
+        assert got.loc[tuple(r[KEY]), "RKID"] == person
+    info = res.stats["incremental"]
+    assert info["work_set"] >= 3 and info["relinked"] <= 10, info  # the new record and the person it reaches
