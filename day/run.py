@@ -217,7 +217,8 @@ def commit(settings: Settings, engine: sa.Engine, staged: StageResult,
             state = base.read_base(conn)
             clock.step("read base")
             res = process_date(state, staged, frames, date, link_config=cfg, prior_reports=prior,
-                               incremental=not settings.full_relink, linking=settings.incremental_linking)
+                               incremental=not settings.full_relink, linking=settings.incremental_linking,
+                               city_figures_later=settings.scoped_dates)
             clock.step("process")
         else:
             state = sc.state
@@ -236,6 +237,8 @@ def commit(settings: Settings, engine: sa.Engine, staged: StageResult,
                 scoped.write_full_index(conn, res, cfg)
             else:
                 base.forget_role_index(conn)
+            if settings.scoped_dates:  # the running totals are written: the city's figures are counted there
+                res.summary = scoped.city_figures(conn, res, date, prior, staged)
             base.refresh_statistics(conn)
         res.summary["exceptions"] = (done_before or {}).get("exceptions", []) + list(exceptions or [])
         base.write_run(conn, date, res.summary)

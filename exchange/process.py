@@ -454,7 +454,7 @@ def date_states(state, roles: pd.DataFrame, links: pd.DataFrame, view: dict, tas
 def process_date(state: BaseState, stage_result, staged: dict[str, pd.DataFrame], date: str, link_config=None,
                  prior_reports: dict | None = None, incremental: bool = True,
                  linking: bool | None = None, scoped: bool = False, scoped_rounds: int = 1,
-                 pre_applied: dict[str, Applied] | None = None) -> ProcessResult:
+                 pre_applied: dict[str, Applied] | None = None, city_figures_later: bool = False) -> ProcessResult:
     """`incremental=False` re-links and re-checks the whole city (the rebuild the incremental run must
     equal); `linking` switches incremental linking on or off over the configuration (None: as configured).
 
@@ -463,7 +463,10 @@ def process_date(state: BaseState, stage_result, staged: dict[str, pd.DataFrame]
     figures (quality rates, task and link counts) are left to the caller, who counts them in the
     database once the date is written (`ProcessResult.summary` then holds only what the scope knows);
     `scoped_rounds`: the linker's rounds the scope was widened for (`day.scoped.widen`); `pre_applied`:
-    the scope's full extracts, applied on their whole tables (`apply_extracts`, `day.scoped.whole_table_files`)."""
+    the scope's full extracts, applied on their whole tables (`apply_extracts`, `day.scoped.whole_table_files`);
+    `city_figures_later`: a whole base, but the caller counts the city-wide figures in the database as for a
+    scoped date (it writes the role index and its running totals: counting them here too is a second pass
+    over every role)."""
     phases: dict[str, float] = {}
     clock = [time.perf_counter()]
 
@@ -541,7 +544,7 @@ def process_date(state: BaseState, stage_result, staged: dict[str, pd.DataFrame]
                         model=model_payload)
     batches = [{"batch_id": b, "department": r["department"], "folder_date": date, "run_date": date,
                 "report": json.dumps(r, ensure_ascii=False)} for b, r in reports.items()]
-    if scoped:
+    if scoped or city_figures_later:
         rates = {}
         summary = build_summary(stage_result, reports, tasks, links["PPFS"].value_counts().to_dict(), rates, date,
                                 prior_reports)
