@@ -228,7 +228,6 @@ def commit(settings: Settings, engine: sa.Engine, staged: StageResult,
         clock.step("write")
         if sc is not None:
             scoped.finish_scoped(conn, sc, res, date, cfg)
-            res.summary = scoped.city_figures(conn, res, date, prior, staged)
         else:  # the date read the whole base
             if settings.scoped_dates and index_current and res.roles is not None:
                 n = scoped.update_index(conn, state, res, cfg)
@@ -237,9 +236,9 @@ def commit(settings: Settings, engine: sa.Engine, staged: StageResult,
                 scoped.write_full_index(conn, res, cfg)
             else:
                 base.forget_role_index(conn)
-            if settings.scoped_dates:  # the running totals are written: the city's figures are counted there
-                res.summary = scoped.city_figures(conn, res, date, prior, staged)
             base.refresh_statistics(conn)
+        if settings.scoped_dates:  # the index's running totals are written: the city's figures are counted there
+            res.summary = scoped.city_figures(conn, res, date, prior, staged)
         res.summary["exceptions"] = (done_before or {}).get("exceptions", []) + list(exceptions or [])
         base.write_run(conn, date, res.summary)
         clock.step("index")
