@@ -19,7 +19,7 @@ import pandas as pd
 
 from catalog import DEPARTMENTS, RETURN_TABLE
 from catalog.base import AUDIT_COLUMNS, DECISION_COLUMNS, LINK_COLUMNS, OVERLAY_COLUMNS, PERSON_COLUMNS, BaseState
-from catalog.states import STATE_COLUMNS, STATE_ORDER
+from catalog.states import STATE_COLUMNS
 from exchange.apply import Applied, apply_delivery
 from exchange.overlays import live_overlays, overlay_sources, record_fp
 from exchange.returns import REJECTED_EXTRA, return_effects, validate_returns
@@ -32,7 +32,7 @@ from linkage.normalise import normalise_date
 from linkage.roles import build_roles
 from quality.rates import quality_rates
 from verification.recheck import recheck_rows
-from verification.states import evaluate_states
+from verification.states import evaluate_states, evaluate_states_in_bins, in_state_order, records_view
 from verification.tasks import update_tasks
 
 log = logging.getLogger("popbase")
@@ -416,7 +416,8 @@ def date_states(state, roles: pd.DataFrame, links: pd.DataFrame, view: dict, tas
     known = (changes is not None and changes[1] is not None and state.last_run != "" and state.last_run < date
              and len(prev_links) > 0 and bool((prev_links["role_fp"] != "").all()))
     if not known:
-        return evaluate_states(roles, links, view, date), {"mode": "full", "rechecked": len(roles)}
+        return (evaluate_states_in_bins(roles, links, view, date, link_key=link_key),
+                {"mode": "full", "rechecked": len(roles)})
     fingerprints = changes[0]  # indexed by the role keys of `roles`, in their order (role_changes)
     if len(fingerprints) != len(roles):
         raise ValueError("the role fingerprints are not those of today's roles")
@@ -429,10 +430,7 @@ def date_states(state, roles: pd.DataFrame, links: pd.DataFrame, view: dict, tas
     # the frame alone: its links and its records (the rules read no others), so the cost follows the frame
     sub = roles[frame]
     sub_links = links[pd.Index(link_keys).isin(keys[frame])]
-    wanted = sub.groupby("BH")["YWZJ"].agg(set).to_dict() if len(sub) else {}
-    sub_view = {bh: (src[src["_key"].isin(wanted[bh])] if bh in wanted and len(src) else src.iloc[:0])
-                for bh, src in view.items()}
-    part = evaluate_states(sub, sub_links, sub_view, date)
+    part = evaluate_states(sub, sub_links, records_view(view, sub), date)
 
     def where(frame_: pd.DataFrame) -> np.ndarray:
         return kindex.get_indexer(role_keys(frame_)) if len(frame_) else np.zeros(0, dtype=np.int64)
@@ -445,9 +443,7 @@ def date_states(state, roles: pd.DataFrame, links: pd.DataFrame, view: dict, tas
     at = where(raised)
     kept = raised[(at >= 0) & ~affected[np.maximum(at, 0)]]
     states = pd.concat([part, kept.reindex(columns=STATE_COLUMNS)], ignore_index=True)
-    # the order of a full evaluation: state, then role
-    order = np.lexsort((where(states), states["HCZT"].map(STATE_ORDER).fillna(len(STATE_ORDER)).to_numpy()))
-    states = states.iloc[order].reset_index(drop=True)[STATE_COLUMNS].fillna("").astype(str)
+    states = in_state_order(states, kindex)[STATE_COLUMNS].fillna("").astype(str)
     return states, {"mode": "incremental", "rechecked": int(affected.sum()), "frame": int(frame.sum())}
 
 

@@ -16,7 +16,8 @@ from catalog import TABLES
 from exchange.process import live_overlays, overlay_sources
 from linkage.link import link_roles
 from linkage.roles import build_roles
-from verification.states import evaluate_states
+import verification.states as states_module
+from verification.states import evaluate_states, evaluate_states_in_bins
 from store import db
 from tests.conftest import copy_city, run
 from settings import landed_dates
@@ -87,6 +88,27 @@ def test_rebuild_raises_the_same_open_tasks(incremental):
     open_tasks = state.tasks[state.tasks["status"] == "open"]
     want = set(map(tuple, open_tasks[KEY + ["HCZT"]].to_numpy()))
     assert got == want
+
+
+def test_states_evaluated_in_bins_equal_the_city_at_once(incremental, monkeypatch):
+    """A whole-base date evaluates the states bin by bin (components of person, ID and record, docs/scale.md
+    2.7): the same rows in the same order as the city at once, whatever the bin size."""
+    dates, state = incremental
+    roles, view, res = rebuild(state, dates[-1])
+    whole = evaluate_states(roles, res.links, view, dates[-1])
+    assert len(whole) > 100
+    calls = []
+
+    def counted(*a, **k):
+        calls.append(len(a[0]))
+        return evaluate_states(*a, **k)
+
+    monkeypatch.setattr(states_module, "evaluate_states", counted)
+    for bin_roles in (300, 2000):
+        calls.clear()
+        binned = evaluate_states_in_bins(roles, res.links, view, dates[-1], bin_roles=bin_roles)
+        assert len(calls) > len(roles) // bin_roles // 2 and sum(calls) == len(roles)  # in bins, every role once
+        pd.testing.assert_frame_equal(binned, whole)
 
 
 # ------------------------------------------------------------------ incremental linking equals a rebuild
