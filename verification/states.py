@@ -673,7 +673,7 @@ def evaluate_states(roles: pd.DataFrame, links: pd.DataFrame, sources: dict[str,
 
 # Roles evaluated together by `evaluate_states_in_bins`: the rules' intermediate frames of one bin (about
 # 1.1 GiB for the 2.1 M roles of a 1M city evaluated at once) instead of the city's
-STATES_BIN_ROLES = 200_000
+STATES_BIN_ROLES = 500_000
 
 
 def records_view(sources: dict[str, pd.DataFrame], roles: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -710,10 +710,15 @@ def evaluate_states_in_bins(roles: pd.DataFrame, links: pd.DataFrame, sources: d
     record = (roles["BH"].astype(str) + "|" + roles["YWZJ"].astype(str)).to_numpy(dtype=object)
     bins = pack(components(person, state_id_keys(roles), record), bin_roles)
     link_bin = bins[at]
+    # the bin of each source row, once (its record's; -1: a record without live roles, which no rule reads)
+    bin_of_record = pd.Series(bins, index=record).groupby(level=0).first()
+    source_bin = {bh: bin_of_record.reindex(bh + "|" + src["_key"].astype(str)).fillna(-1).to_numpy(np.int64)
+                  if len(src) else np.zeros(0, dtype=np.int64) for bh, src in sources.items()}
     parts = []
     for b in range(int(bins.max()) + 1):
-        sub = roles[bins == b]
-        parts.append(evaluate_states(sub, links[link_bin == b], records_view(sources, sub), business_date))
+        view = {bh: src[source_bin[bh] == b] for bh, src in sources.items()}
+        parts.append(evaluate_states(roles[bins == b].reset_index(drop=True), links[link_bin == b].reset_index(drop=True),
+                                     view, business_date))
     parts = [p for p in parts if len(p)]
     if not parts:
         return evaluate_states(roles.iloc[:0], links.iloc[:0], sources, business_date)
