@@ -717,8 +717,7 @@ def evaluate_states_in_bins(roles: pd.DataFrame, links: pd.DataFrame, sources: d
     parts = []
     for b in range(int(bins.max()) + 1):
         view = {bh: src[source_bin[bh] == b] for bh, src in sources.items()}
-        parts.append(evaluate_states(roles[bins == b].reset_index(drop=True), links[link_bin == b].reset_index(drop=True),
-                                     view, business_date))
+        parts.append(evaluate_states(roles[bins == b], links[link_bin == b], view, business_date))
     parts = [p for p in parts if len(p)]
     if not parts:
         return evaluate_states(roles.iloc[:0], links.iloc[:0], sources, business_date)
