@@ -1051,6 +1051,7 @@ def link_roles(roles: pd.DataFrame, persons_prev: pd.DataFrame | None, links_pre
     kept_at = _keep_links(fixed, role_key, lp, rkid, ppfs, ppdf) if fixed.any() else None
     _apply_decisions(rkid, ppfs, ppdf, pair, pinned, pin_rkid, forbid, prev_live, P, model, cfg, issuer, upper, lower)
     ppmx = _explanations(P, role_key, ppfs, ppdf, pair, model, cfg)
+    del P, cand, asg, s1, repaired_id  # the comparison values and candidates are done with: not held past here
     if kept_at is not None:  # a link not re-linked keeps its explanation (a base from before them has none)
         ppmx[fixed] = lp["PPMX"].fillna("").astype(str).to_numpy(dtype=object)[kept_at] if "PPMX" in lp else ""
     timings["assign"] = time.perf_counter() - t
