@@ -88,6 +88,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from benchmarks.linkage_quality import load_sources
+    from linkage.base import role_keys
     from linkage.link import link_roles, load_config
     from linkage.roles import build_roles
 
@@ -108,9 +109,8 @@ def main() -> None:
         watch.close()
     print(f"linked whole: {t_whole:.1f} s, {len(cand):,} scored candidate pairs", flush=True)
 
-    key = lambda f: (f["BM"] + "|" + f["BH"] + "|" + f["YWZJ"] + "|" + f["JS"]).to_numpy(dtype=object)  # noqa: E731
-    w = whole.links.set_index(pd.Index(key(whole.links)))
-    rkey = key(R)
+    w = whole.links.set_index(pd.Index(role_keys(whole.links)))
+    rkey = role_keys(R)
     rkid = w["RKID"].reindex(rkey).to_numpy(dtype=object)
     comp = role_components(R, rkid, cand)
     sizes = np.bincount(comp)
@@ -135,7 +135,7 @@ def main() -> None:
     print(f"linked in {n_bins} bins: {sum(secs):.1f} s (largest bin {max(secs):.1f} s) against {t_whole:.1f} s whole",
           flush=True)
 
-    b = binned.set_index(pd.Index(key(binned))).reindex(rkey)
+    b = binned.set_index(pd.Index(role_keys(binned))).reindex(rkey)
     wr = w.reindex(rkey)
     same_rkid = (b["RKID"].to_numpy(dtype=object) == wr["RKID"].to_numpy(dtype=object))
     same_ppfs = (b["PPFS"].to_numpy(dtype=object) == wr["PPFS"].to_numpy(dtype=object))

@@ -407,16 +407,16 @@ def link_date(state, roles: pd.DataFrame, decisions: pd.DataFrame, date: str, li
 
 def date_states(state, roles: pd.DataFrame, links: pd.DataFrame, view: dict, tasks: pd.DataFrame,
                 overlays: pd.DataFrame, date: str, changes: tuple | None,
-                link_key: np.ndarray | None = None) -> tuple[pd.DataFrame, dict]:
+                link_key: np.ndarray | None = None, role_key: np.ndarray | None = None) -> tuple[pd.DataFrame, dict]:
     """The date's states: re-checking only the roles today's changes reach (verification/recheck.py) when
     yesterday's states are known (the tasks raised on the last run) and `changes` are given; else
-    every role. `link_key`: `role_keys(links)` when the caller has them. Returns (states, figures for
-    the log)."""
+    every role. `link_key`, `role_key`: `role_keys` of `links` and of `roles` when the caller has them.
+    Returns (states, figures for the log)."""
     prev_links = state.links
     known = (changes is not None and changes[1] is not None and state.last_run != "" and state.last_run < date
              and len(prev_links) > 0 and bool((prev_links["role_fp"] != "").all()))
     if not known:
-        return (evaluate_states_in_bins(roles, links, view, date, link_key=link_key),
+        return (evaluate_states_in_bins(roles, links, view, date, role_key=role_key, link_key=link_key),
                 {"mode": "full", "rechecked": len(roles)})
     fingerprints = changes[0]  # indexed by the role keys of `roles`, in their order (role_changes)
     if len(fingerprints) != len(roles):
@@ -519,7 +519,7 @@ def process_date(state: BaseState, stage_result, staged: dict[str, pd.DataFrame]
         })
 
     states, checked = date_states(state, roles, links, view, tasks, overlays, date, changes if recheck else None,
-                                  link_key)
+                                  link_key, role_key)
     if scoped and checked["mode"] != "incremental":
         raise ScopeTooSmall("the states could not be re-checked incrementally")
     done("states")

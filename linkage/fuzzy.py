@@ -906,6 +906,11 @@ def candidate_pairs(P: Prepared, queries: np.ndarray, targets: np.ndarray, passe
 
 
 # ---------------------------------------------------------------------------------------- scoring
+def pair_odds(log2_prior: float, bits: np.ndarray) -> np.ndarray:
+    """Posterior odds that a pair is one person: prior odds × its Bayes factor (`bits`, log2), kept finite."""
+    return np.exp2(np.clip(log2_prior + bits, -200, 200))
+
+
 def score_queries(P: Prepared, queries: np.ndarray, targets: np.ndarray, entity: np.ndarray,
                   model: FSModel, cfg: dict, exclude: pd.DataFrame | None = None,
                   stats: dict | None = None) -> pd.DataFrame:
@@ -959,7 +964,7 @@ def score_queries(P: Prepared, queries: np.ndarray, targets: np.ndarray, entity:
         ex = exclude[["q", "entity"]].drop_duplicates().assign(_x=True)
         cand = cand.merge(ex, on=["q", "entity"], how="left")
         cand = cand[cand["_x"].isna()].drop(columns="_x")
-    o = np.exp2(np.clip(prior + cand["bits"].to_numpy(), -200, 200))
+    o = pair_odds(prior, cand["bits"].to_numpy())
     denom = 1.0 + pd.Series(o).groupby(cand["q"].to_numpy()).transform("sum").to_numpy()
     cand["p"] = o / denom
     cand = cand.sort_values(["q", "p", "entity"], ascending=[True, False, True], kind="mergesort")

@@ -349,7 +349,7 @@ def _posterior(cand: pd.DataFrame, log2_prior: float) -> pd.DataFrame:
     (the complement being "none of them"). Sorted by q, p desc, entity."""
     if cand.empty:
         return cand.assign(p=np.zeros(0))
-    o = np.exp2(np.clip(log2_prior + cand["bits"].to_numpy(), -200, 200))
+    o = fz.pair_odds(log2_prior, cand["bits"].to_numpy())
     denom = 1.0 + pd.Series(o).groupby(cand["q"].to_numpy()).transform("sum").to_numpy()
     out = cand.assign(p=o / denom)
     return out.sort_values(["q", "p", "entity"], ascending=[True, False, True], kind="mergesort").reset_index(drop=True)
@@ -458,7 +458,7 @@ def _assign_queries(cand: pd.DataFrame, queries: np.ndarray, entity: np.ndarray,
     # person would otherwise each see two equally good candidates, take 0.5 apiece and stay apart). What
     # pairs chain into a person is checked as a whole below (`_whole_components`).
     ce = c2["entity"].to_numpy(np.int64)
-    odds = np.exp2(np.clip(log2_prior + c2["bits"].to_numpy(), -200, 200))
+    odds = fz.pair_odds(log2_prior, c2["bits"].to_numpy())
     rivals = pd.Series(np.where(ce < n_anchor, odds, 0.0)).groupby(c2["q"].to_numpy()).transform("sum").to_numpy()
     p_pair = odds / (1.0 + odds + rivals)
     strong = (ce >= n_anchor) & (p_pair >= upper)
