@@ -19,6 +19,10 @@ fixtures.city`), with the linker as it is (`linkage.link.link_roles`):
    linked apart with the city's model (`link_roles(..., model=...)`), and compared with the whole: per role
    the RKID, the method (PPFS) and the score (PPDF); per pair of roles, one person or not. Time of each bin.
 
+With `--before-link`, step 2's components are those a binned date can find before it links
+(`linkage.bins.components_before_linking`: ID group, record, repair candidates and the reachable pairs of the
+ID stage's unanchored roles, with the city's model), printed with their time and the memory they added.
+
 The memory of the binned run is not measured here (the whole city is in memory for the comparison); it is
 the chunk's by construction.
 """
@@ -85,6 +89,8 @@ def main() -> None:
     ap.add_argument("--city", required=True, help="a generated city's folder (its landing/)")
     ap.add_argument("--date", default="", help="the business date to link (default: the first)")
     ap.add_argument("--bin-roles", type=int, default=200_000)
+    ap.add_argument("--before-link", action="store_true",
+                    help="components found before linking (linkage.bins.components_before_linking), not from the result")
     args = ap.parse_args()
 
     from benchmarks.linkage_quality import load_sources
@@ -112,7 +118,19 @@ def main() -> None:
     w = whole.links.set_index(pd.Index(role_keys(whole.links)))
     rkey = role_keys(R)
     rkid = w["RKID"].reindex(rkey).to_numpy(dtype=object)
-    comp = role_components(R, rkid, cand)
+    if args.before_link:
+        import resource
+
+        from linkage.bins import components_before_linking
+        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        t = time.perf_counter()
+        comp = components_before_linking(R.reset_index(drop=True), cfg, whole.model, date)
+        print(f"components before linking: {time.perf_counter() - t:.1f} s, process peak {rss0:.2f} -> "
+              f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB", flush=True)
+        split = pd.Series(comp).groupby(rkid).nunique()
+        print(f"persons cut by these components: {(split > 1).sum():,}")
+    else:
+        comp = role_components(R, rkid, cand)
     sizes = np.bincount(comp)
     big = sizes[sizes > args.bin_roles]
     q = np.percentile(sizes, [50, 99, 99.99])

@@ -11,6 +11,11 @@ import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from linkage.blocks import id_group_keys
+from linkage.incremental import _Reach
+from linkage.link import _id_clusters, _partner_rows
+from linkage.repair import excel_tail, repair_candidates
+
 
 def components(*groupings: np.ndarray, pairs: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Component number of each row: rows sharing a value ("" = none) of any of `groupings` (arrays of one
@@ -49,3 +54,52 @@ def pack(component: np.ndarray, limit: int) -> np.ndarray:
     bin_of[order] = start // max(int(limit), 1)
     _, dense = np.unique(bin_of, return_inverse=True)  # no empty bin numbers
     return dense.astype(np.int64)[np.searchsorted(labels, component)]
+
+
+def edges_before_linking(R: pd.DataFrame, cfg: dict, model, business_date: str) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs of rows of `R` (roles in the linker's canonical order, `link._canonical`) whose links can depend
+    on one another in a whole-city `link_roles` run with `model`, found before linking, so that a city can
+    be cut into bins first and linked bin by bin (docs/scale.md 2.7). With the ID groups and records (the
+    caller's groupings), they are:
+
+    - a damaged ID and a holder of each ID it could be repaired to (`repair.repair_candidates`);
+    - every reachable pair of a possible fuzzy query (`incremental._Reach`: a superset of the kept candidate
+      pairs), the possible queries being the roles the ID stage leaves unanchored (`link._id_clusters`, a
+      superset of the run's queries: a repair anchors some of them later).
+
+    Possible queries counted from the roles alone (no usable ID, or a name or birth date that differs within
+    the ID group) are too many: on a 200k-person city their reachable pairs joined 7 % of the roles into one
+    component, against 445 roles at most with the ID stage's (docs/benchmarks.md). A city without previous
+    persons or decisions (the historical date): a base that has them must add those groupings too."""
+    n = len(R)
+    anchored = _id_clusters(R, cfg)["anchored"]
+    status = R["id_status"].astype(str).to_numpy(dtype=object)
+    id18 = R["id18"].astype(str).to_numpy(dtype=object)
+    id_norm = R["id_norm"].astype(str).to_numpy(dtype=object)
+    citizen_id = np.where(np.isin(status, ["VALID18", "VALID15"]) & (id18 != ""), id18, "").astype(object)
+    doc = (status == "OTHER_DOC") & (id_norm != "")
+    # damaged IDs: each to one holder of every ID it could be repaired to (the ID group joins the rest)
+    broken = np.flatnonzero(np.isin(status, ["CHECKSUM", "FORMAT"]) | (R["id_damage"].astype(str).to_numpy() != "")
+                            | excel_tail(R))
+    holders = pd.Series(np.arange(n)[citizen_id != ""], index=citizen_id[citizen_id != ""])
+    holders = holders[~holders.index.duplicated()]
+    cand = repair_candidates(R, broken, holders.index, cfg, business_date)
+    at = holders.reindex(cand["id18"].to_numpy(dtype=object)).to_numpy() if len(cand) else np.zeros(0)
+    found = ~np.isnan(at) if len(cand) else np.zeros(0, dtype=bool)
+    repair_row = cand["row"].to_numpy(np.int64)[found] if len(cand) else np.zeros(0, np.int64)
+    repair_ids = cand["id18"].to_numpy(dtype=object)[found] if len(cand) else np.zeros(0, dtype=object)
+    pq = ~anchored
+    reach = _Reach(R, n, _partner_rows(R[["BH", "YWZJ", "JS"]]), np.full(n, "", dtype=object), citizen_id, doc,
+                   repair_row, repair_ids, pq, np.zeros(n, dtype=bool), cfg, model)
+    q, t = reach._pairs(reach.query_forms(pq), np.arange(len(reach.src)), "all")
+    del reach
+    return (np.concatenate([repair_row, q]).astype(np.int64),
+            np.concatenate([at[found].astype(np.int64) if len(cand) else np.zeros(0, np.int64), t]).astype(np.int64))
+
+
+def components_before_linking(R: pd.DataFrame, cfg: dict, model, business_date: str, *groupings: np.ndarray) -> np.ndarray:
+    """Component of each row of `R` (canonical roles) under its ID group, its record, `groupings` (the caller's:
+    the rules' ID groups, say) and `edges_before_linking`: a bin of whole components linked alone with `model`
+    gives each of its roles the link a whole-city run gives it (tests/test_bins.py)."""
+    record = (R["BH"].astype(str) + "|" + R["YWZJ"].astype(str)).to_numpy(dtype=object)
+    return components(id_group_keys(R), record, *groupings, pairs=edges_before_linking(R, cfg, model, business_date))

@@ -31,3 +31,45 @@ def test_bins_hold_whole_components_and_stay_near_their_limit():
     assert sizes.max() <= 500 + largest_part
     assert (pack(comp, limit=10**9) == 0).all()
     assert len(pack(np.zeros(0, dtype=np.int64), 10)) == 0
+
+
+def test_a_city_cut_into_bins_before_linking_links_as_the_whole(city_factory):
+    """The components found before linking (ID groups, records, repair candidates, reachable pairs of the
+    ID stage's unanchored roles) hold every person whole, and bins of them linked apart with the city's
+    model give every role the whole-city link: the premise of the binned historical date (docs/scale.md 2.7)."""
+    import sys
+    from pathlib import Path
+
+    import pandas as pd
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from linkage_quality import load_sources
+
+    from linkage.base import role_keys
+    from linkage.bins import components_before_linking
+    from linkage.link import _canonical, link_roles, load_config
+    from linkage.roles import build_roles
+
+    root = city_factory(persons=3000, days=3, seed=7)
+    date = sorted({p.parent.name for p in (root / "landing").glob("*/*/manifest.json")})[0]
+    cfg = load_config()
+    roles = build_roles(load_sources(root, date), date)
+    whole = link_roles(roles, None, None, None, date, cfg)
+    R = _canonical(roles, cfg["table_order"]).reset_index(drop=True)
+    comp = components_before_linking(R, cfg, whole.model, date)
+    w = whole.links.set_index(pd.Index(role_keys(whole.links))).reindex(role_keys(R))
+    fuzzy = w["PPFS"].isin(["FUZZY", "POSSIBLE"]).to_numpy()
+    assert fuzzy.sum() >= 20  # the city has ID-less roles linked by fuzzy evidence, across records
+    per_person = pd.Series(comp).groupby(w["RKID"].to_numpy()).nunique()
+    assert (per_person == 1).all()  # no person is cut
+    assert len(set(comp)) > len(R) // 4  # and the components are small: bins can be cut
+
+    bins = pack(comp, limit=len(R) // 6)
+    assert bins.max() >= 5
+    parts = [link_roles(R[roles.columns].iloc[np.flatnonzero(bins == b)].reset_index(drop=True), None, None, None,
+                        date, cfg, model=whole.model).links for b in range(bins.max() + 1)]
+    binned = pd.concat(parts, ignore_index=True)
+    b = binned.set_index(pd.Index(role_keys(binned))).reindex(w.index)
+    assert (b["RKID"].to_numpy() == w["RKID"].to_numpy()).all()
+    assert (b["PPFS"].to_numpy() == w["PPFS"].to_numpy()).all()
+    assert np.allclose(b["PPDF"].to_numpy(dtype=float), w["PPDF"].to_numpy(dtype=float))
