@@ -65,7 +65,8 @@ def edges_before_linking(R: pd.DataFrame, cfg: dict, model, business_date: str) 
     - a damaged ID and a holder of each ID it could be repaired to (`repair.repair_candidates`);
     - every reachable pair of a possible fuzzy query (`incremental._Reach`: a superset of the kept candidate
       pairs), the possible queries being the roles the ID stage leaves unanchored (`link._id_clusters`, a
-      superset of the run's queries: a repair anchors some of them later).
+      superset of the run's queries: a repair anchors some of them later), the targets in the forms the run
+      can give them (an anchored role only trusted with its ID).
 
     Possible queries counted from the roles alone (no usable ID, or a name or birth date that differs within
     the ID group) are too many: on a 200k-person city their reachable pairs joined 7 % of the roles into one
@@ -93,7 +94,10 @@ def edges_before_linking(R: pd.DataFrame, cfg: dict, model, business_date: str) 
     pq = ~anchored
     reach = _Reach(R, n, _partner_rows(R[["BH", "YWZJ", "JS"]]), np.full(n, "", dtype=object), citizen_id, doc,
                    repair_row, repair_ids, pq, np.zeros(n, dtype=bool), cfg, model)
-    q, t = reach._pairs(reach.query_forms(pq), np.arange(len(reach.src)), "all")
+    # a target in the form the run gives it: an anchored role trusted with its ID (never untrusted), an
+    # unanchored one untrusted or with an ID it could be repaired to
+    targets = np.flatnonzero(~(anchored[reach.src] & ~reach.trusted_form))
+    q, t = reach._pairs(reach.query_forms(pq), targets, "all")
     del reach
     return (np.concatenate([repair_row, q]).astype(np.int64),
             np.concatenate([at[found].astype(np.int64) if len(cand) else np.zeros(0, np.int64), t]).astype(np.int64))
