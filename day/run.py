@@ -235,7 +235,7 @@ def commit(settings: Settings, engine: sa.Engine, staged: StageResult,
                 log.info("%s: role index of %s changed records written", date, f"{n:,}")
             elif settings.scoped_dates:
                 res = _without_sources(res)
-                state = None
+                state = None  # the base as it was read: written over, not needed for the index
                 scoped.write_full_index(conn, res, cfg)
             else:
                 base.forget_role_index(conn)
