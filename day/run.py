@@ -194,7 +194,7 @@ def commit(settings: Settings, engine: sa.Engine, staged: StageResult,
             frames[f"{f.batch_id}__{f.line_in_manifest}#rejects"] = pd.read_parquet(rejected)
     cfg = load_config(settings.linkage_config)
     clock.step("read staged")
-    with engine.begin() as conn:
+    with db.one_transaction(engine, whole_base=not base.processed_dates(engine)) as conn:
         prior = base.batch_reports(conn, date)
         index_current = settings.scoped_dates and scoped.index_is_current(conn, cfg)
         sc = scoped.scoped_state(conn, staged, frames, date, cfg, settings) if settings.scoped_dates else None

@@ -227,6 +227,31 @@ def make_engine(url: str) -> sa.Engine:
     return engine
 
 
+@contextlib.contextmanager
+def one_transaction(engine: sa.Engine, whole_base: bool = False) -> Iterator[sa.Connection]:
+    """A connection in one transaction (committed at the end, rolled back on an error), like
+    `engine.begin()`. `whole_base`: the transaction writes the whole base (the first date). SQLite then keeps
+    a rollback journal for it instead of the write-ahead log: a transaction's pages stay in the log until it
+    commits, and every page read looks through the log's index, whose cost grows with the log; the 3M
+    historical date's 12.6 GB log made its index builds CPU-bound (the index step 1053 s against 174 s at 1M,
+    docs/benchmarks.md). The journal keeps the transaction atomic (a hot journal is rolled back when the
+    database is next opened); the base returns to the log afterwards, for the daily dates' readers."""
+    if not (whole_base and engine.dialect.name == "sqlite"):
+        with engine.begin() as conn:
+            yield conn
+        return
+    engine.dispose()  # leaving WAL needs the only connection to the database
+    with engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA journal_mode=TRUNCATE")  # (another process reading: stays WAL, slower)
+        conn.commit()
+        try:
+            with conn.begin():
+                yield conn
+        finally:
+            conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+            conn.commit()
+
+
 def _add_missing_columns(engine: sa.Engine) -> None:
     """Columns added to a text table since the base was created (all text, default ''); nothing else
     is ever migrated in place."""

@@ -83,3 +83,38 @@ def test_the_store_counts_the_rows_it_hands_out(db_url):
         db.read_frame(conn, db.links)
     assert db.READ.since(before) == {"persons": 5}
     engine.dispose()
+
+
+def test_a_whole_base_transaction_on_sqlite_is_journalled_and_dies_without_a_trace(tmp_path):
+    """The first date's transaction runs with a rollback journal instead of the write-ahead log (a log holding
+    a whole city's pages made every page read slow, `db.one_transaction`): it commits like any other, a
+    process killed inside it leaves the base as it was, and the base is back in WAL mode for the daily dates."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = tmp_path / "base.db"
+    url = f"sqlite:///{path}"
+    engine = db.make_engine(url)
+    with db.one_transaction(engine, whole_base=True) as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "truncate"
+        conn.exec_driver_sql("INSERT INTO meta VALUES ('before', '1')")
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    engine.dispose()
+    child = (f"import os, sys; sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})\n"
+             "from store import db\n"
+             f"engine = db.make_engine({url!r})\n"
+             "with db.one_transaction(engine, whole_base=True) as conn:\n"
+             "    conn.exec_driver_sql('PRAGMA cache_size=10')  # pages reach the database file before the end\n"
+             "    for i in range(5000):\n"
+             "        conn.exec_driver_sql('INSERT INTO meta VALUES (?, ?)', (f'k{i}', 'x' * 500))\n"
+             "    os._exit(9)\n")
+    assert subprocess.run([sys.executable, "-c", child], timeout=120).returncode == 9
+    assert path.with_name("base.db-journal").exists()  # a hot journal: the dead transaction's old pages
+    engine = db.make_engine(url)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT key FROM meta").scalars().all() == ["before"]
+        assert conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    engine.dispose()
