@@ -108,12 +108,21 @@ def _fixed_bytes(values: np.ndarray, width: int) -> np.ndarray:
     return out
 
 
+def shared(values: np.ndarray) -> np.ndarray:
+    """`values` (object array of str) with equal strings sharing one object: a comparison column holds a
+    few distinct values in millions of rows (a year, a district, a name), and each row's own copy of one
+    made the prepared forms twice their size (docs/scale.md 2.7)."""
+    codes, uniq = pd.factorize(np.asarray(values, dtype=object), use_na_sentinel=False)
+    return np.asarray(uniq, dtype=object)[codes]
+
+
 def _per_unique(values: np.ndarray, fn) -> np.ndarray:
-    """fn applied once per distinct value (object arrays of str)."""
+    """fn applied once per distinct value (object arrays of str); equal results share one object."""
     codes, uniq = pd.factorize(np.asarray(values, dtype=object))
     if len(uniq) == 0:
         return np.full(len(codes), "", dtype=object)
-    out = np.array([fn(u) for u in uniq], dtype=object)
+    pool: dict = {}
+    out = np.array([pool.setdefault(r, r) for r in map(fn, uniq)], dtype=object)
     return out[codes]
 
 
@@ -140,7 +149,7 @@ def prepare(roles: pd.DataFrame, trust_id: np.ndarray, id_kind: np.ndarray, id_v
         return roles[c].to_numpy(dtype=object) if c in roles else np.full(len(roles), "", dtype=object)
 
     trust_id = np.asarray(trust_id, dtype=bool)
-    key = col("name_key")
+    key = shared(col("name_key"))
     parts = nm.name_blocking_keys(pd.Series(key))
     birth = _per_unique(col("birth"), lambda u: u if len(u) == 8 and u.isdigit() else "")
     sex = col("sex").copy()
