@@ -242,14 +242,21 @@ def one_transaction(engine: sa.Engine, whole_base: bool = False) -> Iterator[sa.
         return
     engine.dispose()  # leaving WAL needs the only connection to the database
     with engine.connect() as conn:
-        conn.exec_driver_sql("PRAGMA journal_mode=TRUNCATE")  # (another process reading: stays WAL, slower)
+        # another connection open (a reader, a second engine): the log stays, only slower; no waiting for it
+        conn.exec_driver_sql("PRAGMA busy_timeout=0")
+        try:
+            journal = conn.exec_driver_sql("PRAGMA journal_mode=TRUNCATE").scalar() == "truncate"
+        except sa.exc.OperationalError:
+            journal = False
+        conn.exec_driver_sql("PRAGMA busy_timeout=60000")  # as `make_engine` connects
         conn.commit()
         try:
             with conn.begin():
                 yield conn
         finally:
-            conn.exec_driver_sql("PRAGMA journal_mode=WAL")
-            conn.commit()
+            if journal:
+                conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+                conn.commit()
 
 
 def _add_missing_columns(engine: sa.Engine) -> None:
