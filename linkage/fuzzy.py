@@ -110,8 +110,8 @@ def _fixed_bytes(values: np.ndarray, width: int) -> np.ndarray:
 
 def shared(values: np.ndarray) -> np.ndarray:
     """`values` (object array of str) with equal strings sharing one object: a comparison column holds a
-    few distinct values in millions of rows (a year, a district, a name), and each row's own copy of one
-    made the prepared forms twice their size (docs/scale.md 2.7)."""
+    few distinct values in millions of rows (a year, a district, a name), and a copy in every row costs
+    about 50 bytes a row (the 100k link's heap peak 266 -> 242 MiB, docs/benchmarks.md)."""
     codes, uniq = pd.factorize(np.asarray(values, dtype=object), use_na_sentinel=False)
     return np.asarray(uniq, dtype=object)[codes]
 
