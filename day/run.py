@@ -27,7 +27,7 @@ from catalog import RETURN_TABLE
 from catalog.base import REJECT_COLUMNS, BaseState
 from day import exceptions, scoped, workers
 from exchange import outputs, staging
-from exchange.process import ProcessResult, ScopeTooSmall, peak_gib, process_date
+from exchange.process import ScopeTooSmall, peak_gib, process_date
 from exchange.files import clean_temporaries, publish, temporary_for
 from exchange.staging import StageResult
 from linkage.link import load_config
@@ -224,7 +224,6 @@ def commit(settings: Settings, engine: sa.Engine, staged: StageResult,
             state = sc.state
             state = replace(state, tasks=base.bump_raised(conn, state.last_run, date, state.tasks))
         rejected = _rejected_rows(date, new_files, folder, frames, res.rejects)
-        frames.clear()  # the delivery's rows live on in `res`; let them go before the long writes below
         base.write_base(conn, state, res.state, res.audit, res.batches, date, res.summary, rejects=rejected)
         clock.step("write")
         if sc is not None:
@@ -234,8 +233,6 @@ def commit(settings: Settings, engine: sa.Engine, staged: StageResult,
                 n = scoped.update_index(conn, state, res, cfg)
                 log.info("%s: role index of %s changed records written", date, f"{n:,}")
             elif settings.scoped_dates:
-                res = _without_sources(res)
-                state = None  # the base as it was read: written over, not needed for the index
                 scoped.write_full_index(conn, res, cfg)
             else:
                 base.forget_role_index(conn)
@@ -248,15 +245,6 @@ def commit(settings: Settings, engine: sa.Engine, staged: StageResult,
     clock.step("commit")  # the transaction's commit
     log.info("business date %s committed: %s", date, res.summary_line())
     return res.summary, (res.state if sc is None else scoped.touched(sc, res))
-
-
-def _without_sources(res: ProcessResult) -> ProcessResult:
-    """`res` once its sources are written: the records themselves let go (the index needs the marriage
-    registrations' dates alone, the outputs the persons, links and tasks). The whole index of a large city is
-    written with the database's pages competing for memory: at 3M persons the process held 19 GiB beside a
-    13 GB base, and the index step took 1053 s against 174 s at 1M (docs/benchmarks.md)."""
-    view = {k: v for k, v in (res.view or {}).items() if k == "marriage"}
-    return replace(res, state=replace(res.state, sources={}), view=view)
 
 
 class _Clock:

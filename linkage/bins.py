@@ -87,10 +87,10 @@ def edges_before_linking(R: pd.DataFrame, cfg: dict, model, business_date: str) 
     holders = pd.Series(np.arange(n)[citizen_id != ""], index=citizen_id[citizen_id != ""])
     holders = holders[~holders.index.duplicated()]
     cand = repair_candidates(R, broken, holders.index, cfg, business_date)
-    at = holders.reindex(cand["id18"].to_numpy(dtype=object)).to_numpy() if len(cand) else np.zeros(0)
-    found = ~np.isnan(at) if len(cand) else np.zeros(0, dtype=bool)
-    repair_row = cand["row"].to_numpy(np.int64)[found] if len(cand) else np.zeros(0, np.int64)
-    repair_ids = cand["id18"].to_numpy(dtype=object)[found] if len(cand) else np.zeros(0, dtype=object)
+    at = holders.reindex(cand["id18"].to_numpy(dtype=object)).to_numpy(dtype=np.float64)  # NaN: no holder
+    found = ~np.isnan(at)
+    repair_row = cand["row"].to_numpy(np.int64)[found]
+    repair_ids = cand["id18"].to_numpy(dtype=object)[found]
     pq = ~anchored
     reach = _Reach(R, n, _partner_rows(R[["BH", "YWZJ", "JS"]]), np.full(n, "", dtype=object), citizen_id, doc,
                    repair_row, repair_ids, pq, np.zeros(n, dtype=bool), cfg, model)
@@ -99,8 +99,7 @@ def edges_before_linking(R: pd.DataFrame, cfg: dict, model, business_date: str) 
     targets = np.flatnonzero(~(anchored[reach.src] & ~reach.trusted_form))
     q, t = reach._pairs(reach.query_forms(pq), targets, "all")
     del reach
-    return (np.concatenate([repair_row, q]).astype(np.int64),
-            np.concatenate([at[found].astype(np.int64) if len(cand) else np.zeros(0, np.int64), t]).astype(np.int64))
+    return (np.concatenate([repair_row, q]).astype(np.int64), np.concatenate([at[found].astype(np.int64), t]).astype(np.int64))
 
 
 def components_before_linking(R: pd.DataFrame, cfg: dict, model, business_date: str, *groupings: np.ndarray) -> np.ndarray:
