@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from linkage.blocks import id_group_keys
+from linkage.base import id_group_keys
 from linkage.ids import NEAR_COLUMNS, near_keys
 from linkage.repair import excel_tail
 from linkage.normalise import normalise_date

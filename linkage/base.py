@@ -34,6 +34,29 @@ def role_keys(frame: pd.DataFrame) -> np.ndarray:
     k = frame[LINK_KEY].astype(str)
     return (k["BM"] + "|" + k["BH"] + "|" + k["YWZJ"] + "|" + k["JS"]).to_numpy(dtype=object)
 
+def usable_ids(roles: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(the citizen ID of each role, "" for none; whether it carries another document's number): the two
+    kinds of number the linker groups roles by (`linkage.link._id_clusters`), one definition for the ID
+    stage, the blocks, the daily neighbourhood and the bins. A citizen ID is a well-formed one
+    (`VALID18`/`VALID15`) with its 18-digit form; another document is `OTHER_DOC` with a number."""
+    status = roles["id_status"].astype(str).to_numpy(dtype=object)
+    id18 = roles["id18"].astype(str).to_numpy(dtype=object)
+    id_norm = roles["id_norm"].astype(str).to_numpy(dtype=object)
+    citizen = np.isin(status, ["VALID18", "VALID15"]) & (id18 != "")
+    return np.where(citizen, id18, "").astype(object), (status == "OTHER_DOC") & (id_norm != "")
+
+
+def id_group_keys(roles: pd.DataFrame) -> np.ndarray:
+    """The ID group of each role, as the linker groups roles: its citizen ID, or `DOC:<ZJLX>|<number>` for
+    another document, "" for none (`usable_ids`)."""
+    citizen_id, doc = usable_ids(roles)
+    out = citizen_id.copy()
+    if doc.any():
+        zjlx = roles["ZJLX"].astype(str).str.strip().to_numpy(dtype=object)
+        out[doc] = "DOC:" + zjlx[doc] + "|" + roles["id_norm"].astype(str).to_numpy(dtype=object)[doc]
+    return out
+
+
 # reference-record rank: police hukou active, hukou cancelled, temp active, temp cancelled, then others
 OTHER_TRUST = ("disabled", "dibao", "women", "resident", "marriage")
 

@@ -11,7 +11,7 @@ import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from linkage.blocks import id_group_keys
+from linkage.base import id_group_keys, usable_ids
 from linkage.incremental import _Reach
 from linkage.link import _id_clusters, _partner_rows
 from linkage.repair import excel_tail, repair_candidates
@@ -77,10 +77,7 @@ def edges_before_linking(R: pd.DataFrame, cfg: dict, model, business_date: str) 
     n = len(R)
     anchored = _id_clusters(R, cfg)["anchored"]
     status = R["id_status"].astype(str).to_numpy(dtype=object)
-    id18 = R["id18"].astype(str).to_numpy(dtype=object)
-    id_norm = R["id_norm"].astype(str).to_numpy(dtype=object)
-    citizen_id = np.where(np.isin(status, ["VALID18", "VALID15"]) & (id18 != ""), id18, "").astype(object)
-    doc = (status == "OTHER_DOC") & (id_norm != "")
+    citizen_id, doc = usable_ids(R)
     # damaged IDs: each to one holder of every ID it could be repaired to (the ID group joins the rest)
     broken = np.flatnonzero(np.isin(status, ["CHECKSUM", "FORMAT"]) | (R["id_damage"].astype(str).to_numpy() != "")
                             | excel_tail(R))

@@ -15,27 +15,13 @@ import numpy as np
 import pandas as pd
 
 from linkage import fuzzy as fz
+from linkage.base import usable_ids
 from linkage.link import _partner_rows, borrowed_place, query_id_evidence
 
 FORM_COLUMNS = ["form_key", "role_key", "form"]
 # what a form is compared on (the values `fuzzy.prepare` gives it), so that the scope can tell which
 # pairs of a block can be kept candidates (`reachable`) without building the roles behind them
 COMPARE_COLUMNS = ["p_name_key", "p_birth", "p_sex", "p_region", "p_address", "p_idk", "p_idv", "p_spouse"]  # = store.db
-
-
-def id_group_keys(roles: pd.DataFrame) -> np.ndarray:
-    """The ID group of each role, as the linker groups roles (`linkage.incremental`): its valid citizen ID,
-    or `DOC:<ZJLX>|<number>` for another document, "" for none."""
-    status = roles["id_status"].astype(str).to_numpy(dtype=object)
-    id18 = roles["id18"].astype(str).to_numpy(dtype=object)
-    id_norm = roles["id_norm"].astype(str).to_numpy(dtype=object)
-    zjlx = roles["ZJLX"].astype(str).str.strip().to_numpy(dtype=object)
-    citizen = np.isin(status, ["VALID18", "VALID15"]) & (id18 != "")
-    doc = (status == "OTHER_DOC") & (id_norm != "")
-    out = np.where(citizen, id18, "").astype(object)
-    if doc.any():
-        out[doc] = "DOC:" + zjlx[doc] + "|" + id_norm[doc]
-    return out
 
 
 def block_passes(cfg: dict) -> list[tuple[str, list[str]]]:
@@ -83,16 +69,13 @@ def role_blocks(roles: pd.DataFrame, role_key: np.ndarray, cfg: dict) -> pd.Data
     R = roles.reset_index(drop=True)
     partner = _partner_rows(R[["BH", "YWZJ", "JS"]])
     idk_q, idv_q = query_id_evidence(R)
-    status = R["id_status"].astype(str).to_numpy(dtype=object)
-    id18 = R["id18"].astype(str).to_numpy(dtype=object)
-    id_norm = R["id_norm"].astype(str).to_numpy(dtype=object)
-    citizen = np.isin(status, ["VALID18", "VALID15"]) & (id18 != "")
-    doc = (status == "OTHER_DOC") & (id_norm != "")
+    citizen_id, doc = usable_ids(R)
+    citizen = citizen_id != ""
     P = fz.prepare(R[["name_key", "birth", "id_birth", "sex", "id_sex", "region", "address"]], np.zeros(n, dtype=bool),
                    idk_q, idv_q, overrides=borrowed_place(R, partner))
     trusted = np.concatenate([np.flatnonzero(citizen), np.flatnonzero(doc)]).astype(np.int64)
     idk = np.concatenate([np.full(int(citizen.sum()), "V", dtype=object), np.full(int(doc.sum()), "", dtype=object)])
-    idv = np.concatenate([id18[citizen], np.full(int(doc.sum()), "", dtype=object)])
+    idv = np.concatenate([citizen_id[citizen], np.full(int(doc.sum()), "", dtype=object)])
     P = P.with_forms(trusted, R["id_birth"].to_numpy(dtype=object)[trusted], R["id_sex"].to_numpy(dtype=object)[trusted],
                      idk, idv)
     src = np.concatenate([np.arange(n), trusted])

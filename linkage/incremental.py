@@ -42,8 +42,8 @@ import numpy as np
 import pandas as pd
 
 from linkage import fuzzy as fz
-from linkage.blocks import id_group_keys, reach_bits
-from linkage.base import LINK_KEY, PERSON_COLUMNS, rkid_for, role_keys
+from linkage.blocks import reach_bits
+from linkage.base import LINK_KEY, PERSON_COLUMNS, id_group_keys, rkid_for, role_keys, usable_ids
 from linkage.link import (DEFAULT_TABLE_ORDER, LinkResult, _canonical, _isin, _partner_rows, borrowed_place, link_roles,
                           query_id_evidence)
 from linkage.repair import excel_tail, repair_candidates
@@ -341,13 +341,8 @@ class _Neighbourhood:
         self.N = len(U)
         self.timings: dict[str, float] = {}
         t = time.perf_counter()
-        status = U["id_status"].astype(str).to_numpy(dtype=object)
-        id18 = U["id18"].astype(str).to_numpy(dtype=object)
-        id_norm = U["id_norm"].astype(str).to_numpy(dtype=object)
-        citizen = np.isin(status, ["VALID18", "VALID15"]) & (id18 != "")
-        doc = (status == "OTHER_DOC") & (id_norm != "")
+        self.citizen_id, doc = usable_ids(U)
         self.id_key = id_group_keys(U)
-        self.citizen_id = np.where(citizen, id18, "").astype(object)
         # a record: table and business key, as one integer
         bh_code, bh_uniq = pd.factorize(U["BH"].astype(str).to_numpy(dtype=object))
         yw_code, yw_uniq = pd.factorize(U["YWZJ"].astype(str).to_numpy(dtype=object))
@@ -366,11 +361,12 @@ class _Neighbourhood:
         self.person = _Group(prev_rkid)
         self.id_group = _Group(self.id_key)
         self.record_group = _Group(record)
-        self.citizen = self.id_group.only(citizen)  # the citizen IDs among the ID keys
+        self.citizen = self.id_group.only(self.citizen_id != "")  # the citizen IDs among the ID keys
         self.timings["ids_records"] = round(time.perf_counter() - t, 2)
         t = time.perf_counter()
         # damaged IDs of current rows and the IDs they could be repaired to
         damage = U["id_damage"].astype(str).to_numpy(dtype=object)
+        status = U["id_status"].astype(str).to_numpy(dtype=object)
         broken = np.flatnonzero(np.isin(status, ["CHECKSUM", "FORMAT"]) | (damage != "") | excel_tail(U))
         known = pd.unique(self.citizen_id[self.citizen_id != ""])
         cand = repair_candidates(U, broken, list(known), cfg, business_date)

@@ -44,7 +44,8 @@ from scipy.sparse.csgraph import connected_components
 from linkage import explain
 from linkage import fuzzy as fz
 from linkage import names as nm
-from linkage.base import CORE_ATTRIBUTES, LINK_KEY, PERSON_COLUMNS, attributes_for, empty_persons, rkid_for, role_keys
+from linkage.base import (CORE_ATTRIBUTES, LINK_KEY, PERSON_COLUMNS, attributes_for, empty_persons, id_group_keys, rkid_for,
+                           role_keys, usable_ids)
 from linkage.ids import id_shaped
 from linkage.repair import excel_tail, repair_ids
 
@@ -167,15 +168,12 @@ def _id_clusters(R: pd.DataFrame, cfg: dict) -> dict:
     """Stage 1. Returns cluster (-1 = none), ppfs, split flags, mismatch flags, labelled pairs."""
     ic = cfg["id_link"]
     n = len(R)
-    status = R["id_status"].to_numpy(dtype=object)
     id18 = R["id18"].to_numpy(dtype=object)
     id_norm = R["id_norm"].to_numpy(dtype=object)
-    zjlx = R["ZJLX"].astype(str).str.strip().to_numpy(dtype=object)
     bh = R["BH"].to_numpy(dtype=object)
     police = np.isin(bh, POLICE_TABLES)
-    citizen = np.isin(status, ["VALID18", "VALID15"]) & (id18 != "")
-    doc = (status == "OTHER_DOC") & (id_norm != "")
-    key = np.where(citizen, id18, np.where(doc, "DOC:" + pd.Series(zjlx).to_numpy(dtype=object) + "|" + id_norm, ""))
+    citizen = usable_ids(R)[0] != ""
+    key = id_group_keys(R)
     has = key != ""
     gid = np.full(n, -1, dtype=np.int64)
     gid[has] = _labels_by_first(key[has])
