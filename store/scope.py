@@ -35,6 +35,11 @@ class Scope:
     records: set[str] = field(default_factory=set)  # BH|YWZJ
     rounds: int = 0
     lookups: dict[str, int] = field(default_factory=dict)
+    # per relation, the roles it brought into the scope first (a role found two ways counts once, in
+    # the order `_relations` then `_blocks`), and per block column the form rows read: where a scope's
+    # size and reads come from (benchmarks/scope_lookup.py prints them)
+    found_by: dict[str, int] = field(default_factory=dict)
+    read_by_pass: dict[str, int] = field(default_factory=dict)
     search: "ScopeSearch | None" = field(default=None, repr=False)  # to widen it (`ScopeSearch.widen`)
 
 
@@ -132,20 +137,24 @@ class ScopeSearch:
             scope.records |= set(rows["record"]) | records
             if len(scope.roles) > self.max_roles:
                 return None
-            nxt_roles = self._relations(rows, fresh_keys)
+            found = self._relations(rows, fresh_keys)
             self._close_work()
-            nxt_roles |= self._blocks(extra_forms)
+            found |= self._blocks(extra_forms)
             extra_forms = None
-            roles = nxt_roles
+            roles = set()
+            for how, got in found.items():
+                new = got - scope.roles - roles
+                scope.found_by[how] = scope.found_by.get(how, 0) + len(new)
+                roles |= new
             records = set(rows["record"]) - seen["record"]
         scope.lookups = {k: len(v) for k, v in seen.items()} | {"work": len(self.work), "possible_queries": len(self.is_pq)}
         return scope
 
-    def _relations(self, rows: pd.DataFrame, fresh_keys: set[str]) -> set[str]:
+    def _relations(self, rows: pd.DataFrame, fresh_keys: set[str]) -> dict[str, set[str]]:
         """The roles sharing a person, decision, ID group, rule ID or repair candidate with `rows` (the
-        index rows read this round; `fresh_keys`: those new to the scope)."""
+        index rows read this round; `fresh_keys`: those new to the scope), per relation."""
         conn, ix, seen = self.conn, db.role_index, self.seen
-        nxt_roles: set[str] = set()
+        found: dict[str, set[str]] = {}
         # persons, and the decisions naming them or their roles
         lk = db.select_in(conn, db.links, "role_key", fresh_keys, ["role_key", "RKID", "PPFS"])
         linked = set(lk["role_key"])
@@ -159,32 +168,32 @@ class ScopeSearch:
         dec = _decisions(conn, persons, set(rows["record"]))
         self.decided.append(dec)
         persons |= set(dec["RKID"])
-        nxt_roles |= set(db.role_key(dec))
+        found["decision"] = set(db.role_key(dec))
         persons -= seen["person"]
         seen["person"] |= persons
         persons |= _merged_into(conn, persons, seen["person"])
-        nxt_roles |= set(db.select_in(conn, db.links, "RKID", persons, ["role_key"])["role_key"])
+        found["person"] = set(db.select_in(conn, db.links, "RKID", persons, ["role_key"])["role_key"])
         # ID groups and rule IDs
         for col in ("id_key", "state_id"):
             vals = set(rows[col]) - seen[col] - {""}
             seen[col] |= vals
-            nxt_roles |= set(db.select_in(conn, ix, col, vals, ["role_key"])["role_key"])
+            found[col] = set(db.select_in(conn, ix, col, vals, ["role_key"])["role_key"])
         # ID repair: a broken number to the IDs it could be, a valid ID to the broken numbers near it
         broken = set(rows["broken_id"]) - seen["broken"] - {""}
         seen["broken"] |= broken
         repairs = self.variants(sorted(broken))
         self.repairs.append(repairs)
-        nxt_roles |= set(db.select_in(conn, ix, "id_key", set(repairs["variant"]), ["role_key"])["role_key"])
+        found["repair"] = set(db.select_in(conn, ix, "id_key", set(repairs["variant"]), ["role_key"])["role_key"])
         prefixes = set(zip(rows["repair_prefix"], rows["repair_birth"])) - seen["prefix"] - {("", "")}
         seen["prefix"] |= prefixes
-        nxt_roles |= self._repair_holders(prefixes)
+        found["repair"] |= self._repair_holders(prefixes)
         valid = {v for v in rows["id_key"] if len(v) == 18 and v.isalnum()} - seen["valid"]
         seen["valid"] |= valid
         if valid:
             index = self.near_ids(valid)
             hits = pd.concat([db.select_in(conn, ix, col, keys, ["role_key", "broken_id"])
                               for col, keys in index.keys().items()], ignore_index=True)
-            nxt_roles |= {r for r, b in zip(hits["role_key"], hits["broken_id"]) if index.near(b)}
+            found["repair"] |= {r for r, b in zip(hits["role_key"], hits["broken_id"]) if index.near(b)}
         # the Excel-damaged numbers whose kept digits head one of these IDs, and that could be repaired to one
         # of them (`_repairable_to`: a short head needs the birth date too), as the linker closes W; Excel may
         # have rounded the last digit it kept up (3.2010219880|5... shows as 3.2010219881E+17)
@@ -193,8 +202,8 @@ class ScopeSearch:
         damaged = db.select_in(conn, ix, "repair_prefix", heads, ["role_key", "repair_prefix", "repair_birth"])
         if len(damaged):
             ok = _repairable_to(damaged[["repair_prefix", "repair_birth"]].to_numpy(dtype=object), valid)
-            nxt_roles |= set(damaged.loc[ok, "role_key"])
-        return nxt_roles
+            found["repair"] |= set(damaged.loc[ok, "role_key"])
+        return found
 
     def _close_work(self) -> None:
         """The work set closed over the roles read so far as the linker closes W (`linkage.incremental`,
@@ -247,6 +256,7 @@ class ScopeSearch:
                          db.select_in(self.conn, self.forms_table, col, new_pq, [*mcols, col], equal=("pq", "1"))],
                         ignore_index=True)
         self.is_pq |= set(got.loc[got["pq"] == "1", "role_key"])  # (whether they search: `_relations`)
+        self.scope.read_by_pass[col] = self.scope.read_by_pass.get(col, 0) + len(got)
         if cache is not None and new_all & read_pq:  # read whole now: its possible queries are in `got`
             cache = cache[~cache[col].isin(new_all & read_pq).to_numpy()]
         cache = got if cache is None else pd.concat([cache, got], ignore_index=True)
@@ -280,7 +290,7 @@ class ScopeSearch:
             out |= {h[0] for h in hit}
         return out
 
-    def _blocks(self, extra_forms: pd.DataFrame | None) -> set[str]:
+    def _blocks(self, extra_forms: pd.DataFrame | None) -> dict[str, set[str]]:
         """Fuzzy blocks: a possible query sharing a block with the work set joins it; a possible query
         takes in every role of its blocks that it can reach (its candidates). `extra_forms`: the seeds'
         form rows of today, probed with the stored ones. A block of the work set alone is asked for its
@@ -312,7 +322,7 @@ class ScopeSearch:
             if len(mates):
                 read.append((col, fw, fp, mates))
         if not read:
-            return set()
+            return {}
         # every form met, once (a form sits in a block of each pass): the own forms, and the mates' read by key
         mate_keys = set().union(*(set(m["form_key"]) for _, _, _, m in read)) - set(forms["form_key"])
         pool = pd.concat([forms[["form_key", *compare_cols]],
@@ -321,7 +331,8 @@ class ScopeSearch:
         reach = self.reach(pool.reset_index(drop=True))
         where = pd.Index(pool["form_key"])
         pos_forms = where.get_indexer(forms["form_key"])
-        nxt_roles: set[str] = set()
+        candidates: set[str] = set()
+        joins: set[str] = set()
         for col, fw, fp, mates in read:
             pos_mates = where.get_indexer(mates["form_key"])
             # qq / tq: whether the form can be a query of this pass (`query_empty`)
@@ -334,7 +345,7 @@ class ScopeSearch:
             # a possible query's candidates: the mates its forms can reach
             pairs = left[in_p.to_numpy() & left["qq"].to_numpy() & left["b"].isin(fp).to_numpy()].merge(right, on="b")
             pairs = pairs[pairs["qk"] != pairs["tk"]]
-            nxt_roles |= set(pairs.loc[reach(pairs["q"].to_numpy(), pairs["t"].to_numpy()), "tk"])
+            candidates |= set(pairs.loc[reach(pairs["q"].to_numpy(), pairs["t"].to_numpy()), "tk"])
             # possible queries joining the work set: a mate reaching a work form, a work query reaching a mate
             pq_right = right[right["tk"].isin(self.is_pq).to_numpy()]
             pairs = left[in_w.to_numpy() & left["b"].isin(fw).to_numpy()].merge(pq_right, on="b")
@@ -345,10 +356,9 @@ class ScopeSearch:
             hit[fwd] = reach(t[fwd], q[fwd])
             back = pairs["qk"].isin(self.is_pq).to_numpy() & pairs["qq"].to_numpy(dtype=bool) & ~hit
             hit[back] = reach(q[back], t[back])
-            joins = set(pairs.loc[hit, "tk"])
-            self.work |= joins
-            nxt_roles |= joins
-        return nxt_roles
+            joins |= set(pairs.loc[hit, "tk"])
+        self.work |= joins
+        return {"pq_joins_work": joins, "candidates": candidates}
 
 
 def _repair_range(prefix: str, birth: str) -> tuple[str, str] | None:
