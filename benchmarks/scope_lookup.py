@@ -70,8 +70,6 @@ def main() -> int:
     print(f"rows of the base read: {sum(read.values()):,} ({', '.join(f'{k} {v:,}' for k, v in read.items())})")
     if sc.search is not None:
         found, by_pass = sc.search.scope.found_by, sc.search.scope.read_by_pass
-        found = {"the seeds (delivered records, answered tasks, date-sensitive roles)": len(sc.roles) - sum(found.values()),
-                 **found}
         print("roles first brought in by: " + ", ".join(f"{k} {v:,}" for k, v in sorted(found.items(), key=lambda kv: -kv[1])))
         print("form rows read per pass: " + ", ".join(f"{k} {v:,}" for k, v in sorted(by_pass.items(), key=lambda kv: -kv[1])))
     print(f"peak memory of the process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20:.2f} GiB")

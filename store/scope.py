@@ -36,7 +36,8 @@ class Scope:
     rounds: int = 0
     lookups: dict[str, int] = field(default_factory=dict)
     # per relation, the roles it brought into the scope first (a role found two ways counts once, in
-    # the order `_relations` then `_blocks`), and per block column the form rows read: where a scope's
+    # the order `_relations` then `_blocks`; "seeds": the first round's; "record": another role of a
+    # record in the scope), and per block column the form rows read: where a scope's
     # size and reads come from (benchmarks/scope_lookup.py prints them)
     found_by: dict[str, int] = field(default_factory=dict)
     read_by_pass: dict[str, int] = field(default_factory=dict)
@@ -127,12 +128,15 @@ class ScopeSearch:
             if extra_rows is not None:
                 parts.append(extra_rows)
                 extra_rows = None
-            if self.first:  # the delivered records' roles, old and new, are the work set; the other seeds
+            first = self.first
+            if first:  # the delivered records' roles, old and new, are the work set; the other seeds
                 # need re-checking only (their states can change with the date), so they are context
                 self.work |= set(parts[0]["role_key"]) | (set(parts[2]["role_key"]) if len(parts) > 2 else set())
                 self.first = False
             rows = pd.concat(parts, ignore_index=True).drop_duplicates()
             fresh_keys = set(rows["role_key"]) - scope.roles
+            how, count = ("seeds", len(fresh_keys)) if first else ("record", len(fresh_keys - roles))
+            scope.found_by[how] = scope.found_by.get(how, 0) + count
             scope.roles |= fresh_keys
             scope.records |= set(rows["record"]) | records
             if len(scope.roles) > self.max_roles:
