@@ -46,7 +46,7 @@ from verification.states import WOMEN_AGE
 log = logging.getLogger("popbase")
 
 
-INDEX_LAYOUT = 5  # raised when the role index's columns change meaning: an older index is rebuilt
+INDEX_LAYOUT = 6  # raised when the role index's columns change meaning: an older index is rebuilt
 
 
 def index_stamp(cfg: dict) -> str:

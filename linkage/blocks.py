@@ -15,8 +15,9 @@ import numpy as np
 import pandas as pd
 
 from linkage import fuzzy as fz
-from linkage.base import usable_ids
+from linkage.base import id_group_keys, usable_ids
 from linkage.link import _partner_rows, borrowed_place, query_id_evidence
+from linkage.repair import excel_tail
 
 FORM_COLUMNS = ["form_key", "role_key", "form"]
 # what a form is compared on (the values `fuzzy.prepare` gives it), so that the scope can tell which
@@ -86,7 +87,7 @@ def role_blocks(roles: pd.DataFrame, role_key: np.ndarray, cfg: dict) -> pd.Data
     for c in ("name_key", "birth", "sex", "region", "idk", "idv"):
         out[f"p_{c}"] = np.asarray(P.cols[c], dtype=object)
     out["p_address"] = np.asarray(address, dtype=object)[src]
-    out["p_spouse"] = np.where(partner[src] >= 0, "1", "")
+    out["p_spouse"] = spouse_keys(R, partner)[src]
     differs = np.zeros(len(src), dtype=bool)
     for name, keys in passes:
         ok = np.ones(len(src), dtype=bool)
@@ -108,11 +109,33 @@ def block_ints(hashes) -> np.ndarray:
     return np.asarray(hashes, dtype=np.uint64).view(np.int64).astype(object)
 
 
+def spouse_keys(R: pd.DataFrame, partner: np.ndarray) -> np.ndarray:
+    """What the spouse feature can make of each role's spouse, for bounding it: the feature agrees when the
+    role's spouse (`partner`: its row in `R`, -1 none) and the candidate's spouse are in one ID cluster
+    (`linkage.link._prepare_fuzzy`: a spouse's entity is its ID cluster, or one of its own), and a cluster
+    holds one ID group. So: "" no spouse, or a spouse with no number (it joins no cluster); the spouse's ID
+    group key (`id_group_keys`) when that group is the only one it can join; "*" when its number could be
+    repaired to another (broken, damaged or an Excel tail: `linkage.repair`). Two roles' spouses can agree
+    only when `spouses_can_agree` says so."""
+    own = id_group_keys(R)
+    status = R["id_status"].astype(str).to_numpy(dtype=object)
+    repairable = (np.isin(status, ["CHECKSUM", "FORMAT"]) | (R["id_damage"].astype(str).to_numpy(dtype=object) != "")
+                  | excel_tail(R))
+    own = np.where(repairable, "*", own).astype(object)
+    return np.where(partner >= 0, own[np.maximum(partner, 0)], "").astype(object)
+
+
+def spouses_can_agree(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pair by pair, whether spouses with keys `a` and `b` (`spouse_keys`) can be in one ID cluster."""
+    return (a != "") & (b != "") & ((a == b) | (a == "*") | (b == "*"))
+
+
 def reach_bits(model: fz.FSModel, P: fz.Prepared, left: np.ndarray, right: np.ndarray, both_spouses: np.ndarray,
                cuts, keep_min: float) -> np.ndarray:
     """Which pairs (query form `left`, target form `right` of `P`) can reach the keep threshold at best:
-    birth, sex, region and ID compared, the spouse feature at its best where both have a spouse, then
-    name and address only while the pair can still reach it (`linkage.incremental._Reach`)."""
+    birth, sex, region and ID compared, the spouse feature at its best where the spouses can agree
+    (`both_spouses`: `spouses_can_agree`), then name and address only while the pair can still reach it
+    (`linkage.incremental._Reach`)."""
     lv = fz.compare_pairs(P, left, right, cuts, features=("birth", "sex", "region", "id"))
     b = np.zeros(len(left), dtype=np.float64)
     for f in ("birth", "sex", "region", "id"):
@@ -140,12 +163,12 @@ def form_reach(forms: pd.DataFrame, model: fz.FSModel, cfg: dict):
     P = fz.prepare(frame, np.zeros(n, dtype=bool), both["p_idk"].to_numpy(dtype=object), both["p_idv"].to_numpy(dtype=object))
     fzc = cfg["fuzzy"]
     keep_min = float(fzc.get("keep_min_bits", -10.0)) - model.log2_prior_odds
-    spouses = both["p_spouse"].to_numpy(dtype=object) == "1"
+    spouses = both["p_spouse"].to_numpy(dtype=object)
     cuts = tuple(fzc.get("address_levels", (0.7, 0.4)))
 
     def reach(left: np.ndarray, right: np.ndarray) -> np.ndarray:
         if not len(left):
             return np.zeros(0, dtype=bool)
-        return reach_bits(model, P, left, right, spouses[left] & spouses[right], cuts, keep_min)
+        return reach_bits(model, P, left, right, spouses_can_agree(spouses[left], spouses[right]), cuts, keep_min)
 
     return reach

@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from linkage import fuzzy as fz
-from linkage.blocks import reach_bits
+from linkage.blocks import reach_bits, spouse_keys, spouses_can_agree
 from linkage.base import LINK_KEY, PERSON_COLUMNS, id_group_keys, rkid_for, role_keys, usable_ids
 from linkage.link import (DEFAULT_TABLE_ORDER, LinkResult, _canonical, _isin, _partner_rows, borrowed_place, link_roles,
                           query_id_evidence)
@@ -133,7 +133,7 @@ class _Reach:
         pc[spouse_person == ""] = -1
         self.P.set_partner(pc[src])
         self.src = src
-        self.has_spouse = (partner >= 0)[src]
+        self.spouse = spouse_keys(U, partner)[src]
         self.pq = pq
         self.is_pq_form = pq[src]
         self.current_form = src < n
@@ -218,7 +218,7 @@ class _Reach:
         self.pairs_scored += len(left)
         if not len(left):
             return np.zeros(0, dtype=bool), left, right
-        both = self.has_spouse[left] & self.has_spouse[right]
+        both = spouses_can_agree(self.spouse[left], self.spouse[right])
         return reach_bits(m, P, left, right, both, self.cuts, self.keep_min), left, right
 
     def _pairs(self, queries: np.ndarray, target_forms: np.ndarray, tag: str, by_target: bool = False):
