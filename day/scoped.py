@@ -35,7 +35,7 @@ from linkage.blocks import (COMPARE_COLUMNS, block_columns, block_ints, block_pa
 from linkage.ids import NearIDs, id_variants
 from linkage.incremental import QUERY_METHODS
 from linkage.link import _canonical
-from linkage.repair import _variants15
+from linkage.repair import _variants15, names_could_confirm
 from linkage.roles import build_roles
 from quality.rates import NOT_LINKED, rates_from_counts
 from store import base, db
@@ -206,7 +206,8 @@ def scoped_state(conn: sa.Connection, staged, frames: dict, date: str, cfg: dict
     max_share = float(cfg.get("incremental", {}).get("max_share", 0.35))
     scope = find_scope(conn, forms, cols, COMPARE_COLUMNS, skip, seed_records, seed_roles, seed_index, seed_forms,
                        _repair_targets, NearIDs, lambda forms_: form_reach(forms_, model, cfg),
-                       max_roles=max(int(max_share * total), 1000), query_empty=query_empty_columns(cfg))
+                       max_roles=max(int(max_share * total), 1000), query_empty=query_empty_columns(cfg),
+                       names_confirm=lambda a, b: names_could_confirm(a, b, cfg))
     if scope is None:
         log.info("%s reads the whole base: its changes reach past %.0f%% of the roles", date, 100 * max_share)
         return None

@@ -129,6 +129,14 @@ def repair_candidates(roles: pd.DataFrame, todo: np.ndarray, known_ids, cfg: dic
     return pd.concat(cands, ignore_index=True).drop_duplicates(["row", "id18"])
 
 
+def names_could_confirm(a, b, cfg: dict) -> np.ndarray:
+    """Pair by pair, whether a damaged number's holder named `a` could be repaired to a known ID whose
+    holder is named `b` (`repair_ids` asks at least `min_name_level`, or `min_name_level_without_birth`
+    when the record has no birth date), whatever the birth dates: the holders a daily scope must look at."""
+    rc = cfg["repair"]
+    return nm.name_levels(a, b) >= min(int(rc["min_name_level"]), int(rc["min_name_level_without_birth"]))
+
+
 def repair_ids(roles: pd.DataFrame, todo: np.ndarray, known: pd.DataFrame, cfg: dict,
                business_date: str) -> pd.DataFrame:
     """Repairs for the role rows `todo` (positions in `roles`).

@@ -47,7 +47,7 @@ class Scope:
 def find_scope(conn: sa.Connection, forms_table: sa.Table, block_cols: list[str], compare_cols: list[str],
                skip: dict[str, set[int]], seed_records: set[str], seed_roles: set[str], seed_index: pd.DataFrame,
                seed_forms: pd.DataFrame, variants, near_ids, reach, max_roles: int,
-               query_empty: dict[str, list[str]] | None = None) -> Scope | None:
+               query_empty: dict[str, list[str]] | None = None, names_confirm=None) -> Scope | None:
     """The scope of a date (module docstring); None when it grows past `max_roles` (the date then reads
     the whole base). `seed_index` / `seed_forms`: index and form rows of today's versions of the seed
     records (their old versions are read from the base); `skip`: per block column, the hashes of the
@@ -57,7 +57,9 @@ def find_scope(conn: sa.Connection, forms_table: sa.Table, block_cols: list[str]
     (columns `compare_cols`) prepared,
     a function of (query positions, target positions) telling which pairs can be kept candidates
     (`linkage.blocks.form_reach`); `query_empty`: per block column, the compare columns a form must have
-    empty to be a query of that pass (`linkage.blocks.query_empty_columns`).
+    empty to be a query of that pass (`linkage.blocks.query_empty_columns`); `names_confirm(a, b)`: pair by
+    pair, whether a damaged number's holder named `a` could be repaired to the ID of a holder named `b`
+    (`linkage.repair.names_could_confirm`; None: every holder of the ID range counts).
 
     Two kinds of roles: the work set (seeds, closed like the linker's W: `ScopeSearch._close_work`, and
     the possible queries sharing a block with it that reach it or that its queries reach) and the context
@@ -66,7 +68,7 @@ def find_scope(conn: sa.Connection, forms_table: sa.Table, block_cols: list[str]
     possible queries of its other rows' blocks. `ScopeSearch.widen` carries the same search on when the
     linker needs more (`Scope.search`)."""
     search = ScopeSearch(conn, forms_table, block_cols, compare_cols, skip, variants, near_ids, reach, max_roles,
-                         query_empty)
+                         query_empty, names_confirm)
     return search.grow(seed_records, seed_roles, seed_index, seed_forms)
 
 
@@ -76,10 +78,12 @@ class ScopeSearch:
 
     def __init__(self, conn: sa.Connection, forms_table: sa.Table, block_cols: list[str], compare_cols: list[str],
                  skip: dict[str, set[int]], variants, near_ids, reach, max_roles: int,
-                 query_empty: dict[str, list[str]] | None = None):
+                 query_empty: dict[str, list[str]] | None = None, names_confirm=None):
         self.conn, self.forms_table, self.block_cols, self.compare_cols = conn, forms_table, block_cols, compare_cols
         self.skip, self.variants, self.near_ids, self.reach, self.max_roles = skip, variants, near_ids, reach, max_roles
         self.query_empty = query_empty or {}
+        self.names_confirm = names_confirm
+        self.today_names: dict[str, str] = {}  # role -> name of today's version of a delivered role
         self.block_rows: dict[str, pd.DataFrame] = {}  # per block column, the forms of the blocks read (`_mates`)
         self.read_all: dict[str, set[str]] = {}  # ... the blocks read whole
         self.read_pq: dict[str, set[str]] = {}  # ... the blocks of which only the possible queries were read
@@ -115,6 +119,8 @@ class ScopeSearch:
         extra_rows = seed_index.reindex(columns=icols) if seed_index is not None and len(seed_index) else None
         extra_forms = (seed_forms.reindex(columns=["form_key", "role_key", *compare_cols, *block_cols])
                        if seed_forms is not None and len(seed_forms) else None)
+        if extra_forms is not None:
+            self.today_names.update(zip(extra_forms["role_key"], extra_forms["p_name_key"].fillna("").astype(str)))
         records, roles = set(records), set(roles)
         while True:
             records -= seen["record"]
@@ -188,16 +194,19 @@ class ScopeSearch:
         repairs = self.variants(sorted(broken))
         self.repairs.append(repairs)
         found["repair"] = set(db.select_in(conn, ix, "id_key", set(repairs["variant"]), ["role_key"])["role_key"])
-        prefixes = set(zip(rows["repair_prefix"], rows["repair_birth"])) - seen["prefix"] - {("", "")}
+        damaged = rows[rows["repair_prefix"] != ""]
+        names = self._names_of(set(damaged["role_key"]))
+        prefixes = {(p, b, n) for k, p, b in zip(damaged["role_key"], damaged["repair_prefix"], damaged["repair_birth"])
+                    for n in names.get(k, {""})} - seen["prefix"]
         seen["prefix"] |= prefixes
-        found["repair"] |= self._repair_holders(prefixes)
+        found["repair_range"] = self._repair_holders(prefixes)
         valid = {v for v in rows["id_key"] if len(v) == 18 and v.isalnum()} - seen["valid"]
         seen["valid"] |= valid
         if valid:
             index = self.near_ids(valid)
             hits = pd.concat([db.select_in(conn, ix, col, keys, ["role_key", "broken_id"])
                               for col, keys in index.keys().items()], ignore_index=True)
-            found["repair"] |= {r for r, b in zip(hits["role_key"], hits["broken_id"]) if index.near(b)}
+            found["near_id"] = {r for r, b in zip(hits["role_key"], hits["broken_id"]) if index.near(b)}
         # the Excel-damaged numbers whose kept digits head one of these IDs, and that could be repaired to one
         # of them (`_repairable_to`: a short head needs the birth date too), as the linker closes W; Excel may
         # have rounded the last digit it kept up (3.2010219880|5... shows as 3.2010219881E+17)
@@ -206,7 +215,7 @@ class ScopeSearch:
         damaged = db.select_in(conn, ix, "repair_prefix", heads, ["role_key", "repair_prefix", "repair_birth"])
         if len(damaged):
             ok = _repairable_to(damaged[["repair_prefix", "repair_birth"]].to_numpy(dtype=object), valid)
-            found["repair"] |= set(damaged.loc[ok, "role_key"])
+            found["damaged_head"] = set(damaged.loc[ok, "role_key"])
         return found
 
     def _close_work(self) -> None:
@@ -278,20 +287,51 @@ class ScopeSearch:
             ok &= forms[c].fillna("").astype(str) == ""
         return ok
 
-    def _repair_holders(self, prefixes: set[tuple[str, str]]) -> set[str]:
+    def _names_of(self, roles: set[str]) -> dict[str, set[str]]:
+        """The names of `roles` as stored (their `Q` form's) and, for delivered roles, as delivered today."""
+        out: dict[str, set[str]] = {}
+        if not roles:
+            return out
+        got = db.select_in(self.conn, self.forms_table, "form_key", {f"{r}|Q" for r in roles}, ["role_key", "p_name_key"])
+        for r, n in zip(got["role_key"], got["p_name_key"].fillna("").astype(str)):
+            out.setdefault(r, set()).add(n)
+        for r in roles & self.today_names.keys():
+            out.setdefault(r, set()).add(self.today_names[r])
+        return out
+
+    def _repair_holders(self, prefixes: set[tuple[str, str, str]]) -> set[str]:
         """The roles holding a citizen ID that an Excel-damaged number's kept digits (and, when they are too
         few, its holder's birth date) could be (`linkage.repair`), one index range each: the digits less
         the last shown (it may be rounded); with a birth date, the region's six digits and the birth date
-        (positions 7-14 of the ID), so the range is one day's holders, not the region's."""
-        ranges = {r for r in (_repair_range(p, birth) for p, birth in prefixes) if r is not None}
+        (positions 7-14 of the ID), so the range is one day's holders, not the region's. `prefixes`: (kept
+        digits, birth date, name of the damaged number's holder); of a range's holders only those whose
+        name could confirm the repair count (`names_confirm`): the others cannot change it, and a range
+        grows with the city (at 3M, 39,288 roles of a daily scope came in so)."""
+        ranges: dict[tuple[str, str], set[str]] = {}
+        for p, birth, name in prefixes:
+            r = _repair_range(p, birth)
+            if r is not None:
+                ranges.setdefault(r, set()).add(name)
         ph = "?" if self.conn.dialect.paramstyle == "qmark" else "%s"
-        sql = f"SELECT role_key FROM role_index WHERE id_key <> '' AND id_key >= {ph} AND id_key < {ph}"
+        forms = self.forms_table.name
+        sql = (f'SELECT i.role_key, f.p_name_key FROM role_index i LEFT JOIN "{forms}" f ON f.form_key = i.role_key || {ph} '
+               f"WHERE i.id_key <> '' AND i.id_key >= {ph} AND i.id_key < {ph}")
         out: set[str] = set()
-        for start, birth in sorted(ranges):
-            hit = self.conn.exec_driver_sql(sql + (f" AND substr(id_key, 7, 8) = {ph}" if birth else ""),
-                                            (start, start + ":", birth) if birth else (start, start + ":")).all()
+        for (start, birth), names in sorted(ranges.items()):
+            hit = self.conn.exec_driver_sql(sql + (f" AND substr(i.id_key, 7, 8) = {ph}" if birth else ""),
+                                            ("|Q", start, start + ":", birth) if birth else ("|Q", start, start + ":")).all()
             db.READ.add(db.role_index.name, len(hit))
-            out |= {h[0] for h in hit}
+            if not hit:
+                continue
+            keys = np.asarray([h[0] for h in hit], dtype=object)
+            if self.names_confirm is None:
+                out |= set(keys)
+                continue
+            held = np.asarray([h[1] or "" for h in hit], dtype=object)
+            ok = np.zeros(len(hit), dtype=bool)
+            for name in names:
+                ok |= self.names_confirm(np.full(len(held), name, dtype=object), held)
+            out |= set(keys[ok])
         return out
 
     def _blocks(self, extra_forms: pd.DataFrame | None) -> dict[str, set[str]]:

@@ -150,18 +150,23 @@ def test_a_valid_id_with_an_excel_tail_and_its_holder_find_each_other(db_url):
         assert other in records and "hukou|H9" not in records
 
 
-def _index_scope(url: str, index: pd.DataFrame, seed: str) -> set[str]:
-    """The records of the scope of `seed` in a base holding only the role index rows `index` (no forms, no
-    links: no fuzzy reach), loaded on first use."""
+def _index_scope(url: str, index: pd.DataFrame, seed: str, names: dict[str, str] | None = None,
+                 names_confirm=None) -> set[str]:
+    """The records of the scope of `seed` in a base holding only the role index rows `index` (no links: no
+    fuzzy reach), loaded on first use; `names`: role -> name, stored as the roles' `Q` forms (no blocks)."""
     engine = db.engine_for(url)
     with engine.begin() as conn:
         table = db.ensure_forms(conn, COLS)
         if not conn.execute(sa.select(sa.func.count()).select_from(db.role_index)).scalar():
             db.append_frame(conn, db.role_index, index)
+            if names:
+                db.append_frame(conn, table, pd.DataFrame(
+                    [{"form_key": k + "|Q", "role_key": k, "form": "Q", **{c: "" for c in COMPARE_COLUMNS},
+                      "p_name_key": n, "pq": "", **{c: None for c in COLS}} for k, n in names.items()]))
     none = lambda forms: (lambda q, t: np.zeros(len(q), dtype=bool))  # noqa: E731 - no fuzzy reach here
     with engine.connect() as conn:
         return find_scope(conn, table, COLS, COMPARE_COLUMNS, {}, {seed}, set(), pd.DataFrame(), pd.DataFrame(),
-                          _no_repairs, NearIDs, none, max_roles=1000).records
+                          _no_repairs, NearIDs, none, max_roles=1000, names_confirm=names_confirm).records
 
 
 
@@ -186,6 +191,32 @@ def test_a_valid_id_takes_in_only_the_excel_numbers_it_could_repair(db_url):
     records = _index_scope(db_url, index, "hukou|H1")
     assert "dibao|D1" in records and "dibao|D2" not in records
     assert "hukou|H1" in _index_scope(db_url, index, "dibao|D1")  # and the damaged number takes in the holder
+
+
+def test_an_excel_number_takes_in_only_the_holders_whose_names_could_confirm_its_repair(db_url):
+    """3.20102E+17 could be any ID of its region born on its holder's birth date, and in a city of millions
+    that is many holders; a repair needs the names to agree (`linkage.repair.names_could_confirm`: the same
+    name, or one that sounds alike), so the scope takes in only the holders so named. Without the name test
+    it takes in every holder of the range."""
+    from exchange.role_index import role_index
+    from linkage.base import role_keys
+    from linkage.ids import check_digit
+    from linkage.link import load_config
+    from linkage.repair import names_could_confirm
+    from tests.test_link import dibao, hukou, roles_of
+
+    ids = [(b + check_digit(b))[0] for b in (pd.Series([f"320102198805120{k}3"]) for k in (1, 2, 3))]
+    roles = roles_of(hukou=[hukou("H1", "周敏", ids[0], "19880512", xb="2", region="320102"),
+                            hukou("H2", "李强", ids[1], "19880512", xb="1", region="320102"),
+                            hukou("H3", "周民", ids[2], "19880512", xb="1", region="320102")],  # sounds alike
+                     dibao=[dibao("D1", "周敏", "3.20102E+17", "19880512", xb="2", region="320102")])
+    keys = role_keys(roles)
+    index = role_index(roles, keys, {})
+    names = dict(zip(keys, roles["name_key"]))
+    cfg = load_config()
+    records = _index_scope(db_url, index, "dibao|D1", names, lambda a, b: names_could_confirm(a, b, cfg))
+    assert {"hukou|H1", "hukou|H3"} <= records and "hukou|H2" not in records
+    assert "hukou|H2" in _index_scope(db_url, index, "dibao|D1")  # the range whole without the name test
 
 
 def test_a_valid_id_takes_in_an_excel_number_whose_last_digit_was_rounded_up(db_url):
