@@ -3,6 +3,11 @@
     .venv/bin/python benchmarks/scale.py --persons 100000 --days 2 [--seed 3] [--backend sqlite|postgresql|both]
         [--pg-url URL] [--work DIR] [--json OUT]
     .venv/bin/python benchmarks/scale.py --chart docs/scale.png --from-json a.json b.json ...
+    .venv/bin/python benchmarks/scale.py --persons N --work DIR --from-home HOME --days K
+
+`--from-home HOME` (SQLite): start from a copy of a home kept by `--keep-home` (its base and out/) and run
+only the next K daily dates of the city after the base's last date: a daily date of a large city measured
+again without its historical date (38 min at 3M).
 
 The city: `--work DIR` is reused when `DIR/landing/` exists (its `scale_city.json`, written when this script
 generated it, must agree with --persons and --seed), else `python -m fixtures.city` generates it into DIR.
@@ -43,6 +48,7 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -302,7 +308,7 @@ def run_date(city: Path, run_dir: Path, env: dict, date: str, kind: str, postmas
 
 
 def run_backend(backend: str, city: Path, dates: list[str], pg_url: str, scratch: Path,
-                keep_home: bool = False) -> list[dict]:
+                keep_home: bool = False, from_home: Path | None = None) -> list[dict]:
     """Every date of the city, in order, on a fresh home and database of `backend`; the rows per date.
     The home is removed afterwards (kept when a date fails, or with `keep_home` on SQLite: its base is then
     there for benchmarks/scope_lookup.py and benchmarks/index_load.py)."""
@@ -311,6 +317,10 @@ def run_backend(backend: str, city: Path, dates: list[str], pg_url: str, scratch
     home.mkdir()
     dagster_home.mkdir()
     (home / "landing").symlink_to((city / "landing").resolve(), target_is_directory=True)
+    if from_home is not None:  # the kept base and its outputs (yesterday's exports are today's start)
+        shutil.copy2(from_home / "popbase.db", home / "popbase.db")
+        if (from_home / "out").exists():
+            shutil.copytree(from_home / "out", home / "out")
     (dagster_home / "dagster.yaml").write_text(DAGSTER_YAML, encoding="utf-8")
     rows = []
     print(f"\n{backend}: home {home}", flush=True)
@@ -318,7 +328,7 @@ def run_backend(backend: str, city: Path, dates: list[str], pg_url: str, scratch
         env = child_env(home, db_url, dagster_home)
         postmaster = postmaster_pid(db_url) if backend == "postgresql" else None
         for i, date in enumerate(dates):
-            kind = "historical" if i == 0 else "daily"
+            kind = "historical" if i == 0 and from_home is None else "daily"
             row = run_date(city, run_dir, env, date, kind, postmaster)
             rows.append(row)
             print(f"  {date} {kind:<10} wall {row['wall_s']:7.1f} s  CPU {row['cpu_s']:7.1f} s  "
@@ -467,6 +477,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--json", type=Path, help="write the figures here")
     ap.add_argument("--keep-home", action="store_true",
                     help="keep the SQLite home and its base after the last date (for scope_lookup.py, index_load.py)")
+    ap.add_argument("--from-home", type=Path,
+                    help="SQLite: start from a copy of this kept home and run only the --days daily dates after its "
+                         "base's last date")
     ap.add_argument("--chart", type=Path, help="draw the chart from --from-json files into this PNG (needs matplotlib)")
     ap.add_argument("--from-json", type=Path, nargs="+", default=[], help="result files for --chart")
     args = ap.parse_args(argv)
@@ -487,9 +500,18 @@ def main(argv=None) -> int:
     scratch = city if args.work else Path(tempfile.gettempdir())  # where the homes go (a failed one is kept)
     try:
         info = city_for(city, args.persons, args.days, args.seed)
-        dates = landed_dates(city)[: args.days + 1]
-        if len(dates) < args.days + 1:
-            raise SystemExit(f"{city} has {len(dates)} landed date(s); --days {args.days} needs {args.days + 1}")
+        if args.from_home:
+            if backends != ["sqlite"]:
+                raise SystemExit("--from-home copies a SQLite base: use it with --backend sqlite")
+            with contextlib.closing(sqlite3.connect(args.from_home / "popbase.db")) as con:
+                last = con.execute("SELECT max(business_date) FROM runs").fetchone()[0] or ""
+            dates = [d for d in landed_dates(city) if d > last][: args.days]
+            if len(dates) < args.days:
+                raise SystemExit(f"{city} has {len(dates)} landed date(s) after {last}; --days {args.days} needs {args.days}")
+        else:
+            dates = landed_dates(city)[: args.days + 1]
+            if len(dates) < args.days + 1:
+                raise SystemExit(f"{city} has {len(dates)} landed date(s); --days {args.days} needs {args.days + 1}")
         switches = popbase_switches()
         if switches:
             print(f"passed on to every date: {switches}")
@@ -498,7 +520,7 @@ def main(argv=None) -> int:
                   "city": {"work": str(city), **info, "dates": dates}, "backends": {}}
         for backend in backends:
             result["backends"][backend] = run_backend(backend, city, dates, args.pg_url, scratch,
-                                                       keep_home=args.keep_home)
+                                                       keep_home=args.keep_home, from_home=args.from_home)
             print_table(backend, args.persons, result["backends"][backend])
             if args.json:  # after each backend: a later failure keeps what was measured
                 args.json.write_text(json.dumps(result, indent=1), encoding="utf-8")
