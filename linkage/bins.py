@@ -70,9 +70,10 @@ def edges_before_linking(R: pd.DataFrame, cfg: dict, model, business_date: str) 
 
     Possible queries counted from the roles alone (no usable ID, or a name or birth date that differs within
     the ID group) are too many: on a 200k-person city their reachable pairs joined 7 % of the roles into one
-    component, against 445 roles at most with the ID stage's. Reachable pairs are still a loose superset of the
-    kept ones: at 1M the largest component is 87,986 roles against 9,533 with the scored pairs, and finding
-    them costs more than linking (docs/benchmarks.md, "Bins found before linking"). A city without previous
+    component, against 445 roles at most with the ID stage's. With the targets in their actual forms and the
+    spouse feature bounded by the spouses' ID groups (`blocks.spouse_keys`) the largest component at 1M is
+    1,955 roles (87,986 before; 9,533 with the scored pairs), but finding them still costs more than linking:
+    every form prepared at once (docs/benchmarks.md, "Bins found before linking"). A city without previous
     persons or decisions (the historical date): a base that has them must add those groupings too."""
     n = len(R)
     anchored = _id_clusters(R, cfg)["anchored"]
