@@ -71,6 +71,15 @@ def main() -> int:
     if sc.search is not None:
         found, by_pass = sc.search.scope.found_by, sc.search.scope.read_by_pass
         print("roles first brought in by: " + ", ".join(f"{k} {v:,}" for k, v in sorted(found.items(), key=lambda kv: -kv[1])))
+        search = sc.search
+        for col, rows in sorted(search.block_rows.items(), key=lambda kv: -len(kv[1])):
+            if not len(rows):
+                continue
+            sizes = rows.groupby(col).size().sort_values(ascending=False)
+            whole, pq_only = len(search.read_all.get(col, ())), len(search.read_pq.get(col, ()))
+            print(f"  {col}: {whole:,} blocks read whole, {pq_only:,} for their possible queries only; "
+                  f"{len(rows):,} forms held; largest blocks {', '.join(f'{v:,}' for v in sizes.head(5))}; "
+                  f"blocks of 1,000+ forms {int((sizes >= 1000).sum()):,} holding {int(sizes[sizes >= 1000].sum()):,}")
         print("form rows read per pass: " + ", ".join(f"{k} {v:,}" for k, v in sorted(by_pass.items(), key=lambda kv: -kv[1])))
     print(f"peak memory of the process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20:.2f} GiB")
     if profiler:
