@@ -68,10 +68,10 @@ def main() -> int:
     print(f"scope of {args.date}: {len(sc.roles):,} roles in {len(sc.records):,} records, "
           f"{t2 - t1:.1f} s wall, {c2 - c1:.1f} s CPU{' (under cProfile)' if profiler else ''}")
     print(f"rows of the base read: {sum(read.values()):,} ({', '.join(f'{k} {v:,}' for k, v in read.items())})")
-    if sc.search is not None:
-        found, by_pass = sc.search.scope.found_by, sc.search.scope.read_by_pass
+    search = sc.search
+    if search is not None:
+        found, by_pass = search.scope.found_by, search.scope.read_by_pass
         print("roles first brought in by: " + ", ".join(f"{k} {v:,}" for k, v in sorted(found.items(), key=lambda kv: -kv[1])))
-        search = sc.search
         for col, rows in sorted(search.block_rows.items(), key=lambda kv: -len(kv[1])):
             if not len(rows):
                 continue

@@ -34,6 +34,7 @@ def role_keys(frame: pd.DataFrame) -> np.ndarray:
     k = frame[LINK_KEY].astype(str)
     return (k["BM"] + "|" + k["BH"] + "|" + k["YWZJ"] + "|" + k["JS"]).to_numpy(dtype=object)
 
+
 def usable_ids(roles: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """(the citizen ID of each role, "" for none; whether it carries another document's number): the two
     kinds of number the linker groups roles by (`linkage.link._id_clusters`), one definition for the ID
@@ -46,10 +47,10 @@ def usable_ids(roles: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return np.where(citizen, id18, "").astype(object), (status == "OTHER_DOC") & (id_norm != "")
 
 
-def id_group_keys(roles: pd.DataFrame) -> np.ndarray:
+def id_group_keys(roles: pd.DataFrame, usable: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """The ID group of each role, as the linker groups roles: its citizen ID, or `DOC:<ZJLX>|<number>` for
-    another document, "" for none (`usable_ids`)."""
-    citizen_id, doc = usable_ids(roles)
+    another document, "" for none. `usable`: `usable_ids(roles)`, when the caller has it already."""
+    citizen_id, doc = usable if usable is not None else usable_ids(roles)
     out = citizen_id.copy()
     if doc.any():
         zjlx = roles["ZJLX"].astype(str).str.strip().to_numpy(dtype=object)

@@ -14,7 +14,7 @@ from scipy.sparse.csgraph import connected_components
 from linkage.base import id_group_keys, usable_ids
 from linkage.incremental import _Reach
 from linkage.link import _id_clusters, _partner_rows
-from linkage.repair import excel_tail, repair_candidates
+from linkage.repair import repair_candidates, repairable
 
 
 def components(*groupings: np.ndarray, pairs: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
@@ -77,11 +77,9 @@ def edges_before_linking(R: pd.DataFrame, cfg: dict, model, business_date: str) 
     persons or decisions (the historical date): a base that has them must add those groupings too."""
     n = len(R)
     anchored = _id_clusters(R, cfg)["anchored"]
-    status = R["id_status"].astype(str).to_numpy(dtype=object)
     citizen_id, doc = usable_ids(R)
     # damaged IDs: each to one holder of every ID it could be repaired to (the ID group joins the rest)
-    broken = np.flatnonzero(np.isin(status, ["CHECKSUM", "FORMAT"]) | (R["id_damage"].astype(str).to_numpy() != "")
-                            | excel_tail(R))
+    broken = np.flatnonzero(repairable(R))
     holders = pd.Series(np.arange(n)[citizen_id != ""], index=citizen_id[citizen_id != ""])
     holders = holders[~holders.index.duplicated()]
     cand = repair_candidates(R, broken, holders.index, cfg, business_date)

@@ -17,7 +17,7 @@ import pandas as pd
 from linkage import fuzzy as fz
 from linkage.base import id_group_keys, usable_ids
 from linkage.link import _partner_rows, borrowed_place, query_id_evidence
-from linkage.repair import excel_tail
+from linkage.repair import repairable
 
 FORM_COLUMNS = ["form_key", "role_key", "form"]
 # what a form is compared on (the values `fuzzy.prepare` gives it), so that the scope can tell which
@@ -117,11 +117,7 @@ def spouse_keys(R: pd.DataFrame, partner: np.ndarray) -> np.ndarray:
     group key (`id_group_keys`) when that group is the only one it can join; "*" when its number could be
     repaired to another (broken, damaged or an Excel tail: `linkage.repair`). Two roles' spouses can agree
     only when `spouses_can_agree` says so."""
-    own = id_group_keys(R)
-    status = R["id_status"].astype(str).to_numpy(dtype=object)
-    repairable = (np.isin(status, ["CHECKSUM", "FORMAT"]) | (R["id_damage"].astype(str).to_numpy(dtype=object) != "")
-                  | excel_tail(R))
-    own = np.where(repairable, "*", own).astype(object)
+    own = np.where(repairable(R), "*", id_group_keys(R)).astype(object)
     return np.where(partner >= 0, own[np.maximum(partner, 0)], "").astype(object)
 
 

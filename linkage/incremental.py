@@ -46,7 +46,7 @@ from linkage.blocks import reach_bits, spouse_keys, spouses_can_agree
 from linkage.base import LINK_KEY, PERSON_COLUMNS, id_group_keys, rkid_for, role_keys, usable_ids
 from linkage.link import (DEFAULT_TABLE_ORDER, LinkResult, _canonical, _isin, _partner_rows, borrowed_place, link_roles,
                           query_id_evidence)
-from linkage.repair import excel_tail, repair_candidates
+from linkage.repair import repair_candidates, repairable
 
 FUZZY_METHODS = ("FUZZY", "POSSIBLE", "UNMATCHED")
 QUERY_METHODS = FUZZY_METHODS + ("MANUAL",)
@@ -341,8 +341,9 @@ class _Neighbourhood:
         self.N = len(U)
         self.timings: dict[str, float] = {}
         t = time.perf_counter()
-        self.citizen_id, doc = usable_ids(U)
-        self.id_key = id_group_keys(U)
+        usable = usable_ids(U)
+        self.citizen_id, doc = usable
+        self.id_key = id_group_keys(U, usable)
         # a record: table and business key, as one integer
         bh_code, bh_uniq = pd.factorize(U["BH"].astype(str).to_numpy(dtype=object))
         yw_code, yw_uniq = pd.factorize(U["YWZJ"].astype(str).to_numpy(dtype=object))
@@ -365,9 +366,7 @@ class _Neighbourhood:
         self.timings["ids_records"] = round(time.perf_counter() - t, 2)
         t = time.perf_counter()
         # damaged IDs of current rows and the IDs they could be repaired to
-        damage = U["id_damage"].astype(str).to_numpy(dtype=object)
-        status = U["id_status"].astype(str).to_numpy(dtype=object)
-        broken = np.flatnonzero(np.isin(status, ["CHECKSUM", "FORMAT"]) | (damage != "") | excel_tail(U))
+        broken = np.flatnonzero(repairable(U))
         known = pd.unique(self.citizen_id[self.citizen_id != ""])
         cand = repair_candidates(U, broken, list(known), cfg, business_date)
         code = self.citizen.code_of(cand["id18"].to_numpy(dtype=object)) if len(cand) else np.zeros(0, np.int64)

@@ -172,8 +172,9 @@ def _id_clusters(R: pd.DataFrame, cfg: dict) -> dict:
     id_norm = R["id_norm"].to_numpy(dtype=object)
     bh = R["BH"].to_numpy(dtype=object)
     police = np.isin(bh, POLICE_TABLES)
-    citizen = usable_ids(R)[0] != ""
-    key = id_group_keys(R)
+    usable = usable_ids(R)
+    citizen = usable[0] != ""
+    key = id_group_keys(R, usable)
     has = key != ""
     gid = np.full(n, -1, dtype=np.int64)
     gid[has] = _labels_by_first(key[has])

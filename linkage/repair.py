@@ -72,6 +72,14 @@ def excel_tail(roles: pd.DataFrame) -> np.ndarray:
             & id18.str.endswith("000")).to_numpy(dtype=bool)
 
 
+def repairable(roles: pd.DataFrame) -> np.ndarray:
+    """Roles whose number the repair may map to another person's ID: broken (wrong check digit or format),
+    damaged by Excel, or a valid ID with an Excel tail (`excel_tail`)."""
+    status = roles["id_status"].astype(str).to_numpy(dtype=object)
+    damage = roles["id_damage"].astype(str).to_numpy(dtype=object)
+    return np.isin(status, ["CHECKSUM", "FORMAT"]) | (damage != "") | excel_tail(roles)
+
+
 def repair_candidates(roles: pd.DataFrame, todo: np.ndarray, known_ids, cfg: dict,
                       business_date: str) -> pd.DataFrame:
     """Every (row, id18, how) a damaged ID of the rows `todo` could be repaired to: keystroke and 15-digit

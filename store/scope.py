@@ -194,9 +194,9 @@ class ScopeSearch:
         repairs = self.variants(sorted(broken))
         self.repairs.append(repairs)
         found["repair"] = set(db.select_in(conn, ix, "id_key", set(repairs["variant"]), ["role_key"])["role_key"])
-        damaged = rows[rows["repair_prefix"] != ""]
-        names = self._names_of(set(damaged["role_key"]))
-        prefixes = {(p, b, n) for k, p, b in zip(damaged["role_key"], damaged["repair_prefix"], damaged["repair_birth"])
+        excel = rows[rows["repair_prefix"] != ""]
+        names = self._names_of(set(excel["role_key"]))
+        prefixes = {(p, b, n) for k, p, b in zip(excel["role_key"], excel["repair_prefix"], excel["repair_birth"])
                     for n in names.get(k, {""})} - seen["prefix"]
         seen["prefix"] |= prefixes
         found["repair_range"] = self._repair_holders(prefixes)
