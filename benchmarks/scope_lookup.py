@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import hashlib
 import pstats
 import resource
 import sys
@@ -66,7 +67,8 @@ def main() -> int:
         return 1
     read = dict(sorted(db.READ.rows.items(), key=lambda kv: -kv[1]))
     print(f"scope of {args.date}: {len(sc.roles):,} roles in {len(sc.records):,} records, "
-          f"{t2 - t1:.1f} s wall, {c2 - c1:.1f} s CPU{' (under cProfile)' if profiler else ''}")
+          f"{t2 - t1:.1f} s wall, {c2 - c1:.1f} s CPU{' (under cProfile)' if profiler else ''}; digest of its "
+          f"roles {hashlib.sha256(chr(10).join(sorted(sc.roles)).encode()).hexdigest()[:12]} (equal scopes, equal digests)")
     print(f"rows of the base read: {sum(read.values()):,} ({', '.join(f'{k} {v:,}' for k, v in read.items())})")
     search = sc.search
     if search is not None:

@@ -131,21 +131,25 @@ def reach_bits(model: fz.FSModel, P: fz.Prepared, left: np.ndarray, right: np.nd
     """Which pairs (query form `left`, target form `right` of `P`) can reach the keep threshold at best:
     birth, sex, region and ID compared, the spouse feature at its best where the spouses can agree
     (`both_spouses`: `spouses_can_agree`), then name and address only while the pair can still reach it
-    (`linkage.incremental._Reach`)."""
+    and might still miss it (`linkage.incremental._Reach`): a pair at the threshold whatever they say is
+    not compared on them (`FSModel.min_bits`; the address comparison is most of the cost)."""
     lv = fz.compare_pairs(P, left, right, cuts, features=("birth", "sex", "region", "id"))
     b = np.zeros(len(left), dtype=np.float64)
     for f in ("birth", "sex", "region", "id"):
         b += model.feature_bits(P, left, f, lv[f])
     b += np.where(both_spouses, model.max_bits("partner"), 0.0)
     alive = np.ones(len(left), dtype=bool)
+    sure = np.zeros(len(left), dtype=bool)
     for i, f in enumerate(("name", "address")):
-        room = sum(model.max_bits(g) for g in ("name", "address")[i:])
-        alive &= b + room >= keep_min
+        rest = ("name", "address")[i:]
+        alive &= b + sum(model.max_bits(g) for g in rest) >= keep_min
+        sure |= alive & (b + sum(model.min_bits(g) for g in rest) >= keep_min)
+        alive &= ~sure
         sel = np.flatnonzero(alive)
         if not len(sel):
             break
         b[sel] += model.feature_bits(P, left[sel], f, fz.compare_pairs(P, left[sel], right[sel], cuts, features=(f,))[f])
-    return alive & (b >= keep_min)
+    return sure | (alive & (b >= keep_min))
 
 
 def form_reach(forms: pd.DataFrame, model: fz.FSModel, cfg: dict):
@@ -156,7 +160,8 @@ def form_reach(forms: pd.DataFrame, model: fz.FSModel, cfg: dict):
     n = len(both)
     frame = pd.DataFrame({"name_key": both["p_name_key"], "birth": both["p_birth"], "sex": both["p_sex"],
                           "region": both["p_region"], "address": both["p_address"]}).reset_index(drop=True)
-    P = fz.prepare(frame, np.zeros(n, dtype=bool), both["p_idk"].to_numpy(dtype=object), both["p_idv"].to_numpy(dtype=object))
+    P = fz.prepare(frame, np.zeros(n, dtype=bool), both["p_idk"].to_numpy(dtype=object), both["p_idv"].to_numpy(dtype=object),
+                   blocking=False)
     fzc = cfg["fuzzy"]
     keep_min = float(fzc.get("keep_min_bits", -10.0)) - model.log2_prior_odds
     spouses = both["p_spouse"].to_numpy(dtype=object)

@@ -133,13 +133,16 @@ def _address_numbers(u: str) -> str:
 
 
 def prepare(roles: pd.DataFrame, trust_id: np.ndarray, id_kind: np.ndarray, id_value: np.ndarray,
-            overrides: dict | None = None) -> "Prepared":
+            overrides: dict | None = None, blocking: bool = True) -> "Prepared":
     """Comparison frame, one row per role (positional, same order as `roles`).
 
     `trust_id`: the role's well-formed ID really is its holder's (so its embedded birth date and
     sex may stand in for missing fields). `id_kind`/`id_value`: the ID evidence the role brings:
     `V` a valid 18-digit ID, `B` a broken ID (15/18 characters), `P` a damaged ID's known prefix,
-    `""` none. `overrides`: column name -> values to use instead of the roles' own.
+    `""` none. `overrides`: column name -> values to use instead of the roles' own. `blocking=False`:
+    the compared fields only (`compare_pairs`, `FSModel.feature_bits`), without the blocking parts of
+    names, addresses and dates, which cost most of the preparing and that comparing forms found by
+    their stored block keys does not use (`linkage.blocks.form_reach`).
     """
     overrides = overrides or {}
 
@@ -157,6 +160,9 @@ def prepare(roles: pd.DataFrame, trust_id: np.ndarray, id_kind: np.ndarray, id_v
     birth, sex = _trusted(birth, sex, trust_id, col("id_birth"), col("id_sex"))
     region = _per_unique(col("region"), lambda u: u.strip() if len(u.strip()) == 6 and u.strip().isdigit() else "")
     address = _per_unique(col("address"), ad.normalise)
+    if not blocking:
+        return Prepared(pd.DataFrame({"name_key": key, "birth": birth, "sex": sex, "region": region, "address": address,
+                                      "idk": np.asarray(id_kind, dtype=object), "idv": np.asarray(id_value, dtype=object)}))
     P = pd.DataFrame(
         {
             "name_key": key,
@@ -477,6 +483,20 @@ class FSModel:
             return float(max(self.partner_bits.max(), 0.0))
         top = float(self.level_bits(f).max())
         return max(top, self.cap if f in ("name", "birth") else top, 0.0)
+
+    def min_bits(self, f: str) -> float:
+        """The least one feature can add (missing: 0; an exact name or birth date weighed by its term
+        frequency, a share of at most 1, adds at least log2 m): with `max_bits`, a pair whose other
+        features decide it needs this one not compared."""
+        if f == "id":
+            return float(min(self.id_bits.min(), 0.0))
+        if f == "partner":
+            return float(min(self.partner_bits.min(), 0.0))
+        low = float(self.level_bits(f).min())
+        if f in ("name", "birth"):
+            exact = {"name": 5, "birth": 4}[f]
+            low = min(low, float(np.clip(np.log2(self.m[f][exact]), -self.cap, self.cap)))
+        return min(low, 0.0)
 
     def bits(self, P: Prepared, left: np.ndarray, levels: dict[str, np.ndarray]) -> np.ndarray:
         """Total Bayes factor (log2) of each pair; missing features add nothing."""

@@ -375,8 +375,9 @@ class ScopeSearch:
         reach = self.reach(pool.reset_index(drop=True))
         where = pd.Index(pool["form_key"])
         pos_forms = where.get_indexer(forms["form_key"])
-        candidates: set[str] = set()
-        joins: set[str] = set()
+        # every pass's pairs first, then each distinct (query form, target form) pair tested once: a query and
+        # its candidate share blocks of several passes
+        ask_l, ask_r, ask_k, ask_join = [], [], [], []  # (query form, target form, role brought in, joins the work set)
         for col, fw, fp, mates in read:
             pos_mates = where.get_indexer(mates["form_key"])
             # qq / tq: whether the form can be a query of this pass (`query_empty`)
@@ -389,18 +390,27 @@ class ScopeSearch:
             # a possible query's candidates: the mates its forms can reach
             pairs = left[in_p.to_numpy() & left["qq"].to_numpy() & left["b"].isin(fp).to_numpy()].merge(right, on="b")
             pairs = pairs[pairs["qk"] != pairs["tk"]]
-            candidates |= set(pairs.loc[reach(pairs["q"].to_numpy(), pairs["t"].to_numpy()), "tk"])
+            ask_l.append(pairs["q"].to_numpy())
+            ask_r.append(pairs["t"].to_numpy())
+            ask_k.append(pairs["tk"].to_numpy(dtype=object))
+            ask_join.append(np.zeros(len(pairs), dtype=bool))
             # possible queries joining the work set: a mate reaching a work form, a work query reaching a mate
             pq_right = right[right["tk"].isin(self.is_pq).to_numpy()]
             pairs = left[in_w.to_numpy() & left["b"].isin(fw).to_numpy()].merge(pq_right, on="b")
             pairs = pairs[pairs["qk"] != pairs["tk"]]
-            q, t = pairs["q"].to_numpy(), pairs["t"].to_numpy()
-            hit = np.zeros(len(pairs), dtype=bool)
+            q, t, tk = pairs["q"].to_numpy(), pairs["t"].to_numpy(), pairs["tk"].to_numpy(dtype=object)
             fwd = pairs["tq"].to_numpy(dtype=bool)
-            hit[fwd] = reach(t[fwd], q[fwd])
-            back = pairs["qk"].isin(self.is_pq).to_numpy() & pairs["qq"].to_numpy(dtype=bool) & ~hit
-            hit[back] = reach(q[back], t[back])
-            joins |= set(pairs.loc[hit, "tk"])
+            back = pairs["qk"].isin(self.is_pq).to_numpy() & pairs["qq"].to_numpy(dtype=bool)
+            ask_l += [t[fwd], q[back]]
+            ask_r += [q[fwd], t[back]]
+            ask_k += [tk[fwd], tk[back]]
+            ask_join.append(np.ones(int(fwd.sum()) + int(back.sum()), dtype=bool))
+        ask = np.concatenate(ask_l).astype(np.int64) * len(pool) + np.concatenate(ask_r).astype(np.int64)
+        uniq, inverse = np.unique(ask, return_inverse=True)
+        ok = reach(uniq // len(pool), uniq % len(pool))[inverse]
+        brought, join = np.concatenate(ask_k), np.concatenate(ask_join)
+        candidates = set(brought[ok & ~join])
+        joins = set(brought[ok & join])
         self.work |= joins
         return {"pq_joins_work": joins, "candidates": candidates}
 

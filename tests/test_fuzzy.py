@@ -182,3 +182,38 @@ def test_pathological_block_is_bounded():
     fuzzy = ppfs == "FUZZY"
     assert fuzzy.sum() > 0
     assert (res_rk[fuzzy] == huk_rk[fuzzy]).mean() > 0.99
+
+
+def test_reach_bound_compares_only_what_can_decide_a_pair():
+    """`linkage.blocks.reach_bits` leaves out the name or address comparison of a pair the other features
+    already put at or under the threshold whatever those say (`FSModel.min_bits` / `max_bits`); its answer
+    must be the full sum's, at every threshold, and preparing the forms without the blocking parts must
+    compare them as preparing them whole does."""
+    from linkage.blocks import reach_bits
+
+    roles, _ = _pathological_roles(600)
+    model = link_roles(roles, None, None, None, "20260301", load_config()).model
+    rng = np.random.default_rng(5)
+    n = 400
+    births = np.array(["19900101", "19900110", "19901001", "19850302", "19900102", ""], dtype=object)
+    streets = np.array(["江苏省南京市玄武区中山路1号", "南京市玄武区中山路1号2室", "江苏省南京市鼓楼区北京西路9号",
+                        "上海市浦东新区世纪大道100号", ""], dtype=object)
+    names = np.array(["王伟", "王玮", "王小伟", "李娜", "张伟", "王□", ""], dtype=object)
+    frame = pd.DataFrame({"name_key": rng.choice(names, n),
+                          "birth": rng.choice(births, n), "sex": rng.choice(np.array(["1", "2", ""], dtype=object), n),
+                          "region": rng.choice(np.array(["320102", "320106", ""], dtype=object), n),
+                          "address": rng.choice(streets, n)})
+    idk = rng.choice(np.array(["", "V", "B"], dtype=object), n)
+    idv = np.where(idk == "", "", rng.choice(np.array(["320102199001010011", "320102199001010021"], dtype=object), n))
+    P = fz.prepare(frame, np.zeros(n, bool), idk, idv, blocking=False)
+    whole = fz.prepare(frame, np.zeros(n, bool), idk, idv)
+    left, right = rng.integers(0, n, 20_000), rng.integers(0, n, 20_000)
+    spouses = rng.random(len(left)) < 0.2
+    lv = fz.compare_pairs(P, left, right, None, features=("name", "birth", "sex", "region", "address", "id"))
+    lv_whole = fz.compare_pairs(whole, left, right, None, features=("name", "birth", "sex", "region", "address", "id"))
+    assert all((lv[f] == lv_whole[f]).all() for f in lv)
+    full = sum(model.feature_bits(P, left, f, lv[f]) for f in lv) + np.where(spouses, model.max_bits("partner"), 0.0)
+    assert model.min_bits("address") < 0 < model.max_bits("address")  # the shortcut has both sides to keep
+    for keep_min in np.quantile(full, [0.05, 0.25, 0.5, 0.75, 0.95]) + 1e-6:  # (off the sums' own values: their
+        got = reach_bits(model, P, left, right, spouses, None, float(keep_min))  # order of addition may differ)
+        assert (got == (full >= keep_min)).all(), keep_min
