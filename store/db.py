@@ -424,16 +424,22 @@ def select_in(conn: sa.Connection, table: sa.Table, column: str, values, cols: l
     head = (f"SELECT {', '.join(q + c + q for c in cols)} FROM {q}{table.name}{q} "
             f"WHERE {q}{column}{q} {filled}" + (f" AND {q}{equal[0]}{q} = {ph}" if equal else "") + f" AND {q}{column}{q} ")
     tail = (equal[1],) if equal else ()
-    parts = []
-    for start in range(0, len(values), SELECT_CHUNK):
-        chunk = values[start:start + SELECT_CHUNK]
-        if conn.dialect.name == "postgresql":
-            rows = conn.exec_driver_sql(head + f"= ANY({ph})", (*tail, chunk)).all()
-        else:
-            rows = conn.exec_driver_sql(head + f"IN ({', '.join([ph] * len(chunk))})", (*tail, *chunk)).all()
-        if rows:
-            parts.append(pd.DataFrame(rows, columns=cols, dtype=object))
-    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols, dtype=object)
+    rows: list[tuple] = []
+    # the driver's own cursor, in the connection's transaction: its plain tuples, not SQLAlchemy's rows
+    # (a scope reads about a million rows at 1M persons)
+    cur = conn.connection.driver_connection.cursor()
+    try:
+        for start in range(0, len(values), SELECT_CHUNK):
+            chunk = values[start:start + SELECT_CHUNK]
+            if conn.dialect.name == "postgresql":
+                cur.execute(head + f"= ANY({ph})", (*tail, chunk))
+            else:
+                cur.execute(head + f"IN ({', '.join([ph] * len(chunk))})", (*tail, *chunk))
+            rows += cur.fetchall()
+    finally:
+        cur.close()
+    frame = (pd.DataFrame({c: np.array(v, dtype=object) for c, v in zip(cols, zip(*rows))}) if rows
+             else pd.DataFrame(columns=cols, dtype=object))
     READ.add(table.name, len(frame))
     return _as_text(frame, table) if len(frame) else frame
 
