@@ -843,7 +843,8 @@ def candidate_pairs(P: Prepared, queries: np.ndarray, targets: np.ndarray, passe
 
     A pair is produced once even when several passes find it; self pairs are left out. Without
     `skip`, blocks whose pair count exceeds `max_pairs_per_block` are skipped (counted in `stats`;
-    their `block_hash`es are listed in `stats[pass]["skip_hashes"]`). With `skip` (pass name → sorted
+    their `block_hash`es are listed in `stats[pass]["skip_hashes"]`, with those of the blocks whose
+    targets alone exceed it: no query could be searched there). With `skip` (pass name → sorted
     uint64 block hashes, `FSModel.skip_blocks`), exactly the listed blocks are skipped, whatever their
     size today; the spouse pass (`partner`, whose keys are this run's entity numbers) then skips nothing.
     """
@@ -868,12 +869,17 @@ def candidate_pairs(P: Prepared, queries: np.ndarray, targets: np.ndarray, passe
         size = nq * nt
         live = size > 0
         if skip is None:
-            too_big = size > int(spec.get("max_pairs_per_block", max_pairs_per_block))
-            if too_big.any() and keys != ["partner"]:
-                rep = np.full(len(uniq), -1, dtype=np.int64)  # one member row per skipped block
+            cap = int(spec.get("max_pairs_per_block", max_pairs_per_block))
+            too_big = size > cap
+            # listed: the blocks skipped, and those too big for any query (1 x its targets > cap) that have
+            # none today, so that a query arriving there on a later date is skipped as it would have been
+            # today, and a daily date never reads more than `cap` forms of one block for one query
+            listed = too_big | (nt > cap)
+            if listed.any() and keys != ["partner"]:
+                rep = np.full(len(uniq), -1, dtype=np.int64)  # one member row per listed block
                 all_rows = np.concatenate([q_rows, t_rows])
                 rep[codes[::-1]] = all_rows[::-1]
-                hashes = block_hash(P, rep[too_big], keys)
+                hashes = block_hash(P, rep[listed], keys)
                 st["skip_hashes"] = sorted(set(st.get("skip_hashes", [])) | set(int(x) for x in hashes))
         elif keys == ["partner"] or not len(skip.get(pname, ())):
             too_big = np.zeros(len(uniq), dtype=bool)

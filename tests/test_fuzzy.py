@@ -119,6 +119,27 @@ def test_skipped_blocks_are_kept_and_reused():
     assert (0, 6) in pairs(max_pairs_per_block=1, skip={"a": kept["a"], "c": np.zeros(0, np.uint64)})
 
 
+def test_a_block_too_big_for_any_query_is_listed_without_one():
+    """A block whose targets alone exceed the cap has no query on the training date: it is listed all the
+    same, so that a query arriving there later is skipped as it would have been that day (and a daily date
+    never searches more than the cap's forms of one block)."""
+    roles = pd.DataFrame({"name_key": ["王伟", "李娜"] + ["赵六"] * 11, "birth": ["19900101"] * 2 + ["19800101"] * 11,
+                          "id_birth": [""] * 13, "sex": ["1"] * 13, "id_sex": [""] * 13, "region": ["320102"] * 13,
+                          "address": [""] * 13})
+    P = fz.prepare(roles, np.zeros(13, bool), np.full(13, "", object), np.full(13, "", object))
+    passes = [{"name": "c", "keys": ["birth"]}]
+    stats = {}
+    got = list(fz.candidate_pairs(P, np.array([0]), np.arange(13), passes, max_pairs_per_block=10, chunk_pairs=100,
+                                  stats=stats))
+    assert {(int(a), int(b)) for ls, rs in got for a, b in zip(ls, rs)} == {(0, 1)}  # today's pairs as before
+    assert stats["c"]["skipped_blocks"] == 0
+    listed = np.asarray(stats["c"]["skip_hashes"], dtype=np.uint64)
+    assert listed.tolist() == fz.block_hash(P, np.array([2]), ["birth"]).tolist()  # 1980's block, not 1990's
+    later = list(fz.candidate_pairs(P, np.array([2]), np.arange(13), passes, max_pairs_per_block=10, chunk_pairs=100,
+                                    skip={"c": listed}))
+    assert sum(len(a) for a, _ in later) == 0
+
+
 def test_model_keeps_its_skip_list():
     roles, _ = _pathological_roles(600)
     res = link_roles(roles, None, None, None, "20260301", load_config())
