@@ -74,7 +74,8 @@ def main() -> int:
     if search is not None:
         found, by_pass = search.scope.found_by, search.scope.read_by_pass
         print("roles first brought in by: " + ", ".join(f"{k} {v:,}" for k, v in sorted(found.items(), key=lambda kv: -kv[1])))
-        for col, rows in sorted(search.block_rows.items(), key=lambda kv: -len(kv[1])):
+        held = {col: search.held_forms(col) for col in search.block_at}
+        for col, rows in sorted(held.items(), key=lambda kv: -len(kv[1])):
             if not len(rows):
                 continue
             sizes = rows.groupby(col).size().sort_values(ascending=False)

@@ -84,7 +84,10 @@ class ScopeSearch:
         self.query_empty = query_empty or {}
         self.names_confirm = names_confirm
         self.today_names: dict[str, str] = {}  # role -> name of today's version of a delivered role
-        self.block_rows: dict[str, pd.DataFrame] = {}  # per block column, the forms of the blocks read (`_mates`)
+        # per block column, the frames of forms read (`_mates`), and where each block's forms are in them:
+        # block -> (frame, positions of its forms held, positions of its possible queries among them)
+        self.block_parts: dict[str, list[pd.DataFrame]] = {}
+        self.block_at: dict[str, dict[int, tuple[int, np.ndarray, np.ndarray]]] = {}
         self.read_all: dict[str, set[str]] = {}  # ... the blocks read whole
         self.read_pq: dict[str, set[str]] = {}  # ... the blocks of which only the possible queries were read
         self.scope = Scope(search=self)
@@ -227,11 +230,13 @@ class ScopeSearch:
         queries: `_blocks`.)"""
         self.work |= self.closure.close(self.work)
 
-    def _mates(self, col: str, fw: set[str], fp: set[str], mcols: list[str]) -> pd.DataFrame:
+    def _mates(self, col: str, fw: set, fp: set, mcols: list[str]) -> pd.DataFrame:
         """The forms of the blocks `fp` (all) and `fw` (possible queries only) of block column `col`. Each
         block is read once and kept (a chain of possible queries comes back to the same block round after
-        round): all its forms for a query's block, its possible queries for the work set's."""
-        cache = self.block_rows.get(col)
+        round): all its forms for a query's block, its possible queries for the work set's. A round finds
+        its blocks' forms by position (`block_at`), not by scanning all that earlier rounds read."""
+        parts = self.block_parts.setdefault(col, [])
+        at = self.block_at.setdefault(col, {})
         read_all = self.read_all.setdefault(col, set())
         read_pq = self.read_pq.setdefault(col, set())
         new_all, new_pq = fp - read_all, (fw - fp) - read_all - read_pq
@@ -240,15 +245,35 @@ class ScopeSearch:
                         ignore_index=True)
         self.is_pq |= set(got.loc[got["pq"] == "1", "role_key"])  # (whether they search: `_relations`)
         self.scope.read_by_pass[col] = self.scope.read_by_pass.get(col, 0) + len(got)
-        if cache is not None and new_all & read_pq:  # read whole now: its possible queries are in `got`
-            cache = cache[~cache[col].isin(new_all & read_pq).to_numpy()]
-        cache = got if cache is None else pd.concat([cache, got], ignore_index=True)
-        self.block_rows[col] = cache
+        if len(got):  # a block read whole now replaces its possible queries read before
+            parts.append(got)
+            codes, blocks = pd.factorize(got[col].to_numpy(dtype=object))
+            order = np.argsort(codes, kind="stable")
+            edges = np.searchsorted(codes[order], np.arange(len(blocks) + 1))
+            pq = (got["pq"] == "1").to_numpy()
+            for i, b in enumerate(blocks):
+                pos = order[edges[i]:edges[i + 1]]
+                at[b] = (len(parts) - 1, pos, pos[pq[pos]])
         read_all |= new_all
         read_pq -= new_all
         read_pq |= new_pq
-        b = cache[col]
-        return cache[(b.isin(fp) | (b.isin(fw) & (cache["pq"] == "1"))).to_numpy()]
+        want: dict[int, list[np.ndarray]] = {}
+        for b in fp:
+            if b in at:
+                want.setdefault(at[b][0], []).append(at[b][1])
+        for b in fw - fp:
+            if b in at:
+                want.setdefault(at[b][0], []).append(at[b][2])
+        if not want:
+            return pd.DataFrame(columns=[*mcols, col], dtype=object)
+        return pd.concat([parts[p].iloc[np.concatenate(pos)] for p, pos in want.items()], ignore_index=True)
+
+    def held_forms(self, col: str) -> pd.DataFrame:
+        """The forms of block column `col` read so far (for `benchmarks/scope_lookup.py`)."""
+        parts, at = self.block_parts.get(col, []), self.block_at.get(col, {})
+        if not at:
+            return pd.DataFrame(columns=["form_key", "role_key", "pq", col], dtype=object)
+        return pd.concat([parts[p].iloc[pos] for p, pos, _ in at.values()], ignore_index=True)
 
     def _query_of(self, forms: pd.DataFrame, col: str) -> pd.Series:
         """Which of `forms` can be a query of the pass of block column `col` (`query_empty`)."""
