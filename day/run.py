@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -283,19 +282,14 @@ def write_date_outputs(settings: Settings, engine: sa.Engine, date: str,
         raise RuntimeError(f"business date {date} has not been processed: nothing to write")
     with engine.connect() as conn:
         if isinstance(after, scoped.Touched) and outputs_complete(settings, after.previous):
-            # the exports merged in a thread while this one writes the task files: the merge is Arrow's
-            # (it lets go of the interpreter), the task files are Python's, so the two share the cores
-            with ThreadPoolExecutor(max_workers=1) as pool:
-                merged = pool.submit(outputs.merge_exports, settings.home, after.previous, date,
-                                     base.persons_of(conn, after.rkids), after.rkids,
-                                     base.links_of(conn, after.role_keys), after.role_keys)
-                tasks = outputs.write_task_outputs(settings.home, base.open_tasks(conn), date)
-                exports = merged.result()
+            exports = outputs.merge_exports(settings.home, after.previous, date, base.persons_of(conn, after.rkids),
+                                            after.rkids, base.links_of(conn, after.role_keys), after.role_keys)
+            tasks = base.open_tasks(conn)
         else:
             persons, links, tasks = ((after.persons, after.links, after.tasks) if isinstance(after, BaseState) else
                                      (base.live_persons(conn), base.all_links(conn), base.open_tasks(conn)))
             exports = outputs.write_exports(settings.home, persons, links, date)
-            tasks = outputs.write_task_outputs(settings.home, tasks, date)
+        tasks = outputs.write_task_outputs(settings.home, tasks, date)
         rejected = base.date_rejects(conn, date)
         rejects = outputs.write_rejects_files(settings.home, rejected, date)
         receipts = outputs.write_receipts(settings.home, rejected, date)
