@@ -221,6 +221,7 @@ def commit(settings: Settings, engine: sa.Engine, staged: StageResult,
                                city_figures_later=settings.scoped_dates)
             clock.step("process")
         else:
+            sc.drop_search()  # the scope is final: what its lookups read and kept goes before the writes
             state = sc.state
             state = replace(state, tasks=base.bump_raised(conn, state.last_run, date, state.tasks))
         rejected = _rejected_rows(date, new_files, folder, frames, res.rejects)
