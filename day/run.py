@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import sqlalchemy as sa
 
 from catalog import RETURN_TABLE
@@ -38,6 +39,11 @@ from store import base, db
 from store.lock import run_lock
 
 log = logging.getLogger("popbase")
+
+# Arrow allocates from the C library's heap rather than its own pool: the memory pandas frees during a date is
+# then reused by Arrow's buffers (staging's Parquet, the exports merged at the end) instead of adding to it (the
+# 1M daily date's peak 1.62 -> 1.43 GiB with `outputs.MERGE_ROWS` at 100k, docs/benchmarks.md)
+pa.set_memory_pool(pa.system_memory_pool())
 
 
 @dataclass

@@ -100,7 +100,7 @@ def merge_exports(home: Path, previous: str, date: str, persons: pd.DataFrame, r
     return paths
 
 
-MERGE_ROWS = 250_000  # rows of a previous export read at a time by `merge_exports`
+MERGE_ROWS = 100_000  # rows of a previous export read at a time by `merge_exports` (its memory beside the date's)
 
 
 def _merged(old: pq.ParquetFile, fresh: pa.Table, drop: pa.Array, order: list[str]):
