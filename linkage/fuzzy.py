@@ -426,6 +426,9 @@ def compare_pairs(P: Prepared, left: np.ndarray, right: np.ndarray, address_cuts
 
 
 # ------------------------------------------------------------------------------------------ model
+TF_EXACT = {"name": 5, "birth": 4}  # the exact level of the features weighed by their values' frequency
+
+
 @dataclass
 class FSModel:
     """Fellegi–Sunter model: per-level m and u probabilities, TF tables, fixed ID weights."""
@@ -464,9 +467,9 @@ class FSModel:
         else:
             table = np.append(self.level_bits(f), 0.0)  # index -1 → 0 bits
         out = table[lv]
-        tf_spec = {"name": ("name_key", self.name_tf, 5), "birth": ("birth", self.birth_tf, 4)}.get(f)
+        tf_spec = {"name": ("name_key", self.name_tf), "birth": ("birth", self.birth_tf)}.get(f)
         if tf_spec is not None and not tf_spec[1].empty:
-            col, tf, exact = tf_spec
+            (col, tf), exact = tf_spec, TF_EXACT[f]
             sel = np.flatnonzero(lv == exact)
             if len(sel):
                 share = tf.reindex(P.cols[col][left[sel]]).to_numpy(dtype=np.float64)
@@ -493,9 +496,8 @@ class FSModel:
         if f == "partner":
             return float(min(self.partner_bits.min(), 0.0))
         low = float(self.level_bits(f).min())
-        if f in ("name", "birth"):
-            exact = {"name": 5, "birth": 4}[f]
-            low = min(low, float(np.clip(np.log2(self.m[f][exact]), -self.cap, self.cap)))
+        if f in TF_EXACT:
+            low = min(low, float(np.clip(np.log2(self.m[f][TF_EXACT[f]]), -self.cap, self.cap)))
         return min(low, 0.0)
 
     def bits(self, P: Prepared, left: np.ndarray, levels: dict[str, np.ndarray]) -> np.ndarray:
