@@ -179,9 +179,9 @@ class ScopeSearch:
         persons = set(lk["RKID"]) - {""}
         dec = _decisions(conn, persons, set(rows["record"]))
         self.closure.add_decisions(dec)
-        self.decided_roles |= set(db.role_key(dec)) if len(dec) else set()
-        persons |= set(dec["RKID"])
         found["decision"] = set(db.role_key(dec))
+        self.decided_roles |= found["decision"]
+        persons |= set(dec["RKID"])
         persons -= seen["person"]
         seen["person"] |= persons
         persons |= _merged_into(conn, persons, seen["person"])
@@ -428,6 +428,7 @@ class _WorkClosure:
         self.closed: set[str] = set()  # roles of the work set, among those read
         self.values: dict[str, set[str]] = {"record": set(), "id": set(), "person": set(), "broken": set()}
         self.fresh: list[str] = []  # roles added since the last `close`
+        self.prefixes_closed = 0  # `prefixes` before this position were there at the last `close`
         self.repinned: list[str] = []  # roles with a decision read since the last `close`
 
     def add_rows(self, rows: pd.DataFrame) -> None:
@@ -466,8 +467,8 @@ class _WorkClosure:
         values, by = self.values, self.by
         todo = [k for k in self.fresh if k in self.rows and self._joins(k, work)]
         todo += [k for k in work - self.closed if k in self.rows]
-        fresh = set(self.fresh)
-        fresh_prefix = [i for i, k in enumerate(self.prefix_roles) if k in fresh]
+        fresh_prefix = range(self.prefixes_closed, len(self.prefixes))
+        self.prefixes_closed = len(self.prefixes)
         if fresh_prefix and values["id"]:  # new damaged numbers repairable to an ID of the work set
             ok = _repairable_to(np.asarray([self.prefixes[i] for i in fresh_prefix], dtype=object), values["id"])
             todo += [self.prefix_roles[i] for i, hit in zip(fresh_prefix, ok) if hit]
