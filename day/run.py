@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -136,6 +137,7 @@ def mend_outputs(settings: Settings, engine: sa.Engine) -> str:
 
 
 GATES_IN_WORKERS_FROM_ROWS = 200_000  # a date delivering this many rows gates its files in worker processes
+GATES_BESIDE_FROM_ROWS = 2_000  # a daily date delivering this many rows gates them beside its commit (`gates_beside`)
 
 
 def _gate(parquet: Path, table: str, incremental: bool, thresholds: dict) -> QualityResult:
@@ -165,6 +167,44 @@ def check(settings: Settings, staged: StageResult) -> Gates:
     return gates
 
 
+def gates_beside(settings: Settings, engine: sa.Engine, staged: StageResult) -> bool:
+    """Whether the gates run in a worker process beside the date's commit instead of before it: on a daily
+    date (the base has dates), when a spare core exists and this process has not imported GX yet. Most of
+    what a daily date's gates cost is then importing GX (about 2.5 s: the 1M daily date's `gates` step),
+    which the worker pays while the date reads its scope. Only from `GATES_BESIDE_FROM_ROWS` rows: a
+    worker's start costs about as much, so it pays only where the commit outlasts it (a small city's
+    date does not); a large delivery is gated side by side in workers already (`check`)."""
+    rows = sum(f.received_rows for f in staged.files if f.status == "staged")
+    return (settings.scoped_dates and GATES_BESIDE_FROM_ROWS <= rows < GATES_IN_WORKERS_FROM_ROWS
+            and workers.spare_cores() > 0
+            and "great_expectations" not in sys.modules and bool(base.processed_dates(engine)))
+
+
+class GatesLater:
+    """The gates of a date running in a worker process (`gates_beside`) while its commit proceeds. `due()`
+    waits for them and raises `DateBlocked` on a structural error; the commit calls it before it writes
+    anything, so a blocked date leaves the base as it was (its transaction is rolled back)."""
+
+    def __init__(self, settings: Settings, staged: StageResult, result: DateResult):
+        self.result = result
+        self.pool = workers.spawned(1)
+        self.future = self.pool.submit(check, settings, staged)
+        self.waited = False
+
+    def due(self) -> None:
+        if not self.waited:
+            self.waited = True
+            try:
+                self.result.gates = self.future.result()
+            finally:
+                self.pool.shutdown(wait=False, cancel_futures=True)
+        if self.result.gates.errors:
+            raise DateBlocked(self.result)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
 def refuse_late_files(staged: StageResult, latest_processed: str) -> None:
     """New batches in the folder of a date before the latest processed one are refused: applied now they
     would act after a later date (closing its tasks, re-baselining to an older state)."""
@@ -179,12 +219,15 @@ def refuse_late_files(staged: StageResult, latest_processed: str) -> None:
 
 
 def commit(settings: Settings, engine: sa.Engine, staged: StageResult,
-           exceptions: list[dict] | None = None, clock: _Clock | None = None) -> tuple[dict, BaseState | None]:
+           exceptions: list[dict] | None = None, clock: _Clock | None = None,
+           before_write=None) -> tuple[dict, BaseState | None]:
     """Apply, link and verify the date's new batches and write it all, with the rows rejected and the
     date's exceptions, in one transaction. `staged` is classified already (replays, re-runs and late
     batches are not "staged"). Returns (run summary, the base as written, None when nothing changed,
     `scoped.Touched` when the date read only what its deliveries reach: what its outputs must replace).
-    `clock`: told the end of each of its parts (scope or whole-base read, process, write, index)."""
+    `clock`: told the end of each of its parts (scope or whole-base read, process, write, index).
+    `before_write`: called before anything is written (gates still running: `GatesLater.due`); it may raise,
+    and the transaction is then rolled back."""
     date = staged.business_date
     clock = clock or _Clock({}, {})
     new_files = [f for f in staged.files if f.status == "staged"]
@@ -230,6 +273,9 @@ def commit(settings: Settings, engine: sa.Engine, staged: StageResult,
             sc.drop_search()  # the scope is final: what its lookups read and kept goes before the writes
             state = sc.state
             state = replace(state, tasks=base.bump_raised(conn, state.last_run, date, state.tasks))
+        if before_write is not None:
+            before_write()
+            clock.step("gates (waited)")
         rejected = _rejected_rows(date, new_files, folder, frames, res.rejects)
         base.write_base(conn, state, res.state, res.audit, res.batches, date, res.summary, rejects=rejected)
         clock.step("write")
@@ -319,7 +365,8 @@ def write_date_outputs(settings: Settings, engine: sa.Engine, date: str,
 def run_one(settings: Settings, engine: sa.Engine, date: str, *, write_outputs: bool = True,
             quality_gates: bool = True, late_folders: list[str] = ()) -> DateResult:
     """Stage, check, commit and write the outputs of one date (no lock: the caller holds it).
-    `late_folders`: earlier dates refused as late, reported with this date."""
+    `late_folders`: earlier dates refused as late, reported with this date. The gates run before the
+    commit, or beside it in a worker (`gates_beside`), awaited before it writes."""
     started = time.perf_counter()
     read_before = dict(db.READ.rows)
     thresholds = load_thresholds(settings.quality_config)
@@ -328,19 +375,30 @@ def run_one(settings: Settings, engine: sa.Engine, date: str, *, write_outputs: 
     clock = _Clock(steps, peaks)
     staged = staging.stage(settings.home, date, staging.Guards.from_config(thresholds))
     clock.step("stage")
-    result = DateResult(date, staged, check(settings, staged) if quality_gates else Gates(), steps=steps,
-                        step_peaks=peaks)
-    clock.step("gates")
-    if result.gates.errors:
+    result = DateResult(date, staged, Gates(), steps=steps, step_peaks=peaks)
+    later = GatesLater(settings, staged, result) if quality_gates and gates_beside(settings, engine, staged) else None
+    try:
+        if quality_gates and later is None:
+            result.gates = check(settings, staged)
+        clock.step("gates")
+        if result.gates.errors:
+            raise DateBlocked(result)
+        latest_before = max(base.processed_dates(engine), default="")
+        late = [e for d in late_folders for e in exceptions.late_folder(settings.landing, d, latest_before)]
+        staging.classify_batches(staged, base.processed_batches(engine), date)
+        refuse_late_files(staged, latest_before)
+        result.exceptions = exceptions.of_date(staged, thresholds) + late
+        clock.step("classify")
+        result.summary, after = commit(settings, engine, staged, result.exceptions, clock,
+                                       before_write=later.due if later is not None else None)
+        if later is not None:  # a re-run with nothing new wrote nothing, but its gates are still reported
+            later.due()
+    except DateBlocked:
         result.seconds = time.perf_counter() - started
-        raise DateBlocked(result)
-    latest_before = max(base.processed_dates(engine), default="")
-    late = [e for d in late_folders for e in exceptions.late_folder(settings.landing, d, latest_before)]
-    staging.classify_batches(staged, base.processed_batches(engine), date)
-    refuse_late_files(staged, latest_before)
-    result.exceptions = exceptions.of_date(staged, thresholds) + late
-    clock.step("classify")
-    result.summary, after = commit(settings, engine, staged, result.exceptions, clock)
+        raise
+    finally:
+        if later is not None:
+            later.close()
     clock.last = time.perf_counter()
     result.committed = after is not None
     result.commit_rows_read = db.READ.since(read_before)

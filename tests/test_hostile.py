@@ -368,3 +368,43 @@ def test_the_cli_says_why_a_blocked_date_failed(home, tmp_path, monkeypatch):
     assert result.exit_code == 1
     assert f"business date {d0} is blocked" in result.output and "invalid JSON" in result.output
     assert "max_retries" not in result.output
+
+
+def test_gates_run_beside_the_commit_block_a_bad_date_and_leave_the_base_as_it_was(home, db_url, monkeypatch):
+    """Gates in a worker beside the commit (`gates_beside`, forced here: a test process has imported GX):
+    a daily delivery GX finds structurally broken (a catalogue column left out, which staging lets pass)
+    blocks the date after its scope and process ran, and the base is what it was; the same date delivered
+    sound is committed with its gates' findings."""
+    from day import run as day_run
+
+    d0, d1, _ = landed_dates(home)
+    sound = home.parent / "sound"
+    shutil.copytree(home / "landing" / "police" / d1, sound)
+    monkeypatch.setattr(day_run, "gates_beside", lambda settings, engine, staged: staged.business_date == d1)
+    folder, f = _table_file(home, "police", d1, "hukou")
+    spoilt = folder.parent / "spoilt"
+    shutil.copytree(folder, spoilt)
+    data = (spoilt / f["path"]).read_bytes()
+    newline = "\r\n" if b"\r\n" in data else "\n"
+    rows = [line.split(",") for line in data.decode("gb18030").split(newline)]
+    left_out = rows[0].index("MZ")
+    replace_file(spoilt, f["path"], newline.join(",".join(r[:left_out] + r[left_out + 1:]) if len(r) > left_out
+                                                 else ",".join(r) for r in rows).encode("gb18030"))
+    settings = settings_for(home, db_url)
+    engine = db.engine_for(db_url)
+    run_dates(settings, [d0])
+    before = snapshot(engine)
+    shutil.rmtree(folder)
+    spoilt.rename(folder)
+    with pytest.raises(DateBlocked, match=f["path"]) as blocked:
+        run_dates(settings, [d1])
+    assert any("MZ" in e for e in blocked.value.result.gates.errors)
+    assert_same(before, snapshot(engine))
+    assert processed_dates(engine) == [d0]
+    # the same date delivered sound: gated beside its commit, it is committed with every file's rates
+    shutil.rmtree(folder)
+    shutil.copytree(sound, folder)
+    beside = run_dates(settings, [d1])[d1]
+    assert beside.committed and not beside.gates.errors
+    assert set(beside.gates.rates) == {f"{x.department}/{x.path}" for x in beside.staged.files
+                                       if x.status == "staged" and x.table != "verification_tasks"}
