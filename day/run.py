@@ -407,10 +407,14 @@ def run_one(settings: Settings, engine: sa.Engine, date: str, *, write_outputs: 
     for e in result.exceptions:
         log.warning("%s %s %s: %s. %s", date, e["department"], e.get("file") or e.get("batch_id"), e["cause"],
                     e["next_step"])
-    if write_outputs and outputs_due(settings, date, latest_before):
-        result.outputs = write_date_outputs(settings, engine, date, after)
-    elif write_outputs:
-        log.info("outputs of %s kept as they are: later dates have been processed since", date)
+    checkpoint = db.Checkpoint(engine)  # the log the commit left, copied beside the outputs (`db.one_transaction`)
+    try:
+        if write_outputs and outputs_due(settings, date, latest_before):
+            result.outputs = write_date_outputs(settings, engine, date, after)
+        elif write_outputs:
+            log.info("outputs of %s kept as they are: later dates have been processed since", date)
+    finally:
+        checkpoint.join()
     clock.step("outputs")
     log.info("%s in steps: %s", date, ", ".join(f"{k} {v:.1f} s (peak {peaks[k]:.1f} GiB)" for k, v in steps.items()))
     result.rows_read = db.READ.since(read_before)

@@ -118,3 +118,24 @@ def test_a_whole_base_transaction_on_sqlite_is_journalled_and_dies_without_a_tra
         assert conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
     engine.dispose()
+
+
+def test_a_daily_transaction_leaves_the_log_to_a_checkpoint_beside_the_outputs(tmp_path):
+    """A daily date's commit does not copy the write-ahead log into the database (SQLite would on the commit
+    that passes 1000 pages): the database file keeps its size until `db.Checkpoint` copies the log, and the
+    connection's automatic checkpoint is back afterwards, for whatever else writes."""
+    path = tmp_path / "base.db"
+    engine = db.make_engine(f"sqlite:///{path}")
+    size = path.stat().st_size
+    with db.one_transaction(engine) as conn:
+        for i in range(10_000):  # about 5 MB: beyond the 1000 pages that trigger the automatic checkpoint
+            conn.exec_driver_sql("INSERT INTO meta VALUES (?, ?)", (f"k{i}", "x" * 500))
+    assert path.stat().st_size == size and path.with_name("base.db-wal").stat().st_size > 4096 * 1000
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == db.WAL_AUTOCHECKPOINT
+    checkpoint = db.Checkpoint(engine)
+    checkpoint.join()
+    assert path.stat().st_size > size + 1_000_000
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM meta WHERE key LIKE 'k%'").scalar() == 10_000
+    engine.dispose()
