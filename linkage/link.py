@@ -1024,6 +1024,12 @@ def link_roles(roles: pd.DataFrame, persons_prev: pd.DataFrame | None, links_pre
     t = time.perf_counter()
     fstats: dict = {}
     cand = _score_candidates(P, queries, entity, model, cfg, fstats)
+    if trained_here and model.source == "em":  # no labels: the prior from the data, then the pairs scored with it
+        configured = model.prior_has_match
+        model.prior_has_match = fz.estimate_matches_per_query(cand, len(queries), model)
+        model.meta["prior_has_match"] = {"configured": configured, "estimated": round(model.prior_has_match, 4)}
+        fstats = {}
+        cand = _score_candidates(P, queries, entity, model, cfg, fstats)
     timings["fuzzy_score"] = time.perf_counter() - t
     t = time.perf_counter()
     asg = _assign_queries(cand, queries, entity, n_anchor, cluster, upper, lower, model.log2_prior_odds,

@@ -145,8 +145,8 @@ def _random_person(rng) -> tuple[str, str, str, str]:
 
 
 def test_latin_name_links_without_any_id():
-    """No ID anywhere (FEBRL-like): the model is trained by EM, and a record with the tokens swapped and a
-    typo still finds the other record of its person."""
+    """No ID anywhere (FEBRL-like): the model is trained by EM, its prior estimated from the data, and a
+    record with the tokens swapped and a typo still finds the other record of its person."""
     rng = np.random.default_rng(11)
     hk, db = [], []
     for i in range(1200):
@@ -163,6 +163,9 @@ def test_latin_name_links_without_any_id():
     assert d7["RKID"] == rk(res, "hukou", "H7")["RKID"] and d7["PPFS"] in ("FUZZY", "POSSIBLE")
     same = [rk(res, "dibao", f"D{i}")["RKID"] == rk(res, "hukou", f"H{i}")["RKID"] for i in range(0, 1200, 2)]
     assert np.mean(same) > 0.99
+    # the prior is the data's: every record is a query, and 2 x 601 of the 1,801 have one match each
+    prior = res.stats["model"]["prior_has_match"]
+    assert prior["configured"] == 0.5 and abs(prior["estimated"] - 2 * 601 / 1801) < 0.05
 
 
 def test_latin_passes_index_like_the_others():
