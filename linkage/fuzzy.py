@@ -1014,9 +1014,9 @@ def estimate_matches_per_query(cand: pd.DataFrame, n_queries: int, model: FSMode
     """The prior's expected number of matching entities per query (`FSModel.prior_has_match`), estimated
     from the data: the fixed point of mu = the queries' mean sum of pair posteriors, each pair's prior odds
     being mu / n_entities (EM for the mixing weight with the comparisons' weights held, as Splink estimates
-    the probability that two random records match). Used where nothing labels the data (an EM-trained
-    model: no ID numbers to learn from), in place of a configured guess: on FEBRL3, where most records
-    have several duplicates, the configured 0.5 left 134 persons split (docs/benchmarks.md). `cand`: the
+    the probability that two random records match), in place of a configured guess: on FEBRL3, where most
+    records have several duplicates, the configured 0.5 left 134 persons split, and on the generated city
+    (0.99 estimated) it left 11 correct links in the grey zone for a clerk (docs/benchmarks.md). `cand`: the
     queries' scored candidates (`score_queries`: bits per (query, entity)); `n_queries` counts the queries
     without any candidate too (their posteriors are 0)."""
     bits = cand["bits"].to_numpy(dtype=np.float64)

@@ -1024,7 +1024,9 @@ def link_roles(roles: pd.DataFrame, persons_prev: pd.DataFrame | None, links_pre
     t = time.perf_counter()
     fstats: dict = {}
     cand = _score_candidates(P, queries, entity, model, cfg, fstats)
-    if trained_here and model.source == "em":  # no labels: the prior from the data, then the pairs scored with it
+    # the prior from the data (`fuzzy.estimate_matches_per_query`), then the pairs scored with it; not where
+    # there are too few people to learn from (`train_model` keeps its defaults there too)
+    if trained_here and model.n_entities >= int(cfg["fuzzy"]["training"].get("min_population", 1000)):
         configured = model.prior_has_match
         model.prior_has_match = fz.estimate_matches_per_query(cand, len(queries), model)
         model.meta["prior_has_match"] = {"configured": configured, "estimated": round(model.prior_has_match, 4)}
