@@ -333,6 +333,8 @@ def write_date_outputs(settings: Settings, engine: sa.Engine, date: str,
     summary = base.run_summary(engine, date)
     if summary is None:
         raise RuntimeError(f"business date {date} has not been processed: nothing to write")
+    parts: dict[str, float] = {}
+    clock = _Clock(parts, {})
     with engine.connect() as conn:
         if isinstance(after, scoped.Touched) and outputs_complete(settings, after.previous):
             exports = outputs.merge_exports(settings.home, after.previous, date, base.persons_of(conn, after.rkids),
@@ -342,11 +344,15 @@ def write_date_outputs(settings: Settings, engine: sa.Engine, date: str,
             persons, links, tasks = ((after.persons, after.links, after.tasks) if isinstance(after, BaseState) else
                                      (base.live_persons(conn), base.all_links(conn), base.open_tasks(conn)))
             exports = outputs.write_exports(settings.home, persons, links, date)
+        clock.step("exports")
         tasks = outputs.write_task_outputs(settings.home, tasks, date)
+        clock.step("task files")
         rejected = base.date_rejects(conn, date)
         rejects = outputs.write_rejects_files(settings.home, rejected, date)
         receipts = outputs.write_receipts(settings.home, rejected, date)
         reports = outputs.write_reports(settings.home, summary, date, base.run_history(conn, date))
+        clock.step("rejects, receipts, reports")
+    log.info("outputs of %s in parts: %s", date, ", ".join(f"{k} {v:.1f} s" for k, v in parts.items()))
     paths = {f"exports/{k}": v for k, v in exports.items()}
     for dept, (xlsx, csv) in tasks.items():
         paths[f"tasks/{dept}.xlsx"], paths[f"tasks/{dept}.csv"] = xlsx, csv
