@@ -14,6 +14,7 @@ earlier landed date that is not processed yet, and it stops at a blocked date (n
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -27,7 +28,7 @@ import sqlalchemy as sa
 
 from catalog import RETURN_TABLE
 from catalog.base import REJECT_COLUMNS, BaseState
-from day import exceptions, scoped, workers
+from day import exceptions, jobs, scoped, workers
 from exchange import outputs, staging
 from exchange.process import ScopeTooSmall, peak_gib, process_date
 from exchange.files import clean_temporaries, publish, temporary_for
@@ -138,6 +139,9 @@ def mend_outputs(settings: Settings, engine: sa.Engine) -> str:
 
 GATES_IN_WORKERS_FROM_ROWS = 200_000  # a date delivering this many rows gates its files in worker processes
 GATES_BESIDE_FROM_ROWS = 2_000  # a daily date delivering this many rows gates them beside its commit (`gates_beside`)
+# open tasks from which a scoped date writes its task files in a worker while it merges its exports (both take
+# seconds at 1M persons, 58k open tasks; a small base's would not pay for the worker's start)
+TASK_FILES_BESIDE_FROM = 20_000
 
 
 def _gate(parquet: Path, table: str, incremental: bool, thresholds: dict) -> QualityResult:
@@ -328,25 +332,32 @@ def write_date_outputs(settings: Settings, engine: sa.Engine, date: str,
                        after: BaseState | scoped.Touched | None = None) -> dict[str, Path]:
     """Every output of a committed date, from the base as it is now: `after`, the base the date's commit
     wrote, still in memory (no whole table is read back); for a scoped date (`scoped.Touched`) the
-    exports are the previous date's with the touched persons and links replaced, read by key; else
-    everything is read from the store (mending outputs)."""
+    exports are the previous date's with the touched persons and links replaced, read by key (and with a
+    large backlog the task files are written meanwhile by a worker, `jobs.task_files`); else everything is
+    read from the store (mending outputs)."""
     summary = base.run_summary(engine, date)
     if summary is None:
         raise RuntimeError(f"business date {date} has not been processed: nothing to write")
     parts: dict[str, float] = {}
     clock = _Clock(parts, {})
-    with engine.connect() as conn:
-        if isinstance(after, scoped.Touched) and outputs_complete(settings, after.previous):
+    merged = isinstance(after, scoped.Touched) and outputs_complete(settings, after.previous)
+    beside = (merged and int(summary.get("totals", {}).get("open_tasks", 0)) >= TASK_FILES_BESIDE_FROM
+              and workers.spare_cores() > 0)
+    with contextlib.ExitStack() as stack, engine.connect() as conn:
+        if beside:  # the task files in a worker while this process merges the exports
+            pool = stack.enter_context(workers.spawned(1))
+            task_files = pool.submit(jobs.task_files, str(settings.home), settings.db_url, date)
+        if merged:
             exports = outputs.merge_exports(settings.home, after.previous, date, base.persons_of(conn, after.rkids),
                                             after.rkids, base.links_of(conn, after.role_keys), after.role_keys)
-            tasks = base.open_tasks(conn)
+            tasks = None if beside else base.open_tasks(conn)
         else:
             persons, links, tasks = ((after.persons, after.links, after.tasks) if isinstance(after, BaseState) else
                                      (base.live_persons(conn), base.all_links(conn), base.open_tasks(conn)))
             exports = outputs.write_exports(settings.home, persons, links, date)
         clock.step("exports")
-        tasks = outputs.write_task_outputs(settings.home, tasks, date)
-        clock.step("task files")
+        tasks = task_files.result() if beside else outputs.write_task_outputs(settings.home, tasks, date)
+        clock.step("task files" + (" (waited)" if beside else ""))
         rejected = base.date_rejects(conn, date)
         rejects = outputs.write_rejects_files(settings.home, rejected, date)
         receipts = outputs.write_receipts(settings.home, rejected, date)

@@ -236,3 +236,26 @@ def test_a_date_says_where_its_time_went(city_factory, tmp_path, caplog):
         assert scale.parse_steps(line[-1]) == ({k: round(v, 1) for k, v in r.steps.items()},
                                                {k: round(v, 1) for k, v in r.step_peaks.items()})
     assert "read base" not in daily.steps
+
+
+def test_task_files_written_by_a_worker_beside_the_exports_merge_are_the_same(city_factory, tmp_path, monkeypatch,
+                                                                             caplog):
+    """A scoped date with a large backlog has its task files written by a worker process while it merges its
+    exports (`day.jobs.task_files`; forced here by a threshold of 0): every output of every date is what the
+    date's own process writes."""
+    import logging
+
+    from day import run as day_run
+    from tests.test_backfill_cli import assert_same_outputs
+
+    city = city_factory(persons=500, days=2, seed=11)
+    a, b = copy_city(city, tmp_path / "a"), copy_city(city, tmp_path / "b")
+    dates = sorted(p.name for p in (city / "landing" / "police").iterdir())
+    run_dates(settings_for(a), dates)
+    monkeypatch.setattr(day_run, "TASK_FILES_BESIDE_FROM", 0)
+    with caplog.at_level(logging.INFO, logger="popbase"):
+        run_dates(settings_for(b), dates)
+    beside = [r.getMessage() for r in caplog.records if "task files (waited)" in r.getMessage()]
+    assert len(beside) == len(dates) - 1  # every daily date (the first date writes from the base in memory)
+    assert any(p.suffix == ".xlsx" for p in (b / "out" / "tasks").rglob("*"))
+    assert_same_outputs(a, b)
