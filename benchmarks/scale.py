@@ -65,6 +65,7 @@ KIB_PER_GIB = 2 ** 20  # ru_maxrss is in KiB on Linux
 
 PHASES_RE = re.compile(r"(\d{8}) in phases: (.*)$")
 STEPS_RE = re.compile(r"(\d{8}) in steps: (.*)$")  # day.run: stage, gates, scope, process, write, index, outputs
+OUTPUT_PARTS_RE = re.compile(r"outputs of (\d{8}) in parts: (.*)$")  # day.run.write_date_outputs
 PHASE_RE = re.compile(r"^(.+?) ([\d.]+) s(?: \(peak ([\d.]+) GiB\))?$")
 DONE_RE = re.compile(r"\] (\d{8}) done in ([\d.]+)s .*persons ([\d,]+)")
 READ_RE = re.compile(r"(\d{8}) read ([\d,]+) rows of the base for ([\d,]+) rows delivered")
@@ -119,6 +120,17 @@ def parse_steps(text: str) -> tuple[dict[str, float], dict[str, float]]:
             if m.group(3):
                 peaks[m.group(1)] = float(m.group(3))
     return seconds, peaks
+
+
+def parse_output_parts(text: str) -> dict[str, float]:
+    """The "outputs of <D> in parts: exports 3.1 s, task files 2.0 s, ..." line of a child's log: {part: seconds}."""
+    found = [m for m in map(OUTPUT_PARTS_RE.search, text.splitlines()) if m]
+    parts = {}
+    for part in (found[-1].group(2).split(", ") if found else []):
+        name, secs, unit = (part.strip().rsplit(" ", 2) + ["", ""])[:3]
+        if unit == "s":
+            parts[name] = float(secs)
+    return parts
 
 
 def parse_run_lines(text: str) -> dict:
@@ -300,6 +312,7 @@ def run_date(city: Path, run_dir: Path, env: dict, date: str, kind: str, postmas
            **{k: m[k] for k in ("wall_s", "cpu_s", "peak_gib")}, "server_cpu_s": server, "load_1min": load, **lines,
            "phases": phases}
     row["steps"], row["step_peaks"] = parse_steps(text)
+    row["output_parts"] = parse_output_parts(text)
     phase_sum = sum(p["s"] for p in phases.values())
     row["phases_s"] = phase_sum
     row["startup_s"] = m["wall_s"] - lines["run_s"] if lines["run_s"] is not None else None
@@ -376,6 +389,9 @@ def print_table(backend: str, persons: int, rows: list[dict]) -> None:
         peaks = r.get("step_peaks", {})
         print(f"{r['date']} steps: " + ", ".join(f"{k} {v:.1f} s" + (f" ({peaks[k]:.1f} GiB)" if k in peaks else "")
                                                  for k, v in r.get("steps", {}).items()))
+    for r in rows:
+        if r.get("output_parts"):
+            print(f"{r['date']} outputs: " + ", ".join(f"{k} {v:.1f} s" for k, v in r["output_parts"].items()))
     for r in rows:
         print(f"{r['date']} phases: " + ", ".join(
             f"{k} {v['s']:.1f} s" + (f" ({v['peak_gib']:.1f} GiB)" if v["peak_gib"] else "") for k, v in r["phases"].items()))

@@ -362,7 +362,7 @@ def write_date_outputs(settings: Settings, engine: sa.Engine, date: str,
         rejects = outputs.write_rejects_files(settings.home, rejected, date)
         receipts = outputs.write_receipts(settings.home, rejected, date)
         reports = outputs.write_reports(settings.home, summary, date, base.run_history(conn, date))
-        clock.step("rejects, receipts, reports")
+        clock.step("rejects/receipts/reports")
     log.info("outputs of %s in parts: %s", date, ", ".join(f"{k} {v:.1f} s" for k, v in parts.items()))
     paths = {f"exports/{k}": v for k, v in exports.items()}
     for dept, (xlsx, csv) in tasks.items():

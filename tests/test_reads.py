@@ -216,7 +216,8 @@ def test_merged_exports_stream_the_previous_file_and_equal_the_whole_base(tmp_pa
 
 def test_a_date_says_where_its_time_went(city_factory, tmp_path, caplog):
     """Each date logs its steps ("<D> in steps: stage ..., outputs ...", what benchmarks/scale.py reads):
-    the historical date reads the whole base, a daily date its scope, and the steps add up to the date."""
+    the historical date reads the whole base, a daily date its scope, and the steps add up to the date; and
+    the parts of its outputs."""
     import logging
 
     from benchmarks import scale
@@ -235,6 +236,11 @@ def test_a_date_says_where_its_time_went(city_factory, tmp_path, caplog):
         line = [m.getMessage() for m in caplog.records if m.getMessage().startswith(f"{r.business_date} in steps: ")]
         assert scale.parse_steps(line[-1]) == ({k: round(v, 1) for k, v in r.steps.items()},
                                                {k: round(v, 1) for k, v in r.step_peaks.items()})
+        # and its outputs their parts, within the outputs step
+        line = [m.getMessage() for m in caplog.records if m.getMessage().startswith(f"outputs of {r.business_date} in")]
+        parts = scale.parse_output_parts(line[-1])
+        assert set(parts) == {"exports", "task files", "rejects/receipts/reports"}, parts
+        assert sum(parts.values()) <= r.steps["outputs"] + 0.15, (parts, r.steps)
     assert "read base" not in daily.steps
 
 
