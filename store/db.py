@@ -238,7 +238,9 @@ def one_transaction(engine: sa.Engine, whole_base: bool = False) -> Iterator[sa.
     step 1053 s against 174-245 s at 1M; with the journal 890 s, and the commit 0.4 s against 56 s; the 1M date
     is no faster with it: docs/benchmarks.md). The
     journal keeps the transaction atomic (a hot journal is rolled back when the database is next opened); the
-    base returns to the log afterwards, for the daily dates' readers."""
+    base returns to the log afterwards, for the daily dates' readers. Any other SQLite transaction (a daily
+    date's) commits without copying the log into the database: `Checkpoint` does that afterwards, beside the
+    date's outputs (the copy was 2.4-6.4 s of a 1M daily commit)."""
     if engine.dialect.name != "sqlite":
         with engine.begin() as conn:
             yield conn
@@ -246,7 +248,7 @@ def one_transaction(engine: sa.Engine, whole_base: bool = False) -> Iterator[sa.
     if not whole_base:
         with engine.connect() as conn:
             # the commit does not copy the log into the database (SQLite does so on the commit that passes
-            # 1000 pages: 2.4-4.6 s of a 1M daily date); `Checkpoint` does it beside the outputs
+            # 1000 pages: 2.4-6.4 s of a 1M daily date); `Checkpoint` does it beside the outputs
             conn.exec_driver_sql("PRAGMA wal_autocheckpoint=0")
             conn.commit()
             try:
