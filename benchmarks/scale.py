@@ -107,11 +107,10 @@ def parse_phases(text: str) -> dict[str, dict]:
     return phases
 
 
-def parse_steps(text: str) -> tuple[dict[str, float], dict[str, float]]:
-    """The "<D> in steps: stage 1.2 s (peak 0.4 GiB), gates 3.4 s (peak 0.9 GiB), ..." line of a child's log
-    (`day.run`): ({step: seconds}, {step: memory high-water mark after it, GiB}), empty when absent. The
-    steps cover the whole run: `process` holds the phases."""
-    found = [m for m in map(STEPS_RE.search, text.splitlines()) if m]
+def _timed_line(line_re: re.Pattern, text: str) -> tuple[dict[str, float], dict[str, float]]:
+    """The last line of a child's log that `line_re` finds, its second group a list "name 1.2 s (peak 0.4 GiB),
+    ...": ({name: seconds}, {name: GiB} for the names with a peak); empty when absent."""
+    found = [m for m in map(line_re.search, text.splitlines()) if m]
     seconds, peaks = {}, {}
     for part in (found[-1].group(2).split(", ") if found else []):
         m = PHASE_RE.match(part.strip())
@@ -122,15 +121,16 @@ def parse_steps(text: str) -> tuple[dict[str, float], dict[str, float]]:
     return seconds, peaks
 
 
+def parse_steps(text: str) -> tuple[dict[str, float], dict[str, float]]:
+    """The "<D> in steps: stage 1.2 s (peak 0.4 GiB), gates 3.4 s (peak 0.9 GiB), ..." line of a child's log
+    (`day.run`): ({step: seconds}, {step: memory high-water mark after it, GiB}), empty when absent. The
+    steps cover the whole run: `process` holds the phases."""
+    return _timed_line(STEPS_RE, text)
+
+
 def parse_output_parts(text: str) -> dict[str, float]:
     """The "outputs of <D> in parts: exports 3.1 s, task files 2.0 s, ..." line of a child's log: {part: seconds}."""
-    found = [m for m in map(OUTPUT_PARTS_RE.search, text.splitlines()) if m]
-    parts = {}
-    for part in (found[-1].group(2).split(", ") if found else []):
-        name, secs, unit = (part.strip().rsplit(" ", 2) + ["", ""])[:3]
-        if unit == "s":
-            parts[name] = float(secs)
-    return parts
+    return _timed_line(OUTPUT_PARTS_RE, text)[0]
 
 
 def parse_run_lines(text: str) -> dict:

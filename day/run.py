@@ -193,15 +193,9 @@ class GatesLater:
         self.result = result
         self.pool = workers.spawned(1)
         self.future = self.pool.submit(check, settings, staged)
-        self.waited = False
 
     def due(self) -> None:
-        if not self.waited:
-            self.waited = True
-            try:
-                self.result.gates = self.future.result()
-            finally:
-                self.pool.shutdown(wait=False, cancel_futures=True)
+        self.result.gates = self.future.result()
         if self.result.gates.errors:
             raise DateBlocked(self.result)
 

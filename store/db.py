@@ -300,7 +300,7 @@ class Checkpoint(threading.Thread):
             self.error = exc
 
     def join(self, timeout: float | None = None) -> None:
-        if self.is_alive() or self.ident is not None:
+        if self.ident is not None:  # started (SQLite)
             super().join(timeout)
         if self.error is not None:
             raise self.error
