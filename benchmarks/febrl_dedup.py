@@ -91,14 +91,14 @@ def stored_prior(home: Path) -> dict:
     return model.meta.get("prior_has_match", {"configured": model.prior_has_match})
 
 
-def run_one(n: int) -> dict:
+def run_one(n: int, training_seed: int | None = None) -> dict:
     df = load(n)
     org = df[df.index.str.endswith("-org")]
     dup = df[~df.index.str.endswith("-org")]
     truth = pairs_within(entity(df.index))
     home = Path(tempfile.mkdtemp(prefix=f"febrl{n}_"))
     try:
-        run = febrl4.run_pipeline(home, org, dup)
+        run = febrl4.run_pipeline(home, org, dup, training_seed)
         links, _, same_as_base = febrl4.read_links(home)
         prior = stored_prior(home)
     finally:
@@ -122,8 +122,9 @@ def main(argv=None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", type=int, nargs="+", choices=sorted(SIZES), default=sorted(SIZES))
     ap.add_argument("--json", type=Path, help="write the figures to this file")
+    ap.add_argument("--training-seed", type=int, help="draw the model's training samples with this seed")
     args = ap.parse_args(argv)
-    out = [run_one(n) for n in args.dataset]
+    out = [run_one(n, args.training_seed) for n in args.dataset]
     print("| data set | records | true pairs | linker | precision | recall | F1 | pairs predicted | entities split | "
           "prior (matches per query) | wall s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")

@@ -598,6 +598,7 @@ def train_model(P: Prepared, entity: np.ndarray, labelled: tuple[np.ndarray, np.
     k = int(tr.get("random_pairs", 300_000))
     u = {f: default_u[f] / default_u[f].sum() for f in LEARNED}
     n_random = 0
+    address_parts: dict = {}
     small = n_entities < int(tr.get("min_population", 1000))  # too few people to learn from: defaults
     if not small:
         k = int(min(k, n * (n - 1) // 2))
@@ -611,7 +612,8 @@ def train_model(P: Prepared, entity: np.ndarray, labelled: tuple[np.ndarray, np.
         for f in fast:
             u[f] = _smooth(_level_counts(lv[f], N_LEVELS[f]), default_u[f], pc)
         ks = int(tr.get("random_pairs_slow", 20_000))  # per-value-pair Python comparisons: a subsample
-        u["address"] = _address_u(P, i, j, ks, cuts, default_u["address"], pc)
+        u["address"], address_parts = _address_u(P, entity, i, j, ks, cuts, default_u["address"], rng,
+                                                 int(tr.get("address_sample_rows", 200_000)))
         u["name"] = _name_u(P, entity, rng, ks, cuts, default_u["name"], pc)
         u["name"] = _latin_name_u(P, entity, u["name"], int(tr.get("random_pairs_latin", 200_000)),
                                   int(tr.get("seed", 0)), cuts)
@@ -642,7 +644,7 @@ def train_model(P: Prepared, entity: np.ndarray, labelled: tuple[np.ndarray, np.
         left, right = left[pick], right[pick]
     m = {f: default_m[f] / default_m[f].sum() for f in LEARNED}
     source = "default"
-    meta: dict = {}
+    meta: dict = {"address_u_parts": address_parts} if address_parts else {}
     if n_lab >= int(tr.get("min_labelled_pairs", 500)):
         lv = compare_pairs(P, left, right, cuts, features=LEARNED)
         m = {f: _smooth(_level_counts(lv[f], N_LEVELS[f]), default_m[f], pc) for f in LEARNED}
@@ -671,24 +673,127 @@ def train_model(P: Prepared, entity: np.ndarray, labelled: tuple[np.ndarray, np.
                    n_random=n_random, cap=float(fz.get("weights_bits_cap", 20.0)), meta=meta)
 
 
-def _address_u(P: Prepared, i: np.ndarray, j: np.ndarray, k: int, cuts, default, pc) -> np.ndarray:
-    """u of the address levels from random pairs (i, j). The same address is counted on all of them (an
-    equality, vectorised): it is the rarest level that matters most, and the subsample the token levels
-    can afford (`k` pairs, Python per distinct pair) holds only a handful of such pairs, so one chance
-    pair more or less moved its weight by bits. The other levels are measured on the first `k` pairs
-    whose addresses differ and share what the same address leaves."""
-    a, b = P.cols["address"][i], P.cols["address"][j]
-    both = (a != "") & (b != "")
-    equal = both & (a == b)
+def _ordered_pairs(*keys: np.ndarray) -> float:
+    """Ordered pairs of rows that agree on every key."""
+    size = pd.DataFrame({f"k{n}": key for n, key in enumerate(keys)}).groupby(
+        [f"k{n}" for n in range(len(keys))], sort=False).size().to_numpy(dtype=np.float64)
+    return float((size * (size - 1)).sum())
+
+
+def _words(text: str) -> tuple[str, ...]:
+    """The distinct place words of an address, sorted (a set's order would follow the process's string hash)."""
+    return tuple(sorted(set(ad.tokens(text)[1])))
+
+
+def _within_words(P: Prepared, entity: np.ndarray, rows: np.ndarray, k: int, cuts, rng) -> tuple[np.ndarray, float]:
+    """(share of the ordered pairs of `rows` (different entities) at each address level whose texts differ
+    and share a word, the share half a draw weighs): importance sampling within words (`_address_u`)."""
+    n_lv = N_LEVELS["address"]
+    addr = P.cols["address"]
+    codes, uniq = pd.factorize(addr[rows])
+    words = [_words(t) for t in uniq]
+    order = np.argsort(codes, kind="stable")  # rows of one text together, texts in code order
+    per_text = np.bincount(codes, minlength=len(uniq))
+    text_start = np.concatenate([[0], np.cumsum(per_text)])
+    w_text = np.repeat(np.arange(len(uniq)), [len(w) for w in words])  # one entry per (word, text)
+    w_code, w_uniq = pd.factorize(pd.Series([t for w in words for t in w], dtype=object))
+    by_word = np.lexsort((w_text, w_code))
+    w_code, w_text = w_code[by_word], w_text[by_word]
+    cum = np.concatenate([[0.0], np.cumsum(per_text[w_text].astype(np.float64))])  # rows before each entry
+    word_start = np.searchsorted(w_code, np.arange(len(w_uniq)))
+    n_word = cum[np.append(word_start[1:], len(w_code))] - cum[word_start]  # rows holding each word
+    weight = np.maximum(n_word - 1, 0)
+    W = float(weight.sum())
+    n = float(len(rows))
+    pairs = n * (n - 1) - _ordered_pairs(entity[rows])
+    if W <= 0 or k <= 0 or pairs <= 0:
+        return np.zeros(n_lv), 0.0
+    g = rng.choice(len(w_uniq), size=k, p=weight / W)
+    pa = rng.integers(0, n_word[g].astype(np.int64))
+    pb = rng.integers(0, n_word[g].astype(np.int64) - 1)
+    pb = pb + (pb >= pa)  # two different rows holding the word
+
+    def row_at(pos: np.ndarray) -> np.ndarray:  # the pos-th row holding word g
+        at = cum[word_start[g]] + pos
+        e = np.searchsorted(cum, at, side="right") - 1  # its (word, text) entry
+        return rows[order[text_start[w_text[e]] + (at - cum[e]).astype(np.int64)]]
+
+    a, b = row_at(pa), row_at(pb)
+    keep = (entity[a] != entity[b]) & (addr[a] != addr[b])
+    a, b = a[keep], b[keep]
+    holders = dict(zip(w_uniq, n_word))
+    drawn = np.array([sum(1.0 / holders[t] for t in sorted(set(_words(x)) & set(_words(y))))
+                      for x, y in zip(addr[a], addr[b])])
+    lv = compare_pairs(P, a, b, cuts, features=("address",))["address"]
+    scale = W / (k * pairs)
+    return _level_counts(lv, n_lv, 1.0 / drawn) * scale, 0.5 * scale  # half a draw of a word held twice
+
+
+def _address_u(P: Prepared, entity: np.ndarray, i: np.ndarray, j: np.ndarray, k: int, cuts, default,
+               rng, sample_rows: int = 200_000) -> tuple[np.ndarray, dict]:
+    """u of the address levels: P(level | two different entities, both with an address), in three parts.
+
+    - The same text: counted exactly from the value counts (pairs of rows, less the pairs of one entity).
+      No sample: a chance pair more or less in a sample moved this, the strongest level, by bits.
+    - Texts that differ but share a word (where every level above "else" lives): pairs drawn *within*
+      shared words, as `_name_u` draws within surnames (`_within_words`, on `sample_rows` rows at most).
+      A word held by n rows is drawn with probability ∝ n - 1, then two of its rows, so a pair is drawn
+      with probability Σ 1/(W·n) over the words it shares and is counted with the inverse (importance
+      sampling: unbiased for all pairs; rare words, where the strong levels live, are drawn far more often
+      than their pairs are, so the levels that a random sample meets once or twice in 20,000 pairs, and
+      whose weight then moved by bits with the seed, are met hundreds of times).
+    - Texts that share no word (a typo in every word): the first `k` random pairs (i, j), counted where
+      their texts share none.
+    `rng`: the training stream (the draws are seeded). Returns (u, what `discount_matches` needs: the
+    levels' floor and the number of pairs u is a share of)."""
+    addr = P.cols["address"]
     default = np.asarray(default, dtype=np.float64) / np.sum(default)
-    ex = ad.EXACT
-    p_equal = (equal.sum() + pc * default[ex]) / (both.sum() + pc)
-    rows = np.flatnonzero(both & ~equal)[:k]
-    counts = _level_counts(compare_pairs(P, i[rows], j[rows], cuts, features=("address",))["address"],
-                           N_LEVELS["address"])
-    rest = _smooth(counts, default, pc) * (1.0 - p_equal)  # levels of different texts (exact: tokens alike)
-    rest[ex] += p_equal
-    return rest / rest.sum()
+    n_lv = N_LEVELS["address"]
+    rules = ad.compile_levels(cuts)  # "else" is level 0; the same text is the exact level (the first if none)
+    ex = next((lvl for lvl, rule, _ in rules if rule == "exact"), rules[0][0])
+    present = np.flatnonzero(addr != "")
+    n = float(len(present))
+    pairs = n * (n - 1) - _ordered_pairs(entity[present])  # of different entities, both with an address
+    if len(present) < 2 or pairs <= 0:
+        return default, {}
+    p_equal = (_ordered_pairs(addr[present]) - _ordered_pairs(addr[present], entity[present])) / pairs
+    sub = present if len(present) <= sample_rows else np.sort(rng.choice(present, sample_rows, replace=False))
+    est, floor = _within_words(P, entity, sub, k, cuts, rng)
+    ta, tb = addr[i], addr[j]
+    rows = np.flatnonzero((ta != "") & (tb != ""))[:k]
+    if len(rows):
+        apart = np.array([set(_words(x)).isdisjoint(_words(y)) for x, y in zip(ta[rows], tb[rows])], dtype=bool)
+        lv = compare_pairs(P, i[rows[apart]], j[rows[apart]], cuts, features=("address",))["address"]
+        est = est + _level_counts(lv, n_lv) / len(rows)
+    u = np.maximum(est, floor)
+    u[ex] = max(est[ex] + p_equal, floor)
+    u[0] = 0.0
+    u[0] = max(1.0 - u.sum(), 1e-6)
+    return u / u.sum(), {"floor": floor, "pairs": pairs}
+
+
+def discount_matches(model: "FSModel", n_queries: int) -> None:
+    """Take the pairs of one person out of the address's u, once the prior is estimated.
+
+    u is P(level | two different persons), but `_address_u` counts every pair of different *entities*, and
+    where no ID labels the records (a file with duplicates, FEBRL) each record is its own entity: the
+    duplicates' own pairs are among them, and at the strong levels they are most of what is counted
+    (5,000 duplicate pairs among 10^8 pairs are a share of 10^-4, a tenth of which agree exactly). So the
+    expected pairs of one person, (matches per query × queries) / pairs × m, are taken off each level above
+    "else", never below the level's sampling floor. Where IDs label the entities (a city), the pairs of one
+    person are inside an entity and the share is tiny: nothing changes there."""
+    parts = model.meta.get("address_u_parts") or {}
+    pairs = float(parts.get("pairs", 0.0))
+    if pairs <= 0 or n_queries <= 0:
+        return
+    share = min(model.prior_has_match * n_queries / pairs, 0.5)
+    m, u = np.asarray(model.m["address"], dtype=np.float64), np.asarray(model.u["address"], dtype=np.float64)
+    floor = float(parts.get("floor", 0.0)) or float(u[1:].min())
+    out = u.copy()
+    out[1:] = np.maximum(u[1:] - share * m[1:], floor)
+    out[0] = max(1.0 - out[1:].sum(), 1e-6)
+    model.u["address"] = out / out.sum()
+    model.meta["address_u_discounted"] = round(share, 8)
 
 
 def _name_u(P: Prepared, entity: np.ndarray, rng, k: int, cuts, default, pc) -> np.ndarray:

@@ -1030,6 +1030,7 @@ def link_roles(roles: pd.DataFrame, persons_prev: pd.DataFrame | None, links_pre
         configured = model.prior_has_match
         model.prior_has_match = fz.estimate_matches_per_query(cand, len(queries), model)
         model.meta["prior_has_match"] = {"configured": configured, "estimated": round(model.prior_has_match, 4)}
+        fz.discount_matches(model, len(queries))
         fstats = {}
         cand = _score_candidates(P, queries, entity, model, cfg, fstats)
     timings["fuzzy_score"] = time.perf_counter() - t

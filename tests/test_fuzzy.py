@@ -267,3 +267,77 @@ def test_the_prior_is_estimated_from_the_data_where_nothing_labels_it():
         model = SimpleNamespace(prior_has_match=0.5, n_entities=400)
         got = fz.estimate_matches_per_query(cand, len(matches), model)
         assert abs(got - matches.mean()) < 0.06 * matches.mean() + 0.01, (got, matches.mean(), truth)
+
+
+def _address_population(n: int, seed: int) -> pd.DataFrame:
+    """n roles with Latin addresses "<number> <street> <suburb>" (a fifth written suburb first): streets and
+    suburbs of uneven frequency, so that most pairs share nothing, some a suburb, few a street and number."""
+    rng = np.random.default_rng(seed)
+    streets = [f"{w} STREET" for w in ("MAPLE", "OAK", "ELM", "PINE", "CEDAR", "BIRCH", "ASH", "WILLOW", "POPLAR",
+                                       "ALDER", "HAZEL", "LARCH", "ROWAN", "SPRUCE", "YEW")]
+    suburbs = ["KINGSTON", "RICHMOND", "CARLTON", "BRIGHTON", "NEWTOWN", "GLEBE"]
+    st = rng.choice(len(streets), n, p=np.arange(len(streets), 0, -1) / np.arange(len(streets), 0, -1).sum())
+    sb = rng.choice(len(suburbs), n, p=np.array([6, 5, 4, 3, 2, 1]) / 21)
+    num = rng.integers(1, 40, n)
+    first = rng.random(n) < 0.2
+    address = [f"{suburbs[b]} {k} {streets[a]}" if f else f"{k} {streets[a]} {suburbs[b]}"
+               for k, a, b, f in zip(num, st, sb, first)]
+    return pd.DataFrame({"name_key": [f"N{i}" for i in range(n)], "birth": [""] * n, "id_birth": [""] * n,
+                         "sex": [""] * n, "id_sex": [""] * n, "region": [""] * n, "address": address})
+
+
+def _exact_address_levels(P, entity: np.ndarray) -> np.ndarray:
+    """P(level | two different entities) over every ordered pair of rows (the truth a sample estimates)."""
+    i, j = np.triu_indices(len(P), k=1)
+    keep = entity[i] != entity[j]
+    lv = fz.compare_pairs(P, i[keep], j[keep], None, features=("address",))["address"]
+    counts = fz._level_counts(lv, fz.N_LEVELS["address"])
+    return counts / counts.sum()
+
+
+def test_address_u_is_measured_within_shared_words():
+    """The address's u: the same text counted exactly, the levels of texts sharing a word drawn within the
+    words (importance-weighted), the rest from random pairs. On a population whose every pair can be
+    compared, the same text's u is the truth, and every other level's is near it, the rarest too (46 pairs in
+    244,650 here: a random sample of 20,000 pairs would meet it about four times; over twelve seeds the
+    estimate stayed within 0.76-1.14 of the truth, the common levels within 4 %)."""
+    roles = _address_population(700, 5)
+    n = len(roles)
+    P = fz.prepare(roles, np.zeros(n, bool), np.full(n, "", object), np.full(n, "", object))
+    entity = np.arange(n)
+    truth = _exact_address_levels(P, entity)
+    rng = np.random.default_rng(1)
+    i, j = rng.integers(0, n, 40_000), rng.integers(0, n, 40_000)
+    keep = i != j
+    u, parts = fz._address_u(P, entity, i[keep], j[keep], 20_000, None, [0.9, 0.08, 0.01, 0.005, 0.005], rng)
+    assert parts["pairs"] == n * (n - 1)
+    assert truth[1:].min() > 0  # every level occurs, the strongest ones rarely
+    assert truth[fz.ad.EXACT] < 0.01
+    np.testing.assert_allclose(u[fz.ad.EXACT], truth[fz.ad.EXACT], rtol=1e-9)
+    np.testing.assert_allclose(u[:3], truth[:3], rtol=0.05)
+    np.testing.assert_allclose(u, truth, rtol=0.3)
+
+
+def test_pairs_of_one_person_are_taken_out_of_the_address_u():
+    """Where nothing labels the records (every record its own entity) and each person comes twice with the
+    same address, the address u first counts the duplicates' own pairs; `discount_matches` takes the expected
+    pairs of one person (matches per query × queries × m) off, and u is then the u of different persons."""
+    from types import SimpleNamespace
+
+    people = _address_population(400, 8)
+    roles = pd.concat([people, people], ignore_index=True)  # two records each, the same address
+    n = len(roles)
+    P = fz.prepare(roles, np.zeros(n, bool), np.full(n, "", object), np.full(n, "", object))
+    person = np.tile(np.arange(len(people)), 2)
+    of_persons = _exact_address_levels(P, person)  # the truth: pairs of different persons
+    rng = np.random.default_rng(2)
+    i, j = rng.integers(0, n, 40_000), rng.integers(0, n, 40_000)
+    keep = i != j
+    u, parts = fz._address_u(P, np.arange(n), i[keep], j[keep], 20_000, None, [0.9, 0.08, 0.01, 0.005, 0.005], rng)
+    ex = fz.ad.EXACT
+    assert u[ex] > 1.5 * of_persons[ex]  # every record its own entity: the duplicates counted
+    m = np.zeros(fz.N_LEVELS["address"])
+    m[ex] = 1.0  # the duplicates agree exactly
+    model = SimpleNamespace(m={"address": m}, u={"address": u}, prior_has_match=1.0, meta={"address_u_parts": parts})
+    fz.discount_matches(model, n)
+    assert abs(model.u["address"][ex] - of_persons[ex]) < 0.1 * of_persons[ex]
