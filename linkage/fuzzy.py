@@ -42,6 +42,7 @@ import math
 import re
 import zlib
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Iterator
 
 import numpy as np
@@ -680,6 +681,7 @@ def _ordered_pairs(*keys: np.ndarray) -> float:
     return float((size * (size - 1)).sum())
 
 
+@lru_cache(maxsize=200_000)
 def _words(text: str) -> tuple[str, ...]:
     """The distinct place words of an address, sorted (a set's order would follow the process's string hash)."""
     return tuple(sorted(set(ad.tokens(text)[1])))
@@ -692,6 +694,8 @@ def _within_words(P: Prepared, entity: np.ndarray, rows: np.ndarray, k: int, cut
     addr = P.cols["address"]
     codes, uniq = pd.factorize(addr[rows])
     words = [_words(t) for t in uniq]
+    text_of = np.full(len(addr), -1, dtype=np.int64)  # row -> its text's code
+    text_of[rows] = codes
     order = np.argsort(codes, kind="stable")  # rows of one text together, texts in code order
     per_text = np.bincount(codes, minlength=len(uniq))
     text_start = np.concatenate([[0], np.cumsum(per_text)])
@@ -722,8 +726,8 @@ def _within_words(P: Prepared, entity: np.ndarray, rows: np.ndarray, k: int, cut
     keep = (entity[a] != entity[b]) & (addr[a] != addr[b])
     a, b = a[keep], b[keep]
     holders = dict(zip(w_uniq, n_word))
-    drawn = np.array([sum(1.0 / holders[t] for t in sorted(set(_words(x)) & set(_words(y))))
-                      for x, y in zip(addr[a], addr[b])])
+    sets = [frozenset(w) for w in words]
+    drawn = np.array([sum(1.0 / holders[t] for t in sorted(sets[x] & sets[y])) for x, y in zip(text_of[a], text_of[b])])
     lv = compare_pairs(P, a, b, cuts, features=("address",))["address"]
     scale = W / (k * pairs)
     return _level_counts(lv, n_lv, 1.0 / drawn) * scale, 0.5 * scale  # half a draw of a word held twice
