@@ -15,6 +15,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from day import run_dates
+from day.run import outputs_complete
 from exchange import outputs
 from store import db
 from tests.conftest import copy_city, settings_for
@@ -84,6 +85,19 @@ def test_a_daily_date_reads_what_its_deliveries_reach(city_factory, tmp_path, db
         for table in ("links", "persons"):
             assert result.rows_read.get(table, 0) < 0.25 * held[table], (date, table, result.rows_read, held)
         _assert_exports_are_the_whole_bases(db_url, home, tmp_path, date)
+    # the last date run again with nothing new reads nothing of the base and keeps its outputs; one of them gone,
+    # the run mends them first (`mend_outputs`)
+    out = home / "out"
+    written = {p: p.stat().st_mtime_ns for kind in ("exports", "tasks", "reports") for p in (out / kind).rglob("*")
+               if p.is_file() and dates[-1] in p.parts}
+    again = run_dates(settings, [dates[-1]], quality_gates=False)[dates[-1]]
+    assert not again.committed and again.outputs == {}
+    assert sum(again.rows_read.values()) == 0, again.rows_read
+    assert {p: p.stat().st_mtime_ns for p in written} == written
+    gone = next(p for p in written if p.suffix == ".xlsx" and p.parent.name == dates[-1])
+    gone.unlink()
+    again = run_dates(settings, [dates[-1]], quality_gates=False)[dates[-1]]
+    assert not again.committed and gone.exists() and outputs_complete(settings, dates[-1])
 
 
 def _index_tables(url: str) -> dict[str, pd.DataFrame]:
