@@ -3,11 +3,12 @@
     .venv/bin/python benchmarks/scale.py --persons 100000 --days 2 [--seed 3] [--backend sqlite|postgresql|both]
         [--pg-url URL] [--work DIR] [--json OUT]
     .venv/bin/python benchmarks/scale.py --chart docs/scale.png --from-json a.json b.json ...
-    .venv/bin/python benchmarks/scale.py --persons N --work DIR --from-home HOME --days K
+    .venv/bin/python benchmarks/scale.py --persons N --work DIR --from-home HOME --days K [--rerun-last]
 
 `--from-home HOME` (SQLite): start from a copy of a home kept by `--keep-home` (its base and out/) and run
 only the next K daily dates of the city after the base's last date: a daily date of a large city measured
-again without its historical date (38 min at 3M).
+again without its historical date (38 min at 3M). `--rerun-last`: then the last date once more, with nothing
+new (kind `re-run`; with `--days 0` and `--from-home`, the kept base's last date).
 
 The city: `--work DIR` is reused when `DIR/landing/` exists (its `scale_city.json`, written when this script
 generated it, must agree with --persons and --seed), else `python -m fixtures.city` generates it into DIR.
@@ -294,8 +295,9 @@ def popbase_switches() -> dict:
 
 def run_date(city: Path, run_dir: Path, env: dict, date: str, kind: str, postmaster: int | None) -> dict:
     """`popbase run --date D` as a measured child; the figures of that date (with the PostgreSQL server's
-    CPU meanwhile when `postmaster` is given). Exits on failure."""
-    log_path = run_dir / f"run_{date}.log"
+    CPU meanwhile when `postmaster` is given). Exits on failure. `kind` "re-run": the date once more, with
+    nothing new (its own log)."""
+    log_path = run_dir / (f"run_{date}_again.log" if kind == "re-run" else f"run_{date}.log")
     load = os.getloadavg()[0]
     server_before = server_cpu_s(postmaster) if postmaster else None
     m = run_measured([popbase_command(), "run", "--date", date], env, log_path, run_dir)
@@ -321,8 +323,9 @@ def run_date(city: Path, run_dir: Path, env: dict, date: str, kind: str, postmas
 
 
 def run_backend(backend: str, city: Path, dates: list[str], pg_url: str, scratch: Path,
-                keep_home: bool = False, from_home: Path | None = None) -> list[dict]:
-    """Every date of the city, in order, on a fresh home and database of `backend`; the rows per date.
+                keep_home: bool = False, from_home: Path | None = None, rerun: str = "") -> list[dict]:
+    """Every date of the city, in order, on a fresh home and database of `backend`; the rows per date, and
+    with `rerun` that (last processed) date run once more, with nothing new.
     The home is removed afterwards (kept when a date fails, or with `keep_home` on SQLite: its base is then
     there for benchmarks/scope_lookup.py and benchmarks/index_load.py)."""
     run_dir = Path(tempfile.mkdtemp(prefix=f"scale-{backend}-", dir=scratch))
@@ -340,8 +343,8 @@ def run_backend(backend: str, city: Path, dates: list[str], pg_url: str, scratch
     with database(backend, home, pg_url) as db_url:
         env = child_env(home, db_url, dagster_home)
         postmaster = postmaster_pid(db_url) if backend == "postgresql" else None
-        for i, date in enumerate(dates):
-            kind = "historical" if i == 0 and from_home is None else "daily"
+        runs = [("historical" if i == 0 and from_home is None else "daily", d) for i, d in enumerate(dates)]
+        for kind, date in runs + ([("re-run", rerun)] if rerun else []):
             row = run_date(city, run_dir, env, date, kind, postmaster)
             rows.append(row)
             print(f"  {date} {kind:<10} wall {row['wall_s']:7.1f} s  CPU {row['cpu_s']:7.1f} s  "
@@ -496,6 +499,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--from-home", type=Path,
                     help="SQLite: start from a copy of this kept home and run only the --days daily dates after its "
                          "base's last date")
+    ap.add_argument("--rerun-last", action="store_true",
+                    help="then run the last date once more, with nothing new (kind re-run)")
     ap.add_argument("--chart", type=Path, help="draw the chart from --from-json files into this PNG (needs matplotlib)")
     ap.add_argument("--from-json", type=Path, nargs="+", default=[], help="result files for --chart")
     args = ap.parse_args(argv)
@@ -522,10 +527,12 @@ def main(argv=None) -> int:
             with contextlib.closing(sqlite3.connect(args.from_home / "popbase.db")) as con:
                 last = con.execute("SELECT max(business_date) FROM runs").fetchone()[0] or ""
             dates = [d for d in landed_dates(city) if d > last][: args.days]
+            rerun = (dates or [last])[-1] if args.rerun_last else ""
             if len(dates) < args.days:
                 raise SystemExit(f"{city} has {len(dates)} landed date(s) after {last}; --days {args.days} needs {args.days}")
         else:
             dates = landed_dates(city)[: args.days + 1]
+            rerun = dates[-1] if args.rerun_last and dates else ""
             if len(dates) < args.days + 1:
                 raise SystemExit(f"{city} has {len(dates)} landed date(s); --days {args.days} needs {args.days + 1}")
         switches = popbase_switches()
@@ -536,7 +543,8 @@ def main(argv=None) -> int:
                   "city": {"work": str(city), **info, "dates": dates}, "backends": {}}
         for backend in backends:
             result["backends"][backend] = run_backend(backend, city, dates, args.pg_url, scratch,
-                                                       keep_home=args.keep_home, from_home=args.from_home)
+                                                       keep_home=args.keep_home, from_home=args.from_home,
+                                                       rerun=rerun)
             print_table(backend, args.persons, result["backends"][backend])
             if args.json:  # after each backend: a later failure keeps what was measured
                 args.json.write_text(json.dumps(result, indent=1), encoding="utf-8")
