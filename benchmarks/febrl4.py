@@ -177,7 +177,9 @@ def seeded_config(home: Path, seed: int | None) -> Path:
     return path
 
 
-def run_pipeline(home: Path, a: pd.DataFrame, b: pd.DataFrame, training_seed: int | None = None) -> dict:
+def run_pipeline(home: Path, a: pd.DataFrame, b: pd.DataFrame, config: Path | None = None) -> dict:
+    """File A as `hukou`, file B as `dibao`, one date through `day.run_dates` with `config` (None: the shipped
+    linkage configuration), timed."""
     from day.run import run_dates
 
     deliver(home, "police", "hukou", as_hukou(a))
@@ -189,7 +191,8 @@ def run_pipeline(home: Path, a: pd.DataFrame, b: pd.DataFrame, training_seed: in
     log.setLevel(logging.INFO)
     try:
         w0, c0 = time.perf_counter(), time.process_time()
-        res = run_dates(Settings(home=home, linkage_config=seeded_config(home, training_seed)), [DATE])[DATE]
+        settings = Settings(home=home) if config is None else Settings(home=home, linkage_config=config)
+        res = run_dates(settings, [DATE])[DATE]
         wall, cpu = time.perf_counter() - w0, time.process_time() - c0
     finally:
         log.removeHandler(grab)
@@ -361,10 +364,11 @@ def main(argv=None) -> dict:
     if any(home.iterdir()):
         raise SystemExit(f"{home} is not empty")
     try:
-        run = run_pipeline(home, a, b, args.training_seed)
+        config = seeded_config(home, args.training_seed)
+        run = run_pipeline(home, a, b, config)
         links, persons, same_as_base = read_links(home)
         roles = pipeline_roles(home)
-        cfg = load_config(seeded_config(home, args.training_seed))
+        cfg = load_config(config)
         relinked = link_roles(roles, None, None, None, DATE, config=cfg)
         k = ["BH", "YWZJ", "JS"]
         rl_ = relinked.links.set_index(k)["RKID"].astype(str)

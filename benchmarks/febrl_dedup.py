@@ -98,7 +98,7 @@ def run_one(n: int, training_seed: int | None = None) -> dict:
     truth = pairs_within(entity(df.index))
     home = Path(tempfile.mkdtemp(prefix=f"febrl{n}_"))
     try:
-        run = febrl4.run_pipeline(home, org, dup, training_seed)
+        run = febrl4.run_pipeline(home, org, dup, febrl4.seeded_config(home, training_seed))
         links, _, same_as_base = febrl4.read_links(home)
         prior = stored_prior(home)
     finally:
