@@ -14,6 +14,7 @@ the values it needs as arguments.
 | `POPBASE_FULL_RELINK` | `full_relink`: `1` re-links and re-checks the whole city every date |
 | `POPBASE_SCOPED_DATES` | `scoped_dates`: daily dates read what their deliveries reach (default on; `0`: the whole base) |
 | `POPBASE_QUALITY_CONFIG` | `quality_config`: the quality thresholds file (default `config/quality.json`) |
+| `POPBASE_BIN_ROLES` | `bin_roles`: a first date of more rows runs in bins of about this many roles (`day/binned.py`; 0: never) |
 
 Without `POPBASE_FIRST_DATE`, `first_date` is the date kept in `<home>/first_business_date`, else the earliest
 landed date.
@@ -30,6 +31,7 @@ ROOT = Path(__file__).resolve().parent
 DEFAULT_QUALITY_CONFIG = ROOT / "config" / "quality.json"
 DEFAULT_LINKAGE_CONFIG = ROOT / "config" / "linkage.json"
 FIRST_DATE_FILE = "first_business_date"  # under POPBASE_HOME, written when the first date is processed
+DEFAULT_BIN_ROLES = 500_000  # roles per bin of a large first date: about 3 GiB of linking and checking
 
 
 def _flag(value: str | None) -> bool | None:
@@ -40,6 +42,16 @@ def _flag(value: str | None) -> bool | None:
     if v in ("0", "false", "no", "off"):
         return False
     return None
+
+
+def _count(value: str | None, default: int, name: str) -> int:
+    """A whole number of the environment (unset or empty: `default`); anything else is a clear error."""
+    v = (value or "").strip().replace(",", "").replace("_", "")
+    if not v:
+        return default
+    if not v.isdigit():
+        raise ValueError(f"{name} must be a whole number, not {value!r}")
+    return int(v)
 
 
 def landed_dates(home: Path) -> list[str]:
@@ -76,6 +88,7 @@ class Settings:
     scoped_dates: bool = True  # a daily date reads only what its deliveries reach (day/scoped.py)
     quality_config: Path = DEFAULT_QUALITY_CONFIG
     linkage_config: Path = DEFAULT_LINKAGE_CONFIG
+    bin_roles: int = DEFAULT_BIN_ROLES  # a first date larger than this runs in bins of it (day/binned.py); 0: never
 
     def __post_init__(self):
         object.__setattr__(self, "home", Path(self.home).resolve())
@@ -95,6 +108,7 @@ class Settings:
             full_relink=bool(_flag(env.get("POPBASE_FULL_RELINK"))),
             scoped_dates=_flag(env.get("POPBASE_SCOPED_DATES")) is not False,
             quality_config=Path(env.get("POPBASE_QUALITY_CONFIG") or DEFAULT_QUALITY_CONFIG),
+            bin_roles=_count(env.get("POPBASE_BIN_ROLES"), DEFAULT_BIN_ROLES, "POPBASE_BIN_ROLES"),
         )
 
     @property

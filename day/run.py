@@ -28,7 +28,7 @@ import sqlalchemy as sa
 
 from catalog import RETURN_TABLE
 from catalog.base import REJECT_COLUMNS, BaseState
-from day import exceptions, jobs, scoped, workers
+from day import binned, exceptions, jobs, scoped, workers
 from exchange import outputs, staging
 from exchange.process import ScopeTooSmall, peak_gib, process_date
 from exchange.files import clean_temporaries, publish, temporary_for
@@ -241,7 +241,10 @@ def commit(settings: Settings, engine: sa.Engine, staged: StageResult,
             frames[f"{f.batch_id}__{f.line_in_manifest}#rejects"] = pd.read_parquet(rejected)
     cfg = load_config(settings.linkage_config)
     clock.step("read staged")
-    with db.one_transaction(engine, whole_base=not base.processed_dates(engine)) as conn:
+    first = not base.processed_dates(engine)
+    if binned.due(settings, staged, first):  # a large city's first date, bin by bin (day/binned.py)
+        return _commit_in_bins(settings, engine, staged, frames, cfg, exceptions, clock, before_write)
+    with db.one_transaction(engine, whole_base=first) as conn:
         prior = base.batch_reports(conn, date)
         index_current = settings.scoped_dates and scoped.index_is_current(conn, cfg)
         sc = scoped.scoped_state(conn, staged, frames, date, cfg, settings) if settings.scoped_dates else None
@@ -289,13 +292,34 @@ def commit(settings: Settings, engine: sa.Engine, staged: StageResult,
                 base.forget_role_index(conn)
             base.refresh_statistics(conn)
         if settings.scoped_dates:  # the index's running totals are written: the city's figures are counted there
-            res.summary = scoped.city_figures(conn, res, date, prior, staged)
+            res.summary = scoped.city_figures(conn, res.batches, date, prior, staged)
         res.summary["exceptions"] = (done_before or {}).get("exceptions", []) + list(exceptions or [])
         base.write_run(conn, date, res.summary)
         clock.step("index")
     clock.step("commit")  # the transaction's commit
     log.info("business date %s committed: %s", date, res.summary_line())
     return res.summary, (res.state if sc is None else scoped.touched(sc, res))
+
+
+def _commit_in_bins(settings: Settings, engine: sa.Engine, staged: StageResult, frames: dict, cfg: dict,
+                    exceptions: list[dict] | None, clock: _Clock, before_write) -> tuple[dict, binned.InBins]:
+    """`commit` for a date processed in bins (`binned.due`): the bins, then the date's rejected rows, batches
+    and summary, in one transaction."""
+    date = staged.business_date
+    new_files = [f for f in staged.files if f.status == "staged"]
+    with db.one_transaction(engine, whole_base=True) as conn:
+        prior = base.batch_reports(conn, date)
+        done = binned.commit_in_bins(conn, staged, frames, date, cfg, prior, settings, before_write, clock)
+        clock.step("bins")
+        rejected = _rejected_rows(date, new_files, staging.staging_dir(settings.home, date), frames, done.rejects)
+        base.write_date_rows(conn, done.batches, date, {}, rejected)
+        summary = scoped.city_figures(conn, done.batches, date, prior, staged)
+        summary["exceptions"] = list(exceptions or [])
+        base.write_run(conn, date, summary)
+        clock.step("summary")
+    clock.step("commit")
+    log.info("business date %s committed in %s bins", date, done.bins)
+    return summary, done
 
 
 class _Clock:

@@ -355,11 +355,12 @@ def finish_scoped(conn: sa.Connection, scoped: Scoped, res: ProcessResult, date:
                                             city_counts(index, now.links, now.persons)))
 
 
-def city_figures(conn: sa.Connection, res: ProcessResult, date: str, prior_reports: dict, staged) -> dict:
-    """The run summary with its city-wide figures from the running totals (tasks counted in the database)."""
+def city_figures(conn: sa.Connection, batches: list[dict], date: str, prior_reports: dict, staged) -> dict:
+    """The run summary with its city-wide figures from the running totals (tasks counted in the database);
+    `batches`: the date's batch rows (`ProcessResult.batches`)."""
     from exchange.process import build_summary  # the summary's one definition
 
-    reports = {b["batch_id"]: json.loads(b["report"]) for b in res.batches}
+    reports = {b["batch_id"]: json.loads(b["report"]) for b in batches}
     counts = base.read_city_counts(conn)
     measures = pd.DataFrame(counts["measures"], columns=[*MEASURE_KEYS, "n"])
     summary = build_summary(staged, reports, base.task_counts(conn, date), counts["methods"],
@@ -440,18 +441,26 @@ CHUNKS_AHEAD = 2  # chunks of index rows the worker may make before the written 
 
 
 def write_full_index(conn: sa.Connection, res: ProcessResult, cfg: dict) -> None:
-    """The whole role index anew, from a date that read the whole base, in chunks of whole records (a
-    record's roles are indexed together: spouses in one record borrow each other's place), and the
-    city's running totals counted from it. With more than one chunk, a worker process makes the rows of
-    the next chunks while this one writes the last (`_index_rows`): the two halves take about as long."""
-    forms = db.forms_table(block_columns(cfg))  # created anew by `rebuild_index`
+    """The whole role index anew, from a date that read the whole base, and the city's running totals
+    counted from it."""
+    totals: list[dict] = []
+    base.rebuild_index(conn, db.forms_table(block_columns(cfg)), index_chunks(res, cfg, totals), index_stamp(cfg))
+    base.write_city_counts(conn, add_counts(*totals))
+
+
+def index_chunks(res: ProcessResult, cfg: dict, totals: list[dict]):
+    """The index and form rows of every role of `res` (a date, or a bin of one: `day.binned`), chunk by
+    chunk of whole records (a record's roles are indexed together: spouses in one record borrow each
+    other's place); what they and `res`'s links and persons add to the city's running totals is appended
+    to `totals` (`add_counts` sums them). With more than one chunk, a worker process makes the rows of the
+    next chunks while the caller writes the last (`_index_rows`): the two halves take about as long."""
     roles = res.roles.reset_index(drop=True)
     keys = np.asarray(res.role_key, dtype=object)
     n_chunks = max(1, -(-len(roles) // ROLES_PER_CHUNK))
     bucket = pd.factorize(roles["BH"].astype(str) + "|" + roles["YWZJ"].astype(str))[0] % n_chunks
     method_of = _method_of(res.state.links)
     marriage = res.view.get("marriage")
-    totals = [{"measures": [], **_links_and_persons(res.state.links, res.state.persons, 1)}]
+    totals.append({"measures": [], **_links_and_persons(res.state.links, res.state.persons, 1)})
 
     def job(b: int) -> tuple:
         """The arguments of `index_of` for chunk `b`, cut to what its roles need (they travel to the worker)."""
@@ -463,13 +472,9 @@ def write_full_index(conn: sa.Connection, res: ProcessResult, cfg: dict) -> None
             view["marriage"] = marriage[marriage["_key"].astype(str).isin(mine)]
         return chunk, chunk_keys, view, cfg, method_of[method_of.index.isin(chunk_keys)]
 
-    def chunks():
-        for index, form_rows in _index_rows(job, n_chunks):
-            totals.append({"measures": _measures(index, method_of, 1), "methods": {}, "persons": 0})
-            yield index, form_rows
-
-    base.rebuild_index(conn, forms, chunks(), index_stamp(cfg))
-    base.write_city_counts(conn, add_counts(*totals))
+    for index, form_rows in _index_rows(job, n_chunks):
+        totals.append({"measures": _measures(index, method_of, 1), "methods": {}, "persons": 0})
+        yield index, form_rows
 
 
 def _index_rows(job, n_chunks: int):

@@ -56,6 +56,21 @@ def pack(component: np.ndarray, limit: int) -> np.ndarray:
     return dense.astype(np.int64)[np.searchsorted(labels, component)]
 
 
+def repair_edges(R: pd.DataFrame, cfg: dict, business_date: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each damaged ID's row of `R` (canonical roles) to one holder of every ID it could be repaired to
+    (`repair.repair_candidates`; the ID group joins the other holders): (damaged rows, holder rows, the IDs)."""
+    n = len(R)
+    citizen_id, _ = usable_ids(R)
+    broken = np.flatnonzero(repairable(R))
+    holders = pd.Series(np.arange(n)[citizen_id != ""], index=citizen_id[citizen_id != ""])
+    holders = holders[~holders.index.duplicated()]
+    cand = repair_candidates(R, broken, holders.index, cfg, business_date)
+    at = holders.reindex(cand["id18"].to_numpy(dtype=object)).to_numpy(dtype=np.float64)  # NaN: no holder
+    found = ~np.isnan(at)
+    return (cand["row"].to_numpy(np.int64)[found], at[found].astype(np.int64),
+            cand["id18"].to_numpy(dtype=object)[found])
+
+
 def edges_before_linking(R: pd.DataFrame, cfg: dict, model, business_date: str) -> tuple[np.ndarray, np.ndarray]:
     """Pairs of rows of `R` (roles in the linker's canonical order, `link._canonical`) whose links can depend
     on one another in a whole-city `link_roles` run with `model`, found before linking, so that a city can
@@ -78,15 +93,7 @@ def edges_before_linking(R: pd.DataFrame, cfg: dict, model, business_date: str) 
     n = len(R)
     anchored = _id_clusters(R, cfg)["anchored"]
     citizen_id, doc = usable_ids(R)
-    # damaged IDs: each to one holder of every ID it could be repaired to (the ID group joins the rest)
-    broken = np.flatnonzero(repairable(R))
-    holders = pd.Series(np.arange(n)[citizen_id != ""], index=citizen_id[citizen_id != ""])
-    holders = holders[~holders.index.duplicated()]
-    cand = repair_candidates(R, broken, holders.index, cfg, business_date)
-    at = holders.reindex(cand["id18"].to_numpy(dtype=object)).to_numpy(dtype=np.float64)  # NaN: no holder
-    found = ~np.isnan(at)
-    repair_row = cand["row"].to_numpy(np.int64)[found]
-    repair_ids = cand["id18"].to_numpy(dtype=object)[found]
+    repair_row, repair_at, repair_ids = repair_edges(R, cfg, business_date)
     pq = ~anchored
     reach = _Reach(R, n, _partner_rows(R[["BH", "YWZJ", "JS"]]), np.full(n, "", dtype=object), citizen_id, doc,
                    repair_row, repair_ids, pq, np.zeros(n, dtype=bool), cfg, model)
@@ -95,7 +102,7 @@ def edges_before_linking(R: pd.DataFrame, cfg: dict, model, business_date: str) 
     targets = np.flatnonzero(~(anchored[reach.src] & ~reach.trusted_form))
     q, t = reach._pairs(reach.query_forms(pq), targets, "all")
     del reach
-    return (np.concatenate([repair_row, q]).astype(np.int64), np.concatenate([at[found].astype(np.int64), t]).astype(np.int64))
+    return (np.concatenate([repair_row, q]).astype(np.int64), np.concatenate([repair_at, t]).astype(np.int64))
 
 
 def components_before_linking(R: pd.DataFrame, cfg: dict, model, business_date: str, *groupings: np.ndarray) -> np.ndarray:
@@ -104,3 +111,4 @@ def components_before_linking(R: pd.DataFrame, cfg: dict, model, business_date: 
     gives each of its roles the link a whole-city run gives it (tests/test_bins.py)."""
     record = (R["BH"].astype(str) + "|" + R["YWZJ"].astype(str)).to_numpy(dtype=object)
     return components(id_group_keys(R), record, *groupings, pairs=edges_before_linking(R, cfg, model, business_date))
+

@@ -668,6 +668,31 @@ def _score_candidates(P: fz.Prepared, queries: np.ndarray, entity: np.ndarray, m
     return fz.score_queries(P, queries, np.arange(len(entity)), entity, model, cfg, stats=fstats)
 
 
+def _model_and_candidates(P: fz.Prepared, s1: dict, queries: np.ndarray, entity: np.ndarray,
+                          model: fz.FSModel | None, cfg: dict, fstats: dict,
+                          timings: dict) -> tuple[fz.FSModel, pd.DataFrame]:
+    """The model (`model`, or trained here when None) and every query's scored candidates with it; `fstats`
+    gets the blocking figures of the last scoring, `timings` the seconds of training and scoring."""
+    t = time.perf_counter()
+    trained_here = model is None
+    if trained_here:
+        model = _train_model(P, s1, queries, entity, cfg)
+    timings["fuzzy_train"] = time.perf_counter() - t
+    t = time.perf_counter()
+    cand = _score_candidates(P, queries, entity, model, cfg, fstats)
+    # the prior from the data (`fuzzy.estimate_matches_per_query`), then the pairs scored with it; not where
+    # there are too few people to learn from (`train_model` keeps its defaults there too)
+    if trained_here and model.n_entities >= int(cfg["fuzzy"]["training"].get("min_population", 1000)):
+        configured = model.prior_has_match
+        model.prior_has_match = fz.estimate_matches_per_query(cand, len(queries), model)
+        model.meta["prior_has_match"] = {"configured": configured, "estimated": round(model.prior_has_match, 4)}
+        fz.discount_matches(model, len(queries))
+        fstats.clear()
+        cand = _score_candidates(P, queries, entity, model, cfg, fstats)
+    timings["fuzzy_score"] = time.perf_counter() - t
+    return model, cand
+
+
 def _record_blocking(model: fz.FSModel, trained_here: bool, fstats: dict, stats: dict) -> None:
     """Keep a trained model's skipped blocks (later dates skip the same ones, `fuzzy.candidate_pairs`)
     and put the model and blocking figures in `stats`."""
@@ -969,6 +994,24 @@ def _events_frame(keys: pd.DataFrame, issued_now: list, retired: pd.DataFrame, p
 
 
 # ---------------------------------------------------------------------------------------- main API
+def city_model_and_pairs(roles: pd.DataFrame, business_date: str, config: dict | None = None):
+    """What a city linked in bins needs before it links (`linkage.bins.city_bins`, docs/scale.md 2.7): the
+    model `link_roles` trains on the whole of `roles` (its skip list recorded, so that a bin skips the
+    blocks the whole city skips) and the kept candidate pairs it scores with it. Returns (the canonical
+    roles, the model, query rows, target rows): a pair's rows are positions in the canonical roles."""
+    cfg = config or load_config()
+    R = _canonical(roles, cfg.get("table_order", DEFAULT_TABLE_ORDER))
+    s1 = _id_clusters(R, cfg)
+    cluster, ppfs = s1["cluster"], s1["ppfs"]
+    ppdf = np.zeros(len(R), dtype=np.float64)
+    repaired_id = _repair_broken_ids(R, s1, cluster, ppfs, ppdf, cfg, business_date)
+    P, queries, entity, _ = _prepare_fuzzy(R, s1, cluster, repaired_id)
+    fstats: dict = {}
+    model, cand = _model_and_candidates(P, s1, queries, entity, None, cfg, fstats, {})
+    _record_blocking(model, True, fstats, {})
+    return R, model, cand["q"].to_numpy(np.int64), cand["t"].to_numpy(np.int64)
+
+
 def link_roles(roles: pd.DataFrame, persons_prev: pd.DataFrame | None, links_prev: pd.DataFrame | None,
                decisions: pd.DataFrame | None, business_date: str, config: dict | None = None,
                model: fz.FSModel | None = None, kept: set[str] | None = None) -> LinkResult:
@@ -1016,24 +1059,9 @@ def link_roles(roles: pd.DataFrame, persons_prev: pd.DataFrame | None, links_pre
         cluster[free] = (int(cluster.max()) + 1 if len(cluster) else 0) + np.arange(int(free.sum()))
     P, queries, entity, n_anchor = _prepare_fuzzy(R, s1, cluster, repaired_id)
     timings["fuzzy_prepare"] = time.perf_counter() - t
-    t = time.perf_counter()
     trained_here = model is None
-    if trained_here:
-        model = _train_model(P, s1, queries, entity, cfg)
-    timings["fuzzy_train"] = time.perf_counter() - t
-    t = time.perf_counter()
     fstats: dict = {}
-    cand = _score_candidates(P, queries, entity, model, cfg, fstats)
-    # the prior from the data (`fuzzy.estimate_matches_per_query`), then the pairs scored with it; not where
-    # there are too few people to learn from (`train_model` keeps its defaults there too)
-    if trained_here and model.n_entities >= int(cfg["fuzzy"]["training"].get("min_population", 1000)):
-        configured = model.prior_has_match
-        model.prior_has_match = fz.estimate_matches_per_query(cand, len(queries), model)
-        model.meta["prior_has_match"] = {"configured": configured, "estimated": round(model.prior_has_match, 4)}
-        fz.discount_matches(model, len(queries))
-        fstats = {}
-        cand = _score_candidates(P, queries, entity, model, cfg, fstats)
-    timings["fuzzy_score"] = time.perf_counter() - t
+    model, cand = _model_and_candidates(P, s1, queries, entity, model, cfg, fstats, timings)
     t = time.perf_counter()
     asg = _assign_queries(cand, queries, entity, n_anchor, cluster, upper, lower, model.log2_prior_odds,
                           _clearly_other_rows(R, cfg))

@@ -54,6 +54,12 @@ def write_base(conn: sa.Connection, old: BaseState, new: BaseState, audit: pd.Da
         audit = audit.copy()
         audit["at"] = now
         db.append_frame(conn, db.audit, audit[AUDIT_COLUMNS])
+    write_date_rows(conn, batches, date, summary, rejects)
+
+
+def write_date_rows(conn: sa.Connection, batches: list[dict], date: str, summary: dict,
+                    rejects: pd.DataFrame | None = None) -> None:
+    """The date's rejected rows, batch rows and run summary."""
     if rejects is not None and len(rejects):
         frame = rejects[REJECT_COLUMNS].drop_duplicates("reject_key", keep="last")
         db._delete_keys(conn, db.rejects, frame["reject_key"].tolist())

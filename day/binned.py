@@ -1,0 +1,177 @@
+"""A large city's first date in bins (issue 15, docs/scale.md 2.7): the memory of linking, checking and
+indexing is set by the bin, not the city.
+
+The first date of a base (历史数据建库) delivers the whole city at once. Whole, it is linked, checked and
+indexed as one set of frames, and that grows with the city (about 5.7 GiB per million persons). Here the
+city is first cut (`cut`): the model is trained on the whole city as `linkage.link.link_roles` trains it,
+its candidate pairs are scored once, and the records are put into bins of components that hold every
+person, every query with all it reads, and every rule's inputs whole (`linkage.bins`). Each bin's rows of
+the date's files are then processed as a date of their own (`exchange.process.process_date` with the
+city's model) and written before the next bin is read; the role index is written bin by bin and its
+indexes built once at the end. The base equals the one the whole-city date writes (tests/test_binned.py);
+only the order of rows in the tables differs.
+
+Still whole-city here (the next steps of docs/scale.md 2.7): the staged files, the cut's apply and roles,
+and the training and scoring of the cut.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from catalog import RETURN_TABLE, TABLES
+from exchange.overlays import live_overlays, overlay_sources
+from exchange.process import apply_extracts, peak_gib, process_date
+from linkage.base import id_group_keys
+from linkage.bins import components, pack, repair_edges
+from linkage.blocks import block_columns
+from linkage.link import city_model_and_pairs
+from linkage.roles import build_roles
+from store import base, db
+from day import scoped
+from verification.states import state_id_keys
+
+log = logging.getLogger("popbase")
+
+REPORT_COUNTS = ("inserted", "updated", "deleted", "unchanged", "ignored_stale", "accepted_returns")
+
+
+@dataclass
+class InBins:
+    """What a date processed in bins leaves for its outputs: nothing in memory (they are read from the
+    store), its batch rows (the reports of every bin summed) and the rows its bins rejected."""
+
+    bins: int
+    batches: list[dict]
+    rejects: list
+
+
+def due(settings, staged, first: bool) -> bool:
+    """Whether a date runs in bins: the base's first date, scoped dates on (the bins write the role index
+    and the running totals the summary is counted from) and more rows delivered than a bin holds."""
+    rows = sum(int(f.received_rows) for f in staged.files if f.status == "staged")
+    return first and settings.scoped_dates and settings.bin_roles > 0 and rows > settings.bin_roles
+
+
+def cut(roles: pd.DataFrame, cfg: dict, date: str, bin_roles: int):
+    """The model `link_roles` trains on the whole of `roles`, and the bin of each record (`BH|YWZJ`, a
+    Series). Components of ID group, record, the rules' ID groups (`state_id_keys`), the damaged IDs'
+    repair candidates and every candidate pair kept with that model: a bin of whole components linked and
+    checked with the model gives its roles what the whole city gives them (`benchmarks/bins.py` measured
+    it at 1M: every role's RKID, method and score)."""
+    R, model, q, t = city_model_and_pairs(roles, date, cfg)
+    record = (R["BH"].astype(str) + "|" + R["YWZJ"].astype(str)).to_numpy(dtype=object)
+    broken, holder, _ = repair_edges(R, cfg, date)
+    comp = components(id_group_keys(R), record, state_id_keys(R),
+                      pairs=(np.concatenate([broken, q]), np.concatenate([holder, t])))
+    return model, pd.Series(pack(comp, bin_roles), index=record).groupby(level=0, sort=False).first()
+
+
+def row_bins(frames: dict[str, pd.DataFrame], staged, bin_of_record: pd.Series, n_bins: int) -> dict[str, np.ndarray]:
+    """The bin of every staged row of the date's new files: its record's; a row of a record without roles
+    (rejected, or deleted) by a hash of its key (it only needs applying), a return's row in bin 0 (its
+    tasks are answered there, once)."""
+    out = {}
+    for sf in staged.files:
+        name = f"{sf.batch_id}__{sf.line_in_manifest}"
+        if sf.status != "staged" or name not in frames:
+            continue
+        frame = frames[name]
+        if sf.table == RETURN_TABLE or not len(frame):
+            out[name] = np.zeros(len(frame), dtype=np.int64)
+            continue
+        keys = frame[TABLES[sf.table].key].astype(str).str.strip().to_numpy(dtype=object)
+        got = bin_of_record.reindex(sf.table + "|" + keys).to_numpy(dtype=np.float64)
+        hashed = (pd.util.hash_array(keys) % np.uint64(n_bins)).astype(np.float64)
+        out[name] = np.where(np.isnan(got), hashed, got).astype(np.int64)
+    return out
+
+
+def frames_of_bin(frames: dict[str, pd.DataFrame], bins_of_rows: dict[str, np.ndarray], b: int) -> dict:
+    """The staged frames with only bin `b`'s rows (the rejects' keys whole: they only protect)."""
+    return {name: (frame[bins_of_rows[name] == b] if name in bins_of_rows else frame) for name, frame in frames.items()}
+
+
+def merge_batches(per_bin: list[list[dict]], staged) -> list[dict]:
+    """The batch rows of the date: each file's report with the counts of every bin summed (a bin's
+    report repeats what staging counted, the rows received and rejected while parsing)."""
+    parsed = {f.path: (int(f.rejected_rows) if f.status == "staged" else 0) for f in staged.files}
+    merged: dict[str, dict] = {}
+    reports: dict[str, dict] = {}
+    for rows in per_bin:
+        for row in rows:
+            rep = json.loads(row["report"])
+            if row["batch_id"] not in reports:
+                merged[row["batch_id"]], reports[row["batch_id"]] = row, rep
+                continue
+            for into, fr in zip(reports[row["batch_id"]]["files"], rep["files"]):
+                for k in REPORT_COUNTS:
+                    if k in fr:
+                        into[k] = int(into.get(k, 0)) + int(fr[k])
+                into["rejected_rows"] += int(fr["rejected_rows"]) - parsed.get(fr["path"], 0)
+                for code, n in (fr.get("rejected_reasons") or {}).items():
+                    reasons = into.setdefault("rejected_reasons", {})
+                    reasons[code] = reasons.get(code, 0) + int(n)
+    for batch_id, rep in reports.items():
+        for fr in rep["files"]:
+            if fr["status"] == "staged":
+                fr["loaded_rows"] = fr["received_rows"] - fr["rejected_rows"]
+            if "rejected_reasons" in fr:
+                fr["rejected_reasons"] = dict(sorted(fr["rejected_reasons"].items()))
+        merged[batch_id] = {**merged[batch_id], "report": json.dumps(rep, ensure_ascii=False)}
+    return list(merged.values())
+
+
+def commit_in_bins(conn: sa.Connection, staged, frames: dict, date: str, cfg: dict, prior: dict, settings,
+                   before_write=None, clock=None) -> InBins:
+    """Process and write the first date bin by bin, inside the caller's transaction: the cut, then each
+    bin (`process_date` on its rows, its base rows written, its role index rows made), then the role
+    index's indexes and the running totals. `before_write`: called before anything is written (the quality
+    gates still running). The caller writes the batches, the rejects and the run summary."""
+    empty = base.read_base(conn)  # the first date: every table empty
+    t0 = time.perf_counter()
+    sources = apply_extracts(empty, staged, frames, date)[0]
+    roles = build_roles(overlay_sources(sources, live_overlays(empty.overlays, sources)), date)
+    del sources
+    model, bin_of_record = cut(roles, cfg, date, settings.bin_roles)
+    n_roles = len(roles)
+    del roles
+    n_bins = int(bin_of_record.max()) + 1 if len(bin_of_record) else 1
+    model.meta["config_version"] = cfg.get("version", "")
+    state = replace(empty, model=model.to_payload())
+    bins_of_rows = row_bins(frames, staged, bin_of_record, n_bins)
+    del bin_of_record
+    log.info("%s: %s roles cut into %s bins of at most about %s roles in %.1f s (peak %.1f GiB)", date,
+             f"{n_roles:,}", n_bins, f"{settings.bin_roles:,}", time.perf_counter() - t0, peak_gib())
+    if clock is not None:
+        clock.step("cut")
+    if before_write is not None:
+        before_write()
+    db.write_meta(conn, db.MODEL_KEY, state.model)
+    batches: list[list[dict]] = []
+    rejects: list = []
+    totals: list[dict] = []
+
+    def bins():
+        for b in range(n_bins):
+            t = time.perf_counter()
+            res = process_date(state, staged, frames_of_bin(frames, bins_of_rows, b), date, link_config=cfg,
+                               prior_reports=prior, incremental=not settings.full_relink,
+                               linking=settings.incremental_linking, city_figures_later=True)
+            base.write_base(conn, state, res.state, res.audit, [], date, {})
+            batches.append(res.batches)
+            rejects.extend(res.rejects)
+            yield from scoped.index_chunks(res, cfg, totals)
+            log.info("%s: bin %s of %s, %s roles, in %.1f s (peak %.1f GiB)", date, b + 1, n_bins,
+                     f"{len(res.roles):,}", time.perf_counter() - t, peak_gib())
+
+    base.rebuild_index(conn, db.forms_table(block_columns(cfg)), bins(), scoped.index_stamp(cfg))
+    base.write_city_counts(conn, scoped.add_counts(*totals))
+    base.refresh_statistics(conn)
+    return InBins(n_bins, merge_batches(batches, staged), rejects)
