@@ -26,12 +26,14 @@ import pandas as pd
 import sqlalchemy as sa
 
 from catalog import RETURN_TABLE, TABLES
+from catalog.base import BaseState
 from exchange.overlays import live_overlays, overlay_sources
 from exchange.process import apply_extracts, peak_gib, process_date
 from linkage.base import id_group_keys
 from linkage.bins import components, pack, repair_edges
 from linkage.blocks import block_columns
-from linkage.link import city_model_and_pairs
+from linkage.fuzzy import FSModel
+from linkage.link import canonical_roles, city_model_and_pairs
 from linkage.roles import build_roles
 from store import base, db
 from day import scoped
@@ -59,18 +61,26 @@ def due(settings, staged, first: bool) -> bool:
     return first and settings.scoped_dates and settings.bin_roles > 0 and rows > settings.bin_roles
 
 
-def cut(roles: pd.DataFrame, cfg: dict, date: str, bin_roles: int):
-    """The model `link_roles` trains on the whole of `roles`, and the bin of each record (`BH|YWZJ`, a
-    Series). Components of ID group, record, the rules' ID groups (`state_id_keys`), the damaged IDs'
-    repair candidates and every candidate pair kept with that model: a bin of whole components linked and
-    checked with the model gives its roles what the whole city gives them (`benchmarks/bins.py` measured
-    it at 1M: every role's RKID, method and score)."""
-    R, model, q, t = city_model_and_pairs(roles, date, cfg)
+def cut(empty: BaseState, staged, frames: dict, date: str, cfg: dict, bin_roles: int) -> tuple[FSModel, pd.Series, int]:
+    """The city of the date's files applied to `empty` (the first date's base), its roles, the model
+    `link_roles` trains on them, and the bin of each record (`BH|YWZJ`, a Series); and how many roles.
+    Components of ID group, record, the rules' ID groups (`state_id_keys`), the damaged IDs' repair
+    candidates and every candidate pair kept with that model: a bin of whole components linked and checked
+    with the model gives its roles what the whole city gives them (`benchmarks/bins.py` measured it at 1M:
+    every role's RKID, method and score). Each whole-city frame is let go once the next is made."""
+    sources = apply_extracts(empty, staged, frames, date)[0]
+    roles = build_roles(overlay_sources(sources, live_overlays(empty.overlays, sources)), date)
+    del sources
+    R = canonical_roles(roles, cfg)
+    del roles
+    model, q, t = city_model_and_pairs(R, date, cfg)
     record = (R["BH"].astype(str) + "|" + R["YWZJ"].astype(str)).to_numpy(dtype=object)
     broken, holder, _ = repair_edges(R, cfg, date)
-    comp = components(id_group_keys(R), record, state_id_keys(R),
-                      pairs=(np.concatenate([broken, q]), np.concatenate([holder, t])))
-    return model, pd.Series(pack(comp, bin_roles), index=record).groupby(level=0, sort=False).first()
+    groupings = (id_group_keys(R), record, state_id_keys(R))
+    n_roles = len(R)
+    del R
+    comp = components(*groupings, pairs=(np.concatenate([broken, q]), np.concatenate([holder, t])))
+    return model, pd.Series(pack(comp, bin_roles), index=record).groupby(level=0, sort=False).first(), n_roles
 
 
 def row_bins(frames: dict[str, pd.DataFrame], staged, bin_of_record: pd.Series, n_bins: int) -> dict[str, np.ndarray]:
@@ -136,12 +146,7 @@ def commit_in_bins(conn: sa.Connection, staged, frames: dict, date: str, cfg: di
     gates still running). The caller writes the batches, the rejects and the run summary."""
     empty = base.read_base(conn)  # the first date: every table empty
     t0 = time.perf_counter()
-    sources = apply_extracts(empty, staged, frames, date)[0]
-    roles = build_roles(overlay_sources(sources, live_overlays(empty.overlays, sources)), date)
-    del sources
-    model, bin_of_record = cut(roles, cfg, date, settings.bin_roles)
-    n_roles = len(roles)
-    del roles
+    model, bin_of_record, n_roles = cut(empty, staged, frames, date, cfg, settings.bin_roles)
     n_bins = int(bin_of_record.max()) + 1 if len(bin_of_record) else 1
     model.meta["config_version"] = cfg.get("version", "")
     state = replace(empty, model=model.to_payload())

@@ -994,13 +994,17 @@ def _events_frame(keys: pd.DataFrame, issued_now: list, retired: pd.DataFrame, p
 
 
 # ---------------------------------------------------------------------------------------- main API
-def city_model_and_pairs(roles: pd.DataFrame, business_date: str, config: dict | None = None):
-    """What a city linked in bins needs before it links (`linkage.bins.city_bins`, docs/scale.md 2.7): the
-    model `link_roles` trains on the whole of `roles` (its skip list recorded, so that a bin skips the
-    blocks the whole city skips) and the kept candidate pairs it scores with it. Returns (the canonical
-    roles, the model, query rows, target rows): a pair's rows are positions in the canonical roles."""
+def canonical_roles(roles: pd.DataFrame, config: dict | None = None) -> pd.DataFrame:
+    """`roles` in the linker's founding order, with every column it reads (`city_model_and_pairs` takes them)."""
+    return _canonical(roles, (config or load_config()).get("table_order", DEFAULT_TABLE_ORDER))
+
+
+def city_model_and_pairs(R: pd.DataFrame, business_date: str, config: dict | None = None):
+    """What a city linked in bins needs before it links (`day.binned`, docs/scale.md 2.7): the model
+    `link_roles` trains on the whole city `R` (`canonical_roles`; its skip list recorded, so that a bin skips
+    the blocks the whole city skips) and the kept candidate pairs it scores with it. Returns (the model,
+    query rows, target rows): a pair's rows are positions in `R`."""
     cfg = config or load_config()
-    R = _canonical(roles, cfg.get("table_order", DEFAULT_TABLE_ORDER))
     s1 = _id_clusters(R, cfg)
     cluster, ppfs = s1["cluster"], s1["ppfs"]
     ppdf = np.zeros(len(R), dtype=np.float64)
@@ -1009,7 +1013,7 @@ def city_model_and_pairs(roles: pd.DataFrame, business_date: str, config: dict |
     fstats: dict = {}
     model, cand = _model_and_candidates(P, s1, queries, entity, None, cfg, fstats, {})
     _record_blocking(model, True, fstats, {})
-    return R, model, cand["q"].to_numpy(np.int64), cand["t"].to_numpy(np.int64)
+    return model, cand["q"].to_numpy(np.int64), cand["t"].to_numpy(np.int64)
 
 
 def link_roles(roles: pd.DataFrame, persons_prev: pd.DataFrame | None, links_prev: pd.DataFrame | None,

@@ -184,7 +184,7 @@ def test_the_resource_carries_every_setting(tmp_path):
 
     s = Settings(home=tmp_path, db_url="sqlite:///x.db", first_date="20260301", incremental_linking=False,
                  full_relink=True, scoped_dates=False, quality_config=tmp_path / "q.json",
-                 linkage_config=tmp_path / "l.json")
+                 linkage_config=tmp_path / "l.json", bin_roles=7)
     assert all(getattr(s, f.name) != f.default for f in dataclasses.fields(Settings)
                if f.default is not dataclasses.MISSING)  # every field differs from its default
     assert PopbaseResource.from_settings(s).settings == s
@@ -196,3 +196,15 @@ def test_scoped_dates_are_on_unless_switched_off():
     assert Settings.from_env({}).scoped_dates
     assert not Settings.from_env({"POPBASE_SCOPED_DATES": "0"}).scoped_dates
     assert PopbaseResource.from_settings(Settings.from_env({})).settings.scoped_dates
+
+
+def test_the_bin_size_of_a_large_first_date_is_read_from_the_environment():
+    import pytest
+
+    from settings import DEFAULT_BIN_ROLES, Settings
+
+    assert Settings.from_env({}).bin_roles == DEFAULT_BIN_ROLES
+    assert Settings.from_env({"POPBASE_BIN_ROLES": "0"}).bin_roles == 0
+    assert Settings.from_env({"POPBASE_BIN_ROLES": "200_000"}).bin_roles == 200_000
+    with pytest.raises(ValueError, match="POPBASE_BIN_ROLES must be a whole number"):
+        Settings.from_env({"POPBASE_BIN_ROLES": "lots"})
