@@ -27,13 +27,12 @@ import sqlalchemy as sa
 
 from catalog import RETURN_TABLE, TABLES
 from catalog.base import BaseState
-from exchange.overlays import live_overlays, overlay_sources
-from exchange.process import apply_extracts, peak_gib, process_date
+from exchange.process import apply_file, in_apply_order, peak_gib, process_date
 from linkage.base import id_group_keys
 from linkage.bins import components, pack, repair_edges
 from linkage.blocks import block_columns
 from linkage.fuzzy import FSModel
-from linkage.link import canonical_roles, city_model_and_pairs
+from linkage.link import LINKING_COLUMNS, canonical_roles, city_model_and_pairs
 from linkage.roles import build_roles
 from store import base, db
 from day import scoped
@@ -67,12 +66,8 @@ def cut(empty: BaseState, staged, frames: dict, date: str, cfg: dict, bin_roles:
     Components of ID group, record, the rules' ID groups (`state_id_keys`), the damaged IDs' repair
     candidates and every candidate pair kept with that model: a bin of whole components linked and checked
     with the model gives its roles what the whole city gives them (`benchmarks/bins.py` measured it at 1M:
-    every role's RKID, method and score). Each whole-city frame is let go once the next is made."""
-    sources = apply_extracts(empty, staged, frames, date)[0]
-    roles = build_roles(overlay_sources(sources, live_overlays(empty.overlays, sources)), date)
-    del sources
-    R = canonical_roles(roles, cfg)
-    del roles
+    every role's RKID, method and score). The roles are made a table at a time with what linking reads."""
+    R = canonical_roles(pd.concat(list(_linking_roles(empty, staged, frames, date)), ignore_index=True), cfg)
     model, q, t = city_model_and_pairs(R, date, cfg)
     record = (R["BH"].astype(str) + "|" + R["YWZJ"].astype(str)).to_numpy(dtype=object)
     broken, holder, _ = repair_edges(R, cfg, date)
@@ -81,6 +76,19 @@ def cut(empty: BaseState, staged, frames: dict, date: str, cfg: dict, bin_roles:
     del R
     comp = components(*groupings, pairs=(np.concatenate([broken, q]), np.concatenate([holder, t])))
     return model, pd.Series(pack(comp, bin_roles), index=record).groupby(level=0, sort=False).first(), n_roles
+
+
+def _linking_roles(empty: BaseState, staged, frames: dict, date: str):
+    """Each table's roles from the date's files applied to the empty base, with the columns linking reads
+    (`LINKING_COLUMNS`), one table at a time: the sources of one table are held at once, not the city's. A
+    first date has no answers laid over its records."""
+    files = [sf for sf in in_apply_order(staged.files) if sf.status == "staged" and sf.table != RETURN_TABLE]
+    for table in dict.fromkeys(sf.table for sf in files):
+        current = empty.sources[table]
+        for sf in files:
+            if sf.table == table:
+                current = apply_file(current, frames, sf, date).current
+        yield build_roles({table: current}, date)[LINKING_COLUMNS]
 
 
 def row_bins(frames: dict[str, pd.DataFrame], staged, bin_of_record: pd.Series, n_bins: int) -> dict[str, np.ndarray]:

@@ -994,6 +994,13 @@ def _events_frame(keys: pd.DataFrame, issued_now: list, retired: pd.DataFrame, p
 
 
 # ---------------------------------------------------------------------------------------- main API
+# What the ID stage, the repairs and the fuzzy comparisons read of a role: not its raw values (the links'
+# method and the persons' attributes read those), so that a city's roles can be held for the cut in less
+# (`day.binned.cut`; `tests/test_binned.py` checks the cut gives what the whole date does)
+LINKING_COLUMNS = [*LINK_KEY, "ZJLX", "name_key", "id_norm", "id_status", "id18", "id_damage", "id_prefix", "id_birth",
+                   "id_sex", "sex", "birth", "region", "address", "active"]
+
+
 def canonical_roles(roles: pd.DataFrame, config: dict | None = None) -> pd.DataFrame:
     """`roles` in the linker's founding order, with every column it reads (`city_model_and_pairs` takes them)."""
     return _canonical(roles, (config or load_config()).get("table_order", DEFAULT_TABLE_ORDER))
