@@ -369,10 +369,13 @@ def write_date_outputs(settings: Settings, engine: sa.Engine, date: str,
             exports = outputs.merge_exports(settings.home, after.previous, date, base.persons_of(conn, after.rkids),
                                             after.rkids, base.links_of(conn, after.role_keys), after.role_keys)
             tasks = None if beside else base.open_tasks(conn)
-        else:
-            persons, links, tasks = ((after.persons, after.links, after.tasks) if isinstance(after, BaseState) else
-                                     (base.live_persons(conn), base.all_links(conn), base.open_tasks(conn)))
-            exports = outputs.write_exports(settings.home, persons, links, date)
+        elif isinstance(after, BaseState):
+            exports = outputs.write_exports(settings.home, after.persons, after.links, date)
+            tasks = after.tasks
+        else:  # from the store, a part at a time (a date processed in bins, outputs mended)
+            exports = outputs.write_exports_in_parts(settings.home, lambda name, order: base.export_parts(conn, name, order),
+                                                     date)
+            tasks = base.open_tasks(conn)
         clock.step("exports")
         tasks = task_files.result() if beside else outputs.write_task_outputs(settings.home, tasks, date)
         clock.step("task files" + (" (waited)" if beside else ""))

@@ -59,6 +59,29 @@ def write_exports(home: Path, persons: pd.DataFrame, links: pd.DataFrame, date: 
 EXPORT_ORDER = {"persons": ["RKID"], "links": ["BM", "BH", "YWZJ", "JS"]}  # rows sorted by, and keyed by
 
 
+def write_exports_in_parts(home: Path, parts_of, date: str) -> dict[str, Path]:
+    """The files `write_exports` writes, from `parts_of(name)`: the base's live persons or links already in
+    `EXPORT_ORDER` (`store.base.export_parts`), each part written as it comes, so that memory follows a part,
+    not the city (a date whose base is not in memory: one processed in bins, or outputs mended)."""
+    out = Path(home) / "out" / "exports" / date
+    paths = {}
+    for name, shape in (("persons", _export_persons), ("links", _export_links)):
+        target = out / f"{name}.parquet"
+        tmp = _atomic_path(target)
+        writer = None
+        for part in parts_of(name, EXPORT_ORDER[name]):
+            table = pa.Table.from_pandas(shape(part).reset_index(drop=True), preserve_index=False)
+            writer = writer or pq.ParquetWriter(tmp, table.schema)
+            writer.write_table(table.cast(writer.schema))
+        if writer is None:  # nothing to export: the file still says what it would hold
+            shape(pd.DataFrame(columns=EXPORT_ORDER[name])).to_parquet(tmp, index=False)
+        else:
+            writer.close()
+        publish(tmp, target)
+        paths[name] = target
+    return paths
+
+
 def _export_persons(persons: pd.DataFrame) -> pd.DataFrame:
     if "status" in persons.columns:
         persons = persons[persons["status"] == "live"]

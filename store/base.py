@@ -124,6 +124,13 @@ def all_links(conn: sa.Connection) -> pd.DataFrame:
     return _frame(conn, db.links)
 
 
+def export_parts(conn: sa.Connection, name: str, order: list[str]):
+    """The live persons (`name` "persons") or every link ("links"), sorted by `order`, a part at a time."""
+    if name == "persons":
+        return db.read_sorted(conn, db.persons, order, db.persons.c.status == "live")
+    return db.read_sorted(conn, db.links, order)
+
+
 def persons_of(conn: sa.Connection, rkids) -> pd.DataFrame:
     """The person rows of `rkids` (live or not)."""
     return db.select_in(conn, db.persons, "RKID", rkids)

@@ -422,6 +422,24 @@ def read_frame(conn: sa.Connection, table: sa.Table, where=None) -> pd.DataFrame
     return _as_text(frame, table)
 
 
+def read_sorted(conn: sa.Connection, table: sa.Table, order: list[str], where=None,
+                rows: int = FETCH_ROWS) -> Iterator[pd.DataFrame]:
+    """`table`'s rows (those matching `where`) sorted by the columns `order` as Python sorts strings (by code
+    point: PostgreSQL's "C" collation, SQLite's own), `rows` at a time, as `read_frame` gives them (they count
+    in `READ`). The server streams them (a server-side cursor on PostgreSQL): memory follows `rows`, not the
+    table (a 10M city's links are 21 M rows)."""
+    keys = [table.c[c].collate("C") if conn.dialect.name == "postgresql" else table.c[c] for c in order]
+    stmt = sa.select(table).order_by(*keys)
+    if where is not None:
+        stmt = stmt.where(where)
+    result = conn.execution_options(stream_results=True).execute(stmt)
+    names = list(result.keys())
+    for part in result.partitions(rows):
+        frame = pd.DataFrame.from_records([tuple(r) for r in part], columns=names)
+        READ.add(table.name, len(frame))
+        yield _as_text(frame, table)
+
+
 def _integer(column: sa.Column) -> bool:
     """An INTEGER / BIGINT column other than a surrogate key: its values stay Python ints, NULL None (the
     block columns of `role_forms`); every other column is text."""
