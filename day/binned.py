@@ -18,11 +18,17 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from catalog import RETURN_TABLE, TABLES
@@ -91,29 +97,72 @@ def _linking_roles(empty: BaseState, staged, frames: dict, date: str):
         yield build_roles({table: current}, date)[LINKING_COLUMNS]
 
 
-def row_bins(frames: dict[str, pd.DataFrame], staged, bin_of_record: pd.Series, n_bins: int) -> dict[str, np.ndarray]:
-    """The bin of every staged row of the date's new files: its record's; a row of a record without roles
-    (rejected, or deleted) by a hash of its key (it only needs applying), a return's row in bin 0 (its
-    tasks are answered there, once)."""
-    out = {}
-    for sf in staged.files:
-        name = f"{sf.batch_id}__{sf.line_in_manifest}"
-        if sf.status != "staged" or name not in frames:
-            continue
-        frame = frames[name]
-        if sf.table == RETURN_TABLE or not len(frame):
-            out[name] = np.zeros(len(frame), dtype=np.int64)
-            continue
-        keys = frame[TABLES[sf.table].key].astype(str).str.strip().to_numpy(dtype=object)
-        got = bin_of_record.reindex(sf.table + "|" + keys).to_numpy(dtype=np.float64)
-        hashed = (pd.util.hash_array(keys) % np.uint64(n_bins)).astype(np.float64)
-        out[name] = np.where(np.isnan(got), hashed, got).astype(np.int64)
-    return out
+def row_bins(keys: np.ndarray, table: str, bin_of_record: pd.Series, n_bins: int) -> np.ndarray:
+    """The bin of each staged row of `table` with record keys `keys` (trimmed, as applying trims them): its
+    record's; a row of a record without roles (rejected, or deleted) by a hash of its key (it only needs
+    applying, and a key's rows stay together)."""
+    got = bin_of_record.reindex(table + "|" + keys).to_numpy(dtype=np.float64)
+    hashed = (pd.util.hash_array(keys) % np.uint64(n_bins)).astype(np.float64)
+    return np.where(np.isnan(got), hashed, got).astype(np.int64)
 
 
-def frames_of_bin(frames: dict[str, pd.DataFrame], bins_of_rows: dict[str, np.ndarray], b: int) -> dict:
-    """The staged frames with only bin `b`'s rows (the rejects' keys whole: they only protect)."""
-    return {name: (frame[bins_of_rows[name] == b] if name in bins_of_rows else frame) for name, frame in frames.items()}
+class StagedRows(Mapping):
+    """The date's staged files by name (`<batch>__<line>`, and `#rejects` for the keys their parse rejected),
+    read when asked for, not held: the cut reads a table's files while it applies them, and once the bins are
+    known `spill` writes each file's rows into one file per bin (`<staging>/bins/`), which `of_bin` reads. A
+    return's rows all go to bin 0 (its tasks are answered there, once)."""
+
+    SPILL_ROWS = 200_000  # rows of a staged file read at a time while spilling
+
+    def __init__(self, folder: Path, staged):
+        self.folder, self.spill_dir = folder, folder / "bins"
+        self.files = {f"{f.batch_id}__{f.line_in_manifest}": f for f in staged.files if f.status == "staged"}
+        self.rejects = {f"{name}#rejects": pd.read_parquet(folder / (f.parquet + ".rejects"))
+                        for name, f in self.files.items() if (folder / (f.parquet + ".rejects")).exists()}
+        self.n_bins = 0
+
+    def __getitem__(self, name: str) -> pd.DataFrame:
+        if name in self.rejects:
+            return self.rejects[name]
+        return pd.read_parquet(self.folder / self.files[name].parquet)
+
+    def __iter__(self):
+        return iter([*self.files, *self.rejects])
+
+    def __len__(self) -> int:
+        return len(self.files) + len(self.rejects)
+
+    def spill(self, bin_of_record: pd.Series, n_bins: int) -> None:
+        """Each file's rows into the file of their bin, read and written `SPILL_ROWS` at a time in Arrow (the
+        staged types kept)."""
+        shutil.rmtree(self.spill_dir, ignore_errors=True)
+        self.spill_dir.mkdir(parents=True)
+        self.n_bins = n_bins
+        for name, f in self.files.items():
+            source = pq.ParquetFile(self.folder / f.parquet)
+            writers = [pq.ParquetWriter(self._spilled(name, b), source.schema_arrow) for b in range(n_bins)]
+            try:
+                for batch in source.iter_batches(batch_size=self.SPILL_ROWS):
+                    if f.table == RETURN_TABLE:
+                        writers[0].write_batch(batch)
+                        continue
+                    keys = pc.utf8_trim_whitespace(pc.cast(batch.column(TABLES[f.table].key), pa.string()))
+                    bins = row_bins(keys.to_numpy(zero_copy_only=False).astype(object), f.table, bin_of_record, n_bins)
+                    for b in np.unique(bins):
+                        writers[b].write_batch(batch.filter(pa.array(bins == b)))
+            finally:
+                for w in writers:
+                    w.close()
+
+    def _spilled(self, name: str, b: int) -> Path:
+        return self.spill_dir / f"{name}.{b}.parquet"
+
+    def of_bin(self, b: int) -> dict[str, pd.DataFrame]:
+        """Bin `b`'s rows of every file (the rejects' keys whole: they only protect)."""
+        return {**{name: pd.read_parquet(self._spilled(name, b)) for name in self.files}, **self.rejects}
+
+    def drop_spill(self) -> None:
+        shutil.rmtree(self.spill_dir, ignore_errors=True)
 
 
 def merge_batches(per_bin: list[list[dict]], staged) -> list[dict]:
@@ -146,7 +195,7 @@ def merge_batches(per_bin: list[list[dict]], staged) -> list[dict]:
     return list(merged.values())
 
 
-def commit_in_bins(conn: sa.Connection, staged, frames: dict, date: str, cfg: dict, prior: dict, settings,
+def commit_in_bins(conn: sa.Connection, staged, frames: StagedRows, date: str, cfg: dict, prior: dict, settings,
                    before_write=None, clock=None) -> InBins:
     """Process and write the first date bin by bin, inside the caller's transaction: the cut, then each
     bin (`process_date` on its rows, its base rows written, its role index rows made), then the role
@@ -158,7 +207,7 @@ def commit_in_bins(conn: sa.Connection, staged, frames: dict, date: str, cfg: di
     n_bins = int(bin_of_record.max()) + 1 if len(bin_of_record) else 1
     model.meta["config_version"] = cfg.get("version", "")
     state = replace(empty, model=model.to_payload())
-    bins_of_rows = row_bins(frames, staged, bin_of_record, n_bins)
+    frames.spill(bin_of_record, n_bins)
     del bin_of_record
     log.info("%s: %s roles cut into %s bins of at most about %s roles in %.1f s (peak %.1f GiB)", date,
              f"{n_roles:,}", n_bins, f"{settings.bin_roles:,}", time.perf_counter() - t0, peak_gib())
@@ -174,7 +223,7 @@ def commit_in_bins(conn: sa.Connection, staged, frames: dict, date: str, cfg: di
     def bins():
         for b in range(n_bins):
             t = time.perf_counter()
-            res = process_date(state, staged, frames_of_bin(frames, bins_of_rows, b), date, link_config=cfg,
+            res = process_date(state, staged, frames.of_bin(b), date, link_config=cfg,
                                prior_reports=prior, incremental=not settings.full_relink,
                                linking=settings.incremental_linking, city_figures_later=True)
             base.write_base(conn, state, res.state, res.audit, [], date, {})
@@ -185,6 +234,7 @@ def commit_in_bins(conn: sa.Connection, staged, frames: dict, date: str, cfg: di
                      f"{len(res.roles):,}", time.perf_counter() - t, peak_gib())
 
     base.rebuild_index(conn, db.forms_table(block_columns(cfg)), bins(), scoped.index_stamp(cfg))
+    frames.drop_spill()
     base.write_city_counts(conn, scoped.add_counts(*totals))
     base.refresh_statistics(conn)
     return InBins(n_bins, merge_batches(batches, staged), rejects)

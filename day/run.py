@@ -234,16 +234,17 @@ def commit(settings: Settings, engine: sa.Engine, staged: StageResult,
         log.info("business date %s was already processed and nothing new arrived: nothing to do", date)
         return done_before, None
     folder = staging.staging_dir(settings.home, date)
+    cfg = load_config(settings.linkage_config)
+    first = not base.processed_dates(engine)
+    if binned.due(settings, staged, first):  # a large city's first date, bin by bin (day/binned.py)
+        return _commit_in_bins(settings, engine, staged, binned.StagedRows(folder, staged), cfg, exceptions, clock,
+                               before_write)
     frames = {f"{f.batch_id}__{f.line_in_manifest}": pd.read_parquet(folder / f.parquet) for f in new_files}
     for f in new_files:  # keys of rejected rows: a full file must not delete what it failed to deliver
         rejected = folder / (f.parquet + ".rejects")
         if rejected.exists():
             frames[f"{f.batch_id}__{f.line_in_manifest}#rejects"] = pd.read_parquet(rejected)
-    cfg = load_config(settings.linkage_config)
     clock.step("read staged")
-    first = not base.processed_dates(engine)
-    if binned.due(settings, staged, first):  # a large city's first date, bin by bin (day/binned.py)
-        return _commit_in_bins(settings, engine, staged, frames, cfg, exceptions, clock, before_write)
     with db.one_transaction(engine, whole_base=first) as conn:
         prior = base.batch_reports(conn, date)
         index_current = settings.scoped_dates and scoped.index_is_current(conn, cfg)
@@ -301,7 +302,7 @@ def commit(settings: Settings, engine: sa.Engine, staged: StageResult,
     return res.summary, (res.state if sc is None else scoped.touched(sc, res))
 
 
-def _commit_in_bins(settings: Settings, engine: sa.Engine, staged: StageResult, frames: dict, cfg: dict,
+def _commit_in_bins(settings: Settings, engine: sa.Engine, staged: StageResult, frames: binned.StagedRows, cfg: dict,
                     exceptions: list[dict] | None, clock: _Clock, before_write) -> tuple[dict, binned.InBins]:
     """`commit` for a date processed in bins (`binned.due`): the bins, then the date's rejected rows, batches
     and summary, in one transaction."""

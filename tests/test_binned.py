@@ -89,18 +89,31 @@ def test_the_dates_after_a_first_date_in_bins_run_as_after_the_whole(two_homes):
     assert_same_outputs(home_w, home_b)
 
 
-def test_bins_take_each_row_of_a_record_together_and_returns_in_the_first():
-    """Rows of one record share its bin; a record without roles goes by its key's hash, every return to bin 0."""
+def test_bins_take_each_row_of_a_record_together_and_returns_in_the_first(tmp_path):
+    """Rows of one record share its bin (keys trimmed, as applying trims them); a record without roles goes by
+    its key's hash; every return to bin 0; each bin's rows come back from its spill file as staged."""
     from types import SimpleNamespace
 
-    hukou = pd.DataFrame({binned.TABLES["hukou"].key: ["A", "B", " A", "C"], "XM": ["x", "y", "z", "w"]})
-    ret = pd.DataFrame({"RWBH": ["1", "2"]})
-    staged = SimpleNamespace(files=[SimpleNamespace(status="staged", table="hukou", batch_id="b", line_in_manifest=1),
-                                    SimpleNamespace(status="staged", table=binned.RETURN_TABLE, batch_id="b",
-                                                    line_in_manifest=2)])
-    frames = {"b__1": hukou, "b__2": ret}
-    bins = binned.row_bins(frames, staged, pd.Series([3, 1], index=["hukou|A", "hukou|B"]), 5)
-    assert list(bins["b__1"][:3]) == [3, 1, 3]  # the key is trimmed, as applying trims it
-    assert 0 <= bins["b__1"][3] < 5
-    assert list(bins["b__2"]) == [0, 0]
-    assert np.array_equal(binned.frames_of_bin(frames, bins, 3)["b__1"].index, [0, 2])
+    key = binned.TABLES["hukou"].key
+    pd.DataFrame({key: ["A", "B", " A", "C"], "XM": ["x", "y", "z", "w"]}).to_parquet(tmp_path / "h.parquet")
+    pd.DataFrame({"RWBH": ["1", "2"]}).to_parquet(tmp_path / "r.parquet")
+    pd.DataFrame({"key": ["D"]}).to_parquet(tmp_path / "h.parquet.rejects")
+    staged = SimpleNamespace(files=[
+        SimpleNamespace(status="staged", table="hukou", batch_id="b", line_in_manifest=1, parquet="h.parquet"),
+        SimpleNamespace(status="staged", table=binned.RETURN_TABLE, batch_id="b", line_in_manifest=2, parquet="r.parquet"),
+        SimpleNamespace(status="replay", table="hukou", batch_id="c", line_in_manifest=1, parquet="gone.parquet")])
+    rows = binned.StagedRows(tmp_path, staged)
+    assert sorted(rows) == ["b__1", "b__1#rejects", "b__2"] and "c__1" not in rows
+    assert list(rows["b__1"]["XM"]) == ["x", "y", "z", "w"]  # read when asked for
+    bin_of_record = pd.Series([3, 1], index=["hukou|A", "hukou|B"])
+    bins = binned.row_bins(np.array(["A", "B", "A", "C"], dtype=object), "hukou", bin_of_record, 5)
+    assert list(bins[:3]) == [3, 1, 3] and 0 <= bins[3] < 5
+    rows.spill(bin_of_record, 5)
+    got = {b: rows.of_bin(b) for b in range(5)}
+    assert list(got[3]["b__1"]["XM"]) == ["x", "z"] and list(got[1]["b__1"]["XM"]) == ["y"]
+    assert list(got[int(bins[3])]["b__1"]["XM"])[-1] == "w"
+    assert sum(len(g["b__1"]) for g in got.values()) == 4
+    assert list(got[0]["b__2"]["RWBH"]) == ["1", "2"] and all(len(got[b]["b__2"]) == 0 for b in range(1, 5))
+    assert all(list(g["b__1#rejects"]["key"]) == ["D"] for g in got.values())
+    rows.drop_spill()
+    assert not (tmp_path / "bins").exists()
