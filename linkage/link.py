@@ -1006,19 +1006,35 @@ def canonical_roles(roles: pd.DataFrame, config: dict | None = None) -> pd.DataF
     return _canonical(roles, (config or load_config()).get("table_order", DEFAULT_TABLE_ORDER))
 
 
-def city_model_and_pairs(R: pd.DataFrame, business_date: str, config: dict | None = None):
-    """What a city linked in bins needs before it links (`day.binned`, docs/scale.md 2.7): the model
-    `link_roles` trains on the whole city `R` (`canonical_roles`; its skip list recorded, so that a bin skips
-    the blocks the whole city skips) and the kept candidate pairs it scores with it. Returns (the model,
-    query rows, target rows): a pair's rows are positions in `R`."""
+@dataclass
+class CityForms:
+    """A whole city's roles as training and scoring read them (`prepare_city`): the ID stage's results, the
+    prepared comparison values, the queries and each row's entity; the roles themselves can be let go."""
+
+    s1: dict
+    P: fz.Prepared
+    queries: np.ndarray
+    entity: np.ndarray
+
+
+def prepare_city(R: pd.DataFrame, business_date: str, config: dict | None = None) -> CityForms:
+    """Stages 1 to 3's preparation of `link_roles` on the whole city `R` (`canonical_roles`)."""
     cfg = config or load_config()
     s1 = _id_clusters(R, cfg)
     cluster, ppfs = s1["cluster"], s1["ppfs"]
-    ppdf = np.zeros(len(R), dtype=np.float64)
-    repaired_id = _repair_broken_ids(R, s1, cluster, ppfs, ppdf, cfg, business_date)
+    repaired_id = _repair_broken_ids(R, s1, cluster, ppfs, np.zeros(len(R), dtype=np.float64), cfg, business_date)
     P, queries, entity, _ = _prepare_fuzzy(R, s1, cluster, repaired_id)
+    return CityForms(s1, P, queries, entity)
+
+
+def city_model_and_pairs(city: CityForms, config: dict | None = None):
+    """What a city linked in bins needs before it links (`day.binned`, docs/scale.md 2.7): the model
+    `link_roles` trains on the whole city (`prepare_city`; its skip list recorded, so that a bin skips the
+    blocks the whole city skips) and the kept candidate pairs it scores with it. Returns (the model, query
+    rows, target rows): a pair's rows are positions in the city's canonical roles."""
+    cfg = config or load_config()
     fstats: dict = {}
-    model, cand = _model_and_candidates(P, s1, queries, entity, None, cfg, fstats, {})
+    model, cand = _model_and_candidates(city.P, city.s1, city.queries, city.entity, None, cfg, fstats, {})
     _record_blocking(model, True, fstats, {})
     return model, cand["q"].to_numpy(np.int64), cand["t"].to_numpy(np.int64)
 
