@@ -15,9 +15,14 @@ from typing import Callable, Iterable, Iterator
 def spare_cores() -> int:
     """Cores beyond the one the date's process runs on: 0 on a single-core machine, and in a daemonic
     process (one a multiprocessing pool started), which may not start processes of its own."""
-    if multiprocessing.current_process().daemon:
+    if not can_spawn():
         return 0
     return max(0, (os.cpu_count() or 1) - 1)
+
+
+def can_spawn() -> bool:
+    """Whether this process may start processes of its own (not a daemonic one a multiprocessing pool started)."""
+    return not multiprocessing.current_process().daemon
 
 
 def spawned(workers: int) -> ProcessPoolExecutor:
