@@ -11,8 +11,10 @@ city's model) and written before the next bin is read; the role index is written
 indexes built once at the end. The base equals the one the whole-city date writes (tests/test_binned.py);
 only the order of rows in the tables differs.
 
-Still whole-city here (the next steps of docs/scale.md 2.7): the staged files, the cut's apply and roles,
-and the training and scoring of the cut.
+The cut runs in a worker process (`cut_and_spill`) and reads the staged files a table at a time; it still
+holds the city's roles (the columns linking reads), then their prepared values, and trains and scores on
+them: that is the peak of a binned date, and what the next steps of docs/scale.md 2.7 (the cut from the role
+index a block range at a time, the model from samples) take away.
 """
 from __future__ import annotations
 
@@ -66,7 +68,7 @@ def due(settings, staged, first: bool) -> bool:
     return first and settings.scoped_dates and settings.bin_roles > 0 and rows > settings.bin_roles
 
 
-def cut(empty: BaseState, staged, frames: dict, date: str, cfg: dict, bin_roles: int) -> tuple[FSModel, pd.Series, int]:
+def cut(empty: BaseState, staged, frames: Mapping, date: str, cfg: dict, bin_roles: int) -> tuple[FSModel, pd.Series, int]:
     """The city of the date's files applied to `empty` (the first date's base), its roles, the model
     `link_roles` trains on them, and the bin of each record (`BH|YWZJ`, a Series); and how many roles.
     Components of ID group, record, the rules' ID groups (`state_id_keys`), the damaged IDs' repair
@@ -100,7 +102,7 @@ def cut_and_spill(empty: BaseState, staged, frames: StagedRows, date: str, cfg: 
     return model.to_payload(), n_bins, n_roles
 
 
-def _linking_roles(empty: BaseState, staged, frames: dict, date: str):
+def _linking_roles(empty: BaseState, staged, frames: Mapping, date: str):
     """Each table's roles from the date's files applied to the empty base, with the columns linking reads
     (`LINKING_COLUMNS`), one table at a time: the sources of one table are held at once, not the city's. A
     first date has no answers laid over its records."""

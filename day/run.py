@@ -218,11 +218,12 @@ def refuse_late_files(staged: StageResult, latest_processed: str) -> None:
 
 def commit(settings: Settings, engine: sa.Engine, staged: StageResult,
            exceptions: list[dict] | None = None, clock: _Clock | None = None,
-           before_write=None) -> tuple[dict, BaseState | None]:
+           before_write=None) -> tuple[dict, BaseState | scoped.Touched | binned.InBins | None]:
     """Apply, link and verify the date's new batches and write it all, with the rows rejected and the
     date's exceptions, in one transaction. `staged` is classified already (replays, re-runs and late
     batches are not "staged"). Returns (run summary, the base as written, None when nothing changed,
-    `scoped.Touched` when the date read only what its deliveries reach: what its outputs must replace).
+    `scoped.Touched` when the date read only what its deliveries reach: what its outputs must replace;
+    `binned.InBins` when a large first date ran in bins: its outputs are read from the store).
     `clock`: told the end of each of its parts (scope or whole-base read, process, write, index).
     `before_write`: called before anything is written (gates still running: `GatesLater.due`); it may raise,
     and the transaction is then rolled back."""
@@ -348,7 +349,7 @@ def _rejected_rows(date: str, new_files, folder: Path, frames: dict, late_reject
 
 
 def write_date_outputs(settings: Settings, engine: sa.Engine, date: str,
-                       after: BaseState | scoped.Touched | None = None) -> dict[str, Path]:
+                       after: BaseState | scoped.Touched | binned.InBins | None = None) -> dict[str, Path]:
     """Every output of a committed date, from the base as it is now: `after`, the base the date's commit
     wrote, still in memory (no whole table is read back); for a scoped date (`scoped.Touched`) the
     exports are the previous date's with the touched persons and links replaced, read by key (and with a
