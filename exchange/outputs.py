@@ -44,25 +44,20 @@ EXPORT_LINK_COLUMNS = ["BM", "BH", "YWZJ", "JS", "RKID", "PPFS", "PPDF"]
 
 def write_exports(home: Path, persons: pd.DataFrame, links: pd.DataFrame, date: str) -> dict[str, Path]:
     """exports/<D>/persons.parquet (live persons) and links.parquet (every record role's link), from the
-    base's persons and links tables as they are after the date (read back, or still in memory)."""
-    out = Path(home) / "out" / "exports" / date
-    paths = {}
-    for name, frame in (("persons", _export_persons(persons)), ("links", _export_links(links))):
-        target = out / f"{name}.parquet"
-        tmp = _atomic_path(target)
-        frame.sort_values(EXPORT_ORDER[name]).to_parquet(tmp, index=False)
-        publish(tmp, target)
-        paths[name] = target
-    return paths
+    base's persons and links tables as they are after the date, held in memory (`write_exports_in_parts`
+    with one part each)."""
+    frames = {"persons": persons, "links": links}
+    return write_exports_in_parts(home, lambda name, order: [frames[name].sort_values(order)], date)
 
 
 EXPORT_ORDER = {"persons": ["RKID"], "links": ["BM", "BH", "YWZJ", "JS"]}  # rows sorted by, and keyed by
 
 
 def write_exports_in_parts(home: Path, parts_of, date: str) -> dict[str, Path]:
-    """The files `write_exports` writes, from `parts_of(name)`: the base's live persons or links already in
-    `EXPORT_ORDER` (`store.base.export_parts`), each part written as it comes, so that memory follows a part,
-    not the city (a date whose base is not in memory: one processed in bins, or outputs mended)."""
+    """exports/<D>/persons.parquet and links.parquet from `parts_of(name, order)`: the base's persons or links
+    already sorted by `EXPORT_ORDER` (from the store, `store.base.export_parts`: a date whose base is not in
+    memory, one processed in bins or outputs mended), each part written as it comes, so that memory follows
+    a part, not the city."""
     out = Path(home) / "out" / "exports" / date
     paths = {}
     for name, shape in (("persons", _export_persons), ("links", _export_links)):

@@ -111,4 +111,3 @@ def components_before_linking(R: pd.DataFrame, cfg: dict, model, business_date: 
     gives each of its roles the link a whole-city run gives it (tests/test_bins.py)."""
     record = (R["BH"].astype(str) + "|" + R["YWZJ"].astype(str)).to_numpy(dtype=object)
     return components(id_group_keys(R), record, *groupings, pairs=edges_before_linking(R, cfg, model, business_date))
-
