@@ -11,10 +11,10 @@ city's model) and written before the next bin is read; the role index is written
 indexes built once at the end. The base equals the one the whole-city date writes (tests/test_binned.py);
 only the order of rows in the tables differs.
 
-The cut runs in a worker process (`cut_and_spill`) and reads the staged files a table at a time; it still
-holds the city's roles (the columns linking reads), then their prepared values, and trains and scores on
-them: that is the peak of a binned date, and what the next steps of docs/scale.md 2.7 (the cut from the role
-index a block range at a time, the model from samples) take away.
+The cut runs in a worker process (`cut_and_spill`, `workers.apart`) and reads the staged files a table at a
+time; it still holds the city's roles (the columns linking reads, once), then their prepared values, and
+trains and scores on them: that is the peak of a binned date, and what the next steps of docs/scale.md 2.7
+(the cut from the role index a block range at a time, the model from samples) take away.
 """
 from __future__ import annotations
 
@@ -37,10 +37,11 @@ from catalog import RETURN_TABLE, TABLES
 from catalog.base import BaseState
 from exchange.process import apply_file, in_apply_order, peak_gib, process_date
 from linkage.base import id_group_keys
-from linkage.bins import components, pack, repair_edges
+from linkage.bins import components, group_codes, pack, repair_edges
 from linkage.blocks import block_columns
 from linkage.fuzzy import FSModel
-from linkage.link import LINKING_COLUMNS, canonical_roles, city_model_and_pairs, prepare_city
+from linkage.link import LINKING_COLUMNS, canonical_roles_by_table, city_model_and_pairs, prepare_city
+from linkage.memory import release_memory
 from linkage.roles import build_roles
 from store import base, db
 from day import scoped, workers
@@ -75,17 +76,37 @@ def cut(empty: BaseState, staged, frames: Mapping, date: str, cfg: dict, bin_rol
     candidates and every candidate pair kept with that model: a bin of whole components linked and checked
     with the model gives its roles what the whole city gives them (`benchmarks/bins.py` measured it at 1M:
     every role's RKID, method and score). The roles are made a table at a time with what linking reads."""
-    R = canonical_roles(pd.concat(list(_linking_roles(empty, staged, frames, date)), ignore_index=True), cfg)
-    record = (R["BH"].astype(str) + "|" + R["YWZJ"].astype(str)).to_numpy(dtype=object)
+    clock = _CutClock(date)
+    R = canonical_roles_by_table(_linking_roles(empty, staged, frames, date), cfg)
+    clock.step("roles")
+    record, records = pd.factorize(R["BH"].astype(str) + "|" + R["YWZJ"].astype(str))
     broken, holder, _ = repair_edges(R, cfg, date)
-    groupings = (id_group_keys(R), record, state_id_keys(R))
-    city = prepare_city(R, date, cfg)
+    groupings = (group_codes(id_group_keys(R)), record.astype(np.int64), group_codes(state_id_keys(R)))
     n_roles = len(R)
+    clock.step("groupings and repair candidates")
+    city = prepare_city(R, date, cfg, consume=True)  # R's columns go as they are read
     del R  # the prepared values are what training and scoring read
+    clock.step("prepared")
     model, q, t = city_model_and_pairs(city, cfg)
     del city
+    clock.step(f"model and {len(q):,} kept pairs")
     comp = components(*groupings, pairs=(np.concatenate([broken, q]), np.concatenate([holder, t])))
-    return model, pd.Series(pack(comp, bin_roles), index=record).groupby(level=0, sort=False).first(), n_roles
+    per_record = pd.Series(pack(comp, bin_roles)).groupby(record).first()  # a record's roles share a component
+    clock.step("components and bins")
+    return model, pd.Series(per_record.to_numpy(), index=np.asarray(records, dtype=object)[per_record.index]), n_roles
+
+
+class _CutClock:
+    """Logs each step of the cut with its seconds and the process's memory high-water mark (the cut runs in a
+    worker: these lines are where its time and peak can be read)."""
+
+    def __init__(self, date: str):
+        self.date, self.t = date, time.perf_counter()
+
+    def step(self, name: str) -> None:
+        now = time.perf_counter()
+        log.info("%s: the cut's %s in %.1f s (peak %.1f GiB)", self.date, name, now - self.t, peak_gib())
+        self.t = now
 
 
 def cut_and_spill(empty: BaseState, staged, frames: StagedRows, date: str, cfg: dict,
@@ -219,12 +240,7 @@ def commit_in_bins(conn: sa.Connection, staged, frames: StagedRows, date: str, c
     gates still running). The caller writes the batches, the rejects and the run summary."""
     empty = base.read_base(conn)  # the first date: every table empty
     t0 = time.perf_counter()
-    job = (empty, staged, frames, date, cfg, settings.bin_roles)
-    if workers.can_spawn():  # the city's frames go with the worker when it exits
-        with workers.spawned(1) as pool:
-            payload, n_bins, n_roles = pool.submit(cut_and_spill, *job).result()
-    else:
-        payload, n_bins, n_roles = cut_and_spill(*job)
+    payload, n_bins, n_roles = workers.apart(cut_and_spill, empty, staged, frames, date, cfg, settings.bin_roles)
     state = replace(empty, model=payload)
     log.info("%s: %s roles cut into %s bins of at most about %s roles in %.1f s", date, f"{n_roles:,}", n_bins,
              f"{settings.bin_roles:,}", time.perf_counter() - t0)
@@ -247,8 +263,11 @@ def commit_in_bins(conn: sa.Connection, staged, frames: StagedRows, date: str, c
             batches.append(res.batches)
             rejects.extend(res.rejects)
             yield from scoped.index_chunks(res, cfg, totals)
+            roles_in_bin = len(res.roles)
+            del res
+            release_memory()  # the bin's frames, freed, go back before the next bin is read
             log.info("%s: bin %s of %s, %s roles, in %.1f s (peak %.1f GiB)", date, b + 1, n_bins,
-                     f"{len(res.roles):,}", time.perf_counter() - t, peak_gib())
+                     f"{roles_in_bin:,}", time.perf_counter() - t, peak_gib())
 
     base.rebuild_index(conn, db.forms_table(block_columns(cfg)), bins(), scoped.index_stamp(cfg))
     frames.drop_spill()

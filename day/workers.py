@@ -5,11 +5,14 @@ spawned, not forked: they share nothing with the date's process but what they ar
 memory is the piece's, not a copy-on-write image of the whole city."""
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from typing import Callable, Iterable, Iterator
+
+from settings import LOG_FORMAT
 
 
 def spare_cores() -> int:
@@ -27,6 +30,26 @@ def can_spawn() -> bool:
 
 def spawned(workers: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+def apart(fn: Callable, *args):
+    """`fn(*args)` in a worker process of its own (in place where this process may not start one): the memory
+    the work takes, and the fragments its allocator would keep, leave with the worker. For a large date's
+    parsing and cut, whose frames hold a table or the city at once. The worker logs to stderr, as the CLI does,
+    at this process's level for the project's logger. `fn` must be a module-level function."""
+    if not can_spawn():
+        return fn(*args)
+    with spawned(1) as pool:
+        return pool.submit(_logging, logging.getLogger("popbase").getEffectiveLevel(), fn, *args).result()
+
+
+def _logging(level: int, fn: Callable, *args):
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    logger = logging.getLogger("popbase")
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    return fn(*args)
 
 
 def made_ahead(fn: Callable, jobs: Iterable[tuple], ahead: int) -> Iterator:

@@ -93,6 +93,11 @@ class Guards:
                    int(g.get("future_margin_days", cls.future_margin_days)))
 
 
+def delivered_bytes(home: Path, date: str) -> int:
+    """The bytes of the files landed for `date` (every department's folder of that date)."""
+    return sum(p.stat().st_size for p in (Path(home) / "landing").glob(f"*/{date}/*") if p.is_file())
+
+
 def stage(home: Path, date: str, guards: Guards = Guards()) -> StageResult:
     """Verify and parse the date's deliveries into staging Parquet files (no database)."""
     home = Path(home)

@@ -133,6 +133,9 @@ def _address_numbers(u: str) -> str:
     return " ".join(_DIGITS.findall(u))
 
 
+PREPARE_COLUMNS = ("name_key", "birth", "sex", "id_birth", "id_sex", "region", "address")  # what `prepare` reads
+
+
 def prepare(roles: pd.DataFrame, trust_id: np.ndarray, id_kind: np.ndarray, id_value: np.ndarray,
             overrides: dict | None = None, blocking: bool = True) -> "Prepared":
     """Comparison frame, one row per role (positional, same order as `roles`).

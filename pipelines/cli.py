@@ -20,7 +20,7 @@ from pathlib import Path
 import click
 
 from catalog import DEPARTMENTS
-from settings import Settings, landed_dates, quiet_libraries
+from settings import LOG_FORMAT, Settings, landed_dates, quiet_libraries
 
 
 INSTANCE_YAML = """\
@@ -61,7 +61,7 @@ def _run_dates(settings: Settings, dates: list[str]) -> list[dict]:
     """One Dagster run per date, in order (the job calls `day.run_dates`); prints progress and returns
     the run summaries."""
     quiet_libraries()
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)
     logging.getLogger("popbase").setLevel(logging.INFO)
     for handler in logging.getLogger().handlers:  # ours at INFO, the libraries' (GX sets INFO on its own) at WARNING
         handler.addFilter(lambda r: r.levelno >= logging.WARNING or r.name.startswith("popbase"))

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from linkage.bins import components, pack
+from linkage.bins import components, group_codes, pack
 
 
 def test_rows_sharing_any_grouping_are_one_component_transitively():
@@ -16,6 +17,9 @@ def test_rows_sharing_any_grouping_are_one_component_transitively():
     assert len(set(comp)) == 3  # "" joins nothing: row 5 alone
     joined = components(person, record, ids, pairs=(np.array([2]), np.array([4])))
     assert len(set(joined)) == 2 and joined[0] == joined[3]
+    codes = [group_codes(g) for g in (person, record, ids)]  # the cut's groupings, held as codes
+    assert list(codes[0] == -1) == [False, False, True, False, True, True] and codes[0][0] == codes[0][1]
+    assert (components(*codes) == comp).all()
 
 
 def test_bins_hold_whole_components_and_stay_near_their_limit():
@@ -73,3 +77,36 @@ def test_a_city_cut_into_bins_before_linking_links_as_the_whole(city_factory):
     assert (b["RKID"].to_numpy() == w["RKID"].to_numpy()).all()
     assert (b["PPFS"].to_numpy() == w["PPFS"].to_numpy()).all()
     assert np.allclose(b["PPDF"].to_numpy(dtype=float), w["PPDF"].to_numpy(dtype=float))
+
+
+def test_the_roles_made_a_table_at_a_time_are_the_city_in_founding_order(city_factory):
+    """`canonical_roles_by_table` (the binned date's cut: each table's roles sorted as they come, joined a
+    column at a time) gives the frame `canonical_roles` gives on all the tables at once, whatever order the
+    tables and their rows come in, and its equal strings are one object."""
+    import sys
+    from pathlib import Path
+
+    import pandas as pd
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from linkage_quality import load_sources
+
+    from linkage.link import canonical_roles, canonical_roles_by_table, load_config
+    from linkage.roles import build_roles
+
+    root = city_factory(persons=3000, days=3, seed=7)
+    date = sorted({p.parent.name for p in (root / "landing").glob("*/*/manifest.json")})[0]
+    cfg = load_config()
+    sources = load_sources(root, date)
+    per_table = [build_roles({t: f}, date) for t, f in sources.items()]
+    assert len(per_table) >= 5
+    whole = canonical_roles(pd.concat(per_table, ignore_index=True), cfg)
+    rng = np.random.default_rng(5)
+    shuffled = [per_table[i].sample(frac=1.0, random_state=i) for i in rng.permutation(len(per_table))]
+    got = canonical_roles_by_table(iter(shuffled), cfg)
+    pd.testing.assert_frame_equal(got, whole)
+    birth = got["birth"].to_numpy(dtype=object)
+    assert len({id(v) for v in birth}) == len(set(birth))  # one object per distinct birth date
+    mixed = pd.concat(per_table[:2], ignore_index=True)
+    with pytest.raises(ValueError, match="one table per part"):
+        canonical_roles_by_table(iter([mixed]), cfg)

@@ -33,3 +33,33 @@ def test_a_daemonic_process_has_no_spare_cores():
     child.start()
     assert queue.get(timeout=60) == 0
     child.join()
+
+
+def test_a_large_delivery_is_parsed_apart_as_it_would_be_in_place_and_its_warnings_are_seen(city_factory, tmp_path,
+                                                                                              monkeypatch, capfd):
+    """A delivery of `STAGE_APART_FROM_BYTES` is staged in a worker process (`workers.apart`): the same staged
+    files and report as in the date's own process, and what the worker logs (a quarantined file) reaches the
+    date's log."""
+    import json
+    import logging
+
+    from day import run
+    from exchange import staging
+    from settings import Settings, landed_dates
+    from tests.conftest import copy_city
+
+    home = copy_city(city_factory(persons=500, days=2, seed=11), tmp_path / "home")
+    d0 = landed_dates(home)[0]
+    spoilt = sorted((home / "landing" / "police" / d0).glob("*.csv"))[0]
+    spoilt.write_bytes(spoilt.read_bytes() + b"\n")  # no longer the manifest's checksum: quarantined
+    settings, guards = Settings(home=home), staging.Guards()
+    in_place = staging.stage(home, d0, guards)
+    in_place_files = {p.name: p.read_bytes() for p in staging.staging_dir(home, d0).glob("*.parquet*")}
+    monkeypatch.setattr(run, "STAGE_APART_FROM_BYTES", 1)
+    monkeypatch.setattr(logging.getLogger("popbase"), "level", logging.INFO)
+    capfd.readouterr()
+    apart = run.stage(settings, d0, guards)
+    assert f"quarantined {spoilt}" in capfd.readouterr().err  # logged by the worker
+    assert json.loads(apart.to_json()) == json.loads(in_place.to_json())
+    assert any(f.status == "quarantined" for f in apart.files) and any(f.status == "staged" for f in apart.files)
+    assert {p.name: p.read_bytes() for p in staging.staging_dir(home, d0).glob("*.parquet*")} == in_place_files
