@@ -963,95 +963,109 @@ def candidate_pairs(P: Prepared, queries: np.ndarray, targets: np.ndarray, passe
     size today; the spouse pass (`partner`, whose keys are this run's entity numbers) then skips nothing.
     """
     stats = stats if stats is not None else {}
-    n = len(P)
+    # the keys of the earlier passes' pairs, sorted. A pass's own pairs are distinct (a row has one block a
+    # pass), so they join `seen` once the pass is done; merged chunk by chunk, `seen` was sorted again for each
+    # chunk, a cost that grew with the square of the pairs (docs/benchmarks.md: the 10M cut's first scoring)
     seen = np.empty(0, dtype=np.int64)
     for spec in passes:
-        keys = list(spec["keys"])
-        pname = spec.get("name", "+".join(keys))
-        qsel = queries
-        for k in spec.get("queries_missing", ()):  # a pass only for queries that lack these fields
-            qsel = qsel[P.cols[k][qsel] == ""]
-        q_rows, q_key = _block_codes(P, qsel, keys)
-        t_rows, t_key = _block_codes(P, targets, keys)
-        st = stats.setdefault(pname, {"blocks": 0, "skipped_blocks": 0, "skipped_pairs": 0, "pairs": 0})
-        if len(q_rows) == 0 or len(t_rows) == 0:
+        found: list[np.ndarray] = []
+        yield from _pass_pairs(P, spec, queries, targets, max_pairs_per_block, chunk_pairs, stats, skip, seen, found)
+        if found:
+            seen = np.union1d(seen, np.concatenate(found))
+
+
+def _pass_pairs(P: Prepared, spec: dict, queries: np.ndarray, targets: np.ndarray, max_pairs_per_block: int,
+                chunk_pairs: int, stats: dict, skip: dict[str, np.ndarray] | None, seen: np.ndarray,
+                found: list) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """One pass of `candidate_pairs`: its pairs not in `seen` (the earlier passes' keys), their keys added to
+    `found`."""
+    n = len(P)
+    keys = list(spec["keys"])
+    pname = spec.get("name", "+".join(keys))
+    qsel = queries
+    for k in spec.get("queries_missing", ()):  # a pass only for queries that lack these fields
+        qsel = qsel[P.cols[k][qsel] == ""]
+    q_rows, q_key = _block_codes(P, qsel, keys)
+    t_rows, t_key = _block_codes(P, targets, keys)
+    st = stats.setdefault(pname, {"blocks": 0, "skipped_blocks": 0, "skipped_pairs": 0, "pairs": 0})
+    if len(q_rows) == 0 or len(t_rows) == 0:
+        return
+    codes, uniq = pd.factorize(np.concatenate([q_key, t_key]), sort=True)  # int keys: cheap to sort
+    qc, tc = codes[: len(q_rows)], codes[len(q_rows):]
+    nq = np.bincount(qc, minlength=len(uniq)).astype(np.int64)
+    nt = np.bincount(tc, minlength=len(uniq)).astype(np.int64)
+    size = nq * nt
+    live = size > 0
+    if skip is None:
+        cap = int(spec.get("max_pairs_per_block", max_pairs_per_block))
+        too_big = size > cap
+        # listed: the blocks skipped, and those too big for any query (1 x its targets > cap) that have
+        # none today, so that a query arriving there on a later date is skipped as it would have been
+        # today, and a daily date never reads more than `cap` forms of one block for one query
+        listed = too_big | (nt > cap)
+        if listed.any() and keys != ["partner"]:
+            rep = np.full(len(uniq), -1, dtype=np.int64)  # one member row per listed block
+            all_rows = np.concatenate([q_rows, t_rows])
+            rep[codes[::-1]] = all_rows[::-1]
+            hashes = block_hash(P, rep[listed], keys)
+            st["skip_hashes"] = sorted(set(st.get("skip_hashes", [])) | set(int(x) for x in hashes))
+    elif keys == ["partner"] or not len(skip.get(pname, ())):
+        too_big = np.zeros(len(uniq), dtype=bool)
+    else:
+        listed = np.isin(block_hash(P, q_rows, keys), np.asarray(skip[pname], dtype=np.uint64))
+        too_big = np.bincount(qc[listed], minlength=len(uniq)) > 0
+        too_big &= live
+    st["blocks"] += int(live.sum())
+    st["skipped_blocks"] += int(too_big.sum())
+    st["skipped_pairs"] += int(size[too_big].sum())
+    size = np.where(too_big, 0, size)
+    if size.sum() == 0:
+        return
+    q_ord = np.argsort(qc, kind="stable")
+    t_ord = np.argsort(tc, kind="stable")
+    qc_s, q_rows_s = qc[q_ord], q_rows[q_ord]
+    tc_s, t_rows_s = tc[t_ord], t_rows[t_ord]
+    q_start = np.searchsorted(qc_s, np.arange(len(uniq) + 1))
+    t_start = np.searchsorted(tc_s, np.arange(len(uniq) + 1))
+    # chunk boundaries over block codes
+    csum = np.cumsum(size)
+    bounds = [0]
+    target = chunk_pairs
+    while True:
+        b = int(np.searchsorted(csum, target, side="left")) + 1
+        if b >= len(uniq):
+            break
+        bounds.append(b)
+        target = csum[b - 1] + chunk_pairs
+    bounds.append(len(uniq))
+    for c0, c1 in zip(bounds[:-1], bounds[1:]):
+        blocks = np.flatnonzero(size[c0:c1] > 0) + c0
+        if len(blocks) == 0:
             continue
-        codes, uniq = pd.factorize(np.concatenate([q_key, t_key]), sort=True)  # int keys: cheap to sort
-        qc, tc = codes[: len(q_rows)], codes[len(q_rows):]
-        nq = np.bincount(qc, minlength=len(uniq)).astype(np.int64)
-        nt = np.bincount(tc, minlength=len(uniq)).astype(np.int64)
-        size = nq * nt
-        live = size > 0
-        if skip is None:
-            cap = int(spec.get("max_pairs_per_block", max_pairs_per_block))
-            too_big = size > cap
-            # listed: the blocks skipped, and those too big for any query (1 x its targets > cap) that have
-            # none today, so that a query arriving there on a later date is skipped as it would have been
-            # today, and a daily date never reads more than `cap` forms of one block for one query
-            listed = too_big | (nt > cap)
-            if listed.any() and keys != ["partner"]:
-                rep = np.full(len(uniq), -1, dtype=np.int64)  # one member row per listed block
-                all_rows = np.concatenate([q_rows, t_rows])
-                rep[codes[::-1]] = all_rows[::-1]
-                hashes = block_hash(P, rep[listed], keys)
-                st["skip_hashes"] = sorted(set(st.get("skip_hashes", [])) | set(int(x) for x in hashes))
-        elif keys == ["partner"] or not len(skip.get(pname, ())):
-            too_big = np.zeros(len(uniq), dtype=bool)
-        else:
-            listed = np.isin(block_hash(P, q_rows, keys), np.asarray(skip[pname], dtype=np.uint64))
-            too_big = np.bincount(qc[listed], minlength=len(uniq)) > 0
-            too_big &= live
-        st["blocks"] += int(live.sum())
-        st["skipped_blocks"] += int(too_big.sum())
-        st["skipped_pairs"] += int(size[too_big].sum())
-        size = np.where(too_big, 0, size)
-        if size.sum() == 0:
+        # expand q × t for each block (vectorised with repeat/tile arithmetic)
+        bq = nq[blocks]
+        bt = nt[blocks]
+        per = bq * bt
+        tot = int(per.sum())
+        blk = np.repeat(np.arange(len(blocks)), per)
+        off = np.arange(tot) - np.repeat(np.cumsum(per) - per, per)
+        qi = off // bt[blk]
+        ti = off % bt[blk]
+        left = q_rows_s[q_start[blocks][blk] + qi]
+        right = t_rows_s[t_start[blocks][blk] + ti]
+        keep = left != right
+        left, right = left[keep], right[keep]
+        pk = left.astype(np.int64) * n + right
+        if len(seen):
+            pos = np.searchsorted(seen, pk)
+            pos = np.minimum(pos, len(seen) - 1)
+            new = seen[pos] != pk
+            left, right, pk = left[new], right[new], pk[new]
+        if len(pk) == 0:
             continue
-        q_ord = np.argsort(qc, kind="stable")
-        t_ord = np.argsort(tc, kind="stable")
-        qc_s, q_rows_s = qc[q_ord], q_rows[q_ord]
-        tc_s, t_rows_s = tc[t_ord], t_rows[t_ord]
-        q_start = np.searchsorted(qc_s, np.arange(len(uniq) + 1))
-        t_start = np.searchsorted(tc_s, np.arange(len(uniq) + 1))
-        # chunk boundaries over block codes
-        csum = np.cumsum(size)
-        bounds = [0]
-        target = chunk_pairs
-        while True:
-            b = int(np.searchsorted(csum, target, side="left")) + 1
-            if b >= len(uniq):
-                break
-            bounds.append(b)
-            target = csum[b - 1] + chunk_pairs
-        bounds.append(len(uniq))
-        for c0, c1 in zip(bounds[:-1], bounds[1:]):
-            blocks = np.flatnonzero(size[c0:c1] > 0) + c0
-            if len(blocks) == 0:
-                continue
-            # expand q × t for each block (vectorised with repeat/tile arithmetic)
-            bq = nq[blocks]
-            bt = nt[blocks]
-            per = bq * bt
-            tot = int(per.sum())
-            blk = np.repeat(np.arange(len(blocks)), per)
-            off = np.arange(tot) - np.repeat(np.cumsum(per) - per, per)
-            qi = off // bt[blk]
-            ti = off % bt[blk]
-            left = q_rows_s[q_start[blocks][blk] + qi]
-            right = t_rows_s[t_start[blocks][blk] + ti]
-            keep = left != right
-            left, right = left[keep], right[keep]
-            pk = left.astype(np.int64) * n + right
-            if len(seen):
-                pos = np.searchsorted(seen, pk)
-                pos = np.minimum(pos, len(seen) - 1)
-                new = seen[pos] != pk
-                left, right, pk = left[new], right[new], pk[new]
-            if len(pk) == 0:
-                continue
-            seen = np.union1d(seen, pk)
-            st["pairs"] += len(pk)
-            yield left, right
+        found.append(pk)
+        st["pairs"] += len(pk)
+        yield left, right
 
 
 # ---------------------------------------------------------------------------------------- scoring
