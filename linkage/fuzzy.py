@@ -931,13 +931,8 @@ def _em(lv: dict[str, np.ndarray], m: dict, u: dict, iterations: int, pc: float,
 # --------------------------------------------------------------------------------------- blocking
 def _block_codes(P: Prepared, rows: np.ndarray, keys: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """(rows with every key non-empty, their int64 block key)."""
-    key = np.zeros(len(rows), dtype=np.int64)
-    ok = np.ones(len(rows), dtype=bool)
-    for k in keys:
-        c, m = P.codes(k)
-        c = c[rows]
-        ok &= c >= 0
-        key = key * (m + 1) + (c + 1)  # fits int64 for the handful of fields a pass combines
+    key = _row_keys(P, rows, keys)
+    ok = key >= 0
     return rows[ok], key[ok]
 
 
@@ -963,23 +958,48 @@ def candidate_pairs(P: Prepared, queries: np.ndarray, targets: np.ndarray, passe
     size today; the spouse pass (`partner`, whose keys are this run's entity numbers) then skips nothing.
     """
     stats = stats if stats is not None else {}
-    # the keys of the earlier passes' pairs, sorted. A pass's own pairs are distinct (a row has one block a
-    # pass), so they join `seen` once the pass is done; merged chunk by chunk, `seen` was sorted again for each
-    # chunk, a cost that grew with the square of the pairs (docs/benchmarks.md: the 10M cut's first scoring)
-    seen = np.empty(0, dtype=np.int64)
+    # A pair an earlier pass found is recognised by that pass's blocks (`_found_before`), not looked up in a
+    # set of every pair found so far: kept sorted, that set was sorted again for each chunk (later, each pass)
+    # and held every pair (docs/benchmarks.md: most of the 10M cut's first scoring). A pass's own pairs are
+    # distinct: a row has one block a pass.
+    earlier: list[tuple[list[str], tuple, np.ndarray]] = []
     for spec in passes:
-        found: list[np.ndarray] = []
-        yield from _pass_pairs(P, spec, queries, targets, max_pairs_per_block, chunk_pairs, stats, skip, seen, found)
-        if found:
-            seen = np.union1d(seen, np.concatenate(found))
+        yield from _pass_pairs(P, spec, queries, targets, max_pairs_per_block, chunk_pairs, stats, skip, earlier)
+
+
+def _row_keys(P: Prepared, rows: np.ndarray, keys: list[str]) -> np.ndarray:
+    """Each row's block key in a pass (`_block_codes`' key), -1 where one of the pass's fields is empty."""
+    key = np.zeros(len(rows), dtype=np.int64)
+    ok = np.ones(len(rows), dtype=bool)
+    for k in keys:
+        c, m = P.codes(k)
+        c = c[rows]
+        ok &= c >= 0
+        key = key * (m + 1) + (c + 1)  # fits int64 for the handful of fields a pass combines
+    return np.where(ok, key, -1)
+
+
+def _found_before(P: Prepared, earlier: list, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Which pairs (query `left`, target `right`) an earlier pass produced: the query searched that pass (it
+    lacks the fields the pass is for), both rows are in one of its blocks, and the block was not skipped."""
+    before = np.zeros(len(left), dtype=bool)
+    for keys, missing, skipped in earlier:
+        kl = _row_keys(P, left, keys)
+        hit = (kl >= 0) & (kl == _row_keys(P, right, keys))
+        for k in missing:
+            hit &= P.cols[k][left] == ""
+        if len(skipped):
+            pos = np.minimum(np.searchsorted(skipped, kl), len(skipped) - 1)
+            hit &= skipped[pos] != kl
+        before |= hit
+    return before
 
 
 def _pass_pairs(P: Prepared, spec: dict, queries: np.ndarray, targets: np.ndarray, max_pairs_per_block: int,
-                chunk_pairs: int, stats: dict, skip: dict[str, np.ndarray] | None, seen: np.ndarray,
-                found: list) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """One pass of `candidate_pairs`: its pairs not in `seen` (the earlier passes' keys), their keys added to
-    `found`."""
-    n = len(P)
+                chunk_pairs: int, stats: dict, skip: dict[str, np.ndarray] | None,
+                earlier: list) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """One pass of `candidate_pairs`: its pairs that no pass of `earlier` produced (`_found_before`); the pass
+    is added to `earlier` once its blocks are known."""
     keys = list(spec["keys"])
     pname = spec.get("name", "+".join(keys))
     qsel = queries
@@ -1019,6 +1039,8 @@ def _pass_pairs(P: Prepared, spec: dict, queries: np.ndarray, targets: np.ndarra
     st["skipped_blocks"] += int(too_big.sum())
     st["skipped_pairs"] += int(size[too_big].sum())
     size = np.where(too_big, 0, size)
+    before = list(earlier)
+    earlier.append((keys, tuple(spec.get("queries_missing", ())), np.asarray(uniq, dtype=np.int64)[too_big]))
     if size.sum() == 0:
         return
     q_ord = np.argsort(qc, kind="stable")
@@ -1055,16 +1077,12 @@ def _pass_pairs(P: Prepared, spec: dict, queries: np.ndarray, targets: np.ndarra
         right = t_rows_s[t_start[blocks][blk] + ti]
         keep = left != right
         left, right = left[keep], right[keep]
-        pk = left.astype(np.int64) * n + right
-        if len(seen):
-            pos = np.searchsorted(seen, pk)
-            pos = np.minimum(pos, len(seen) - 1)
-            new = seen[pos] != pk
-            left, right, pk = left[new], right[new], pk[new]
-        if len(pk) == 0:
+        if before:
+            new = ~_found_before(P, before, left, right)
+            left, right = left[new], right[new]
+        if len(left) == 0:
             continue
-        found.append(pk)
-        st["pairs"] += len(pk)
+        st["pairs"] += len(left)
         yield left, right
 
 
