@@ -948,7 +948,8 @@ def block_hash(P: Prepared, rows: np.ndarray, keys: list[str]) -> np.ndarray:
 def candidate_pairs(P: Prepared, queries: np.ndarray, targets: np.ndarray, passes: list[dict],
                     max_pairs_per_block: int, chunk_pairs: int, stats: dict | None = None,
                     skip: dict[str, np.ndarray] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Blocked (query row, target row) pairs, pass by pass, in chunks of about `chunk_pairs`.
+    """Blocked (query row, target row) pairs, pass by pass, in chunks of about `chunk_pairs` (`queries` and
+    `targets`: distinct rows each).
 
     A pair is produced once even when several passes find it; self pairs are left out. Without
     `skip`, blocks whose pair count exceeds `max_pairs_per_block` are skipped (counted in `stats`;
