@@ -1016,7 +1016,7 @@ def canonical_roles_by_table(parts, config: dict | None = None) -> pd.DataFrame:
     Each table is sorted as it comes; the tables are then joined a column at a time in founding order, each
     column's equal strings made one object (`fuzzy.shared`: a birth date, a region or a name is repeated in
     many roles) and the tables' copies of it let go. A `pd.concat` of the tables and a sort of the whole held
-    the roles three times over (the 1M cut's peak: 3.9 GiB, for 2.0 GiB of roles)."""
+    the roles three times over: the 1M cut's peak (docs/benchmarks.md, "The cut held once")."""
     table_order = (config or load_config()).get("table_order", DEFAULT_TABLE_ORDER)
     tables: list[dict[str, np.ndarray]] = []
     for part in parts:
