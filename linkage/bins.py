@@ -27,7 +27,9 @@ def components(*groupings: np.ndarray, pairs: tuple[np.ndarray, np.ndarray] | No
         rows.append(np.asarray(pairs[0], dtype=np.int64))
         cols.append(np.asarray(pairs[1], dtype=np.int64))
     for values in groupings:
-        codes = np.asarray(values) if np.asarray(values).dtype.kind == "i" else group_codes(values)
+        codes = np.asarray(values)
+        if codes.dtype.kind != "i":
+            codes = group_codes(codes)
         has = np.flatnonzero(codes >= 0)
         if not len(has):
             continue

@@ -980,15 +980,21 @@ def _row_keys(P: Prepared, rows: np.ndarray, keys: list[str]) -> np.ndarray:
     return np.where(ok, key, -1)
 
 
+def _lacking(P: Prepared, rows: np.ndarray, fields) -> np.ndarray:
+    """Which `rows` have every one of `fields` empty: the queries a pass with `queries_missing` searches for."""
+    out = np.ones(len(rows), dtype=bool)
+    for k in fields:
+        out &= P.cols[k][rows] == ""
+    return out
+
+
 def _found_before(P: Prepared, earlier: list, left: np.ndarray, right: np.ndarray) -> np.ndarray:
     """Which pairs (query `left`, target `right`) an earlier pass produced: the query searched that pass (it
     lacks the fields the pass is for), both rows are in one of its blocks, and the block was not skipped."""
     before = np.zeros(len(left), dtype=bool)
     for keys, missing, skipped in earlier:
         kl = _row_keys(P, left, keys)
-        hit = (kl >= 0) & (kl == _row_keys(P, right, keys))
-        for k in missing:
-            hit &= P.cols[k][left] == ""
+        hit = (kl >= 0) & (kl == _row_keys(P, right, keys)) & _lacking(P, left, missing)
         if len(skipped):
             pos = np.minimum(np.searchsorted(skipped, kl), len(skipped) - 1)
             hit &= skipped[pos] != kl
@@ -1003,9 +1009,7 @@ def _pass_pairs(P: Prepared, spec: dict, queries: np.ndarray, targets: np.ndarra
     is added to `earlier` once its blocks are known."""
     keys = list(spec["keys"])
     pname = spec.get("name", "+".join(keys))
-    qsel = queries
-    for k in spec.get("queries_missing", ()):  # a pass only for queries that lack these fields
-        qsel = qsel[P.cols[k][qsel] == ""]
+    qsel = queries[_lacking(P, queries, spec.get("queries_missing", ()))]
     q_rows, q_key = _block_codes(P, qsel, keys)
     t_rows, t_key = _block_codes(P, targets, keys)
     st = stats.setdefault(pname, {"blocks": 0, "skipped_blocks": 0, "skipped_pairs": 0, "pairs": 0})
