@@ -947,14 +947,16 @@ def block_hash(P: Prepared, rows: np.ndarray, keys: list[str]) -> np.ndarray:
 
 def candidate_pairs(P: Prepared, queries: np.ndarray, targets: np.ndarray, passes: list[dict],
                     max_pairs_per_block: int, chunk_pairs: int, stats: dict | None = None,
-                    skip: dict[str, np.ndarray] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                    skip: dict[str, np.ndarray] | None = None,
+                    max_targets_per_block: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Blocked (query row, target row) pairs, pass by pass, in chunks of about `chunk_pairs` (`queries` and
     `targets`: distinct rows each).
 
     A pair is produced once even when several passes find it; self pairs are left out. Without
-    `skip`, blocks whose pair count exceeds `max_pairs_per_block` are skipped (counted in `stats`;
+    `skip`, blocks whose pair count exceeds `max_pairs_per_block`, or whose targets exceed
+    `max_targets_per_block` (a pass's own values first), are skipped (counted in `stats`;
     their `block_hash`es are listed in `stats[pass]["skip_hashes"]`, with those of the blocks whose
-    targets alone exceed it: no query could be searched there). With `skip` (pass name → sorted
+    targets alone exceed a cap: no query could be searched there). With `skip` (pass name → sorted
     uint64 block hashes, `FSModel.skip_blocks`), exactly the listed blocks are skipped, whatever their
     size today; the spouse pass (`partner`, whose keys are this run's entity numbers) then skips nothing.
     """
@@ -965,7 +967,8 @@ def candidate_pairs(P: Prepared, queries: np.ndarray, targets: np.ndarray, passe
     # distinct: a row has one block a pass.
     earlier: list[tuple[list[str], tuple, np.ndarray]] = []
     for spec in passes:
-        yield from _pass_pairs(P, spec, queries, targets, max_pairs_per_block, chunk_pairs, stats, skip, earlier)
+        yield from _pass_pairs(P, spec, queries, targets, max_pairs_per_block, chunk_pairs, stats, skip, earlier,
+                               max_targets_per_block)
 
 
 def _row_keys(P: Prepared, rows: np.ndarray, keys: list[str]) -> np.ndarray:
@@ -1004,7 +1007,7 @@ def _found_before(P: Prepared, earlier: list, left: np.ndarray, right: np.ndarra
 
 def _pass_pairs(P: Prepared, spec: dict, queries: np.ndarray, targets: np.ndarray, max_pairs_per_block: int,
                 chunk_pairs: int, stats: dict, skip: dict[str, np.ndarray] | None,
-                earlier: list) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                earlier: list, max_targets_per_block: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """One pass of `candidate_pairs`: its pairs that no pass of `earlier` produced (`_found_before`); the pass
     is added to `earlier` once its blocks are known."""
     keys = list(spec["keys"])
@@ -1023,11 +1026,14 @@ def _pass_pairs(P: Prepared, spec: dict, queries: np.ndarray, targets: np.ndarra
     live = size > 0
     if skip is None:
         cap = int(spec.get("max_pairs_per_block", max_pairs_per_block))
-        too_big = size > cap
-        # listed: the blocks skipped, and those too big for any query (1 x its targets > cap) that have
-        # none today, so that a query arriving there on a later date is skipped as it would have been
-        # today, and a daily date never reads more than `cap` forms of one block for one query
-        listed = too_big | (nt > cap)
+        # a query reads at most `tcap` rows of one block: a block's targets grow with the city, and each query
+        # in it would compare them all (its pairs would grow as the square of the city)
+        tcap = min(int(spec.get("max_targets_per_block", max_targets_per_block or cap)), cap)
+        too_big = (size > cap) | (live & (nt > tcap))
+        # listed: the blocks skipped, and those too big for any query (its targets > tcap) that have none
+        # today, so that a query arriving there on a later date is skipped as it would have been today,
+        # and a daily date never reads more than `tcap` forms of one block for one query
+        listed = too_big | (nt > tcap)
         if listed.any() and keys != ["partner"]:
             rep = np.full(len(uniq), -1, dtype=np.int64)  # one member row per listed block
             all_rows = np.concatenate([q_rows, t_rows])
@@ -1108,16 +1114,26 @@ def score_queries(P: Prepared, queries: np.ndarray, targets: np.ndarray, entity:
     Blocks skipped: the model's `skip_blocks` when it has them, else by size (`candidate_pairs`).
     `exclude`: frame of (`q`, `entity`) pairs that must not be proposed (NOT_SAME decisions).
     """
+    stats = stats if stats is not None else {}
+    pairs = scored_pairs(P, queries, targets, entity, model, cfg, stats)
+    return candidates(pairs, model.log2_prior_odds, float(cfg["fuzzy"].get("keep_min_bits", -10.0)), exclude, stats)
+
+
+def scored_pairs(P: Prepared, queries: np.ndarray, targets: np.ndarray, entity: np.ndarray,
+                 model: FSModel, cfg: dict, stats: dict, slack: float = 0.0) -> pd.DataFrame:
+    """Every blocked pair of a query and another entity's row that the model could keep (prior + bits >=
+    `keep_min_bits` - `slack`): columns `q`, `entity`, `t`, `bits`, and `rest` and `address` (the bits
+    without the address, the address's level), so that a model differing only in its prior and the
+    address's u can weigh them again without comparing (`reweigh`)."""
     fz = cfg["fuzzy"]
     cuts = _address_declaration(fz)
-    stats = stats if stats is not None else {}
     targets_d = np.asarray(targets, dtype=np.int64)
     prior = model.log2_prior_odds
-    keep_min = float(fz.get("keep_min_bits", -10.0))
-    out_q, out_e, out_t, out_b = [], [], [], []
+    keep_min = float(fz.get("keep_min_bits", -10.0)) - slack
+    out: dict[str, list] = {"q": [], "entity": [], "t": [], "bits": [], "rest": [], "address": []}
     for left, right in candidate_pairs(P, queries, targets_d, fz["blocking"], int(fz["max_pairs_per_block"]),
                                        int(fz["chunk_pairs"]), stats.setdefault("blocking", {}),
-                                       skip=model.skip_blocks):
+                                       skip=model.skip_blocks, max_targets_per_block=fz.get("max_targets_per_block")):
         e = entity[right]
         own = entity[left] == e
         left, right, e = left[~own], right[~own], e[~own]
@@ -1129,28 +1145,52 @@ def score_queries(P: Prepared, queries: np.ndarray, targets: np.ndarray, entity:
         lv = compare_pairs(P, left, right, cuts, features=CHEAP)
         for f in CHEAP:
             b += model.feature_bits(P, left, f, lv[f])
+        rest = address = None
         for i, f in enumerate(("name", "address")):
             room = sum(model.max_bits(g) for g in ("name", "address")[i:])
             alive = prior + b + room >= keep_min
             left, right, e, b = left[alive], right[alive], e[alive], b[alive]
             if len(left) == 0:
                 break
-            b += model.feature_bits(P, left, f, compare_pairs(P, left, right, cuts, features=(f,))[f])
+            level = compare_pairs(P, left, right, cuts, features=(f,))[f]
+            if f == "address":
+                rest, address = b, level
+            b = b + model.feature_bits(P, left, f, level)
+        if address is None:
+            continue
         keep = prior + b >= keep_min
-        out_q.append(left[keep])
-        out_e.append(e[keep])
-        out_t.append(right[keep])
-        out_b.append(b[keep])
+        for k, v in zip(out, (left, e, right, b, rest, address)):
+            out[k].append(v[keep])
         stats["compared"] = stats.get("compared", 0) + len(keep)
-    if not out_q:
+    if not out["q"]:
+        return empty_candidates().drop(columns="p").assign(rest=pd.Series(dtype=np.float64),
+                                                           address=pd.Series(dtype=np.int8))
+    return pd.DataFrame({k: np.concatenate(v) for k, v in out.items()}).astype({"address": np.int8})
+
+
+def reweigh(P: Prepared, pairs: pd.DataFrame, model: FSModel) -> pd.DataFrame:
+    """`scored_pairs`' pairs with the bits `model` gives them: the same sum, in the same order, as scoring
+    them again with it when it differs from theirs only in the prior and the address's u."""
+    bits = pairs["rest"].to_numpy() + model.feature_bits(P, pairs["q"].to_numpy(), "address",
+                                                         pairs["address"].to_numpy(np.int64))
+    return pairs.assign(bits=bits)
+
+
+def candidates(pairs: pd.DataFrame, log2_prior: float, keep_min: float, exclude: pd.DataFrame | None = None,
+               stats: dict | None = None) -> pd.DataFrame:
+    """`score_queries`' frame from scored pairs: those kept (prior + bits >= `keep_min`), the best pair of
+    each (query, entity), `exclude`d pairs left out, each query's posteriors."""
+    stats = stats if stats is not None else {}
+    pairs = pairs[log2_prior + pairs["bits"].to_numpy() >= keep_min]
+    stats["candidates"] = 0
+    if pairs.empty:
         return empty_candidates()
-    cand = best_pairs(pd.DataFrame({"q": np.concatenate(out_q), "entity": np.concatenate(out_e),
-                                    "t": np.concatenate(out_t), "bits": np.concatenate(out_b)}))
+    cand = best_pairs(pairs[["q", "entity", "t", "bits"]])
     if exclude is not None and len(exclude):
         ex = exclude[["q", "entity"]].drop_duplicates().assign(_x=True)
         cand = cand.merge(ex, on=["q", "entity"], how="left")
         cand = cand[cand["_x"].isna()].drop(columns="_x")
-    o = pair_odds(prior, cand["bits"].to_numpy())
+    o = pair_odds(log2_prior, cand["bits"].to_numpy())
     denom = 1.0 + pd.Series(o).groupby(cand["q"].to_numpy()).transform("sum").to_numpy()
     cand["p"] = o / denom
     cand = cand.sort_values(["q", "p", "entity"], ascending=[True, False, True], kind="mergesort")

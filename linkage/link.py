@@ -661,7 +661,8 @@ def _train_model(P: fz.Prepared, s1: dict, queries: np.ndarray, entity: np.ndarr
     em_source = None
     if len(lab[0]) < int(fcfg["training"].get("min_labelled_pairs", 500)) and len(queries):
         em_source = fz.candidate_pairs(P, queries, np.arange(len(entity)), fcfg["blocking"],
-                                       int(fcfg["max_pairs_per_block"]), int(fcfg["chunk_pairs"]))
+                                       int(fcfg["max_pairs_per_block"]), int(fcfg["chunk_pairs"]),
+                                       max_targets_per_block=fcfg.get("max_targets_per_block"))
     return fz.train_model(P, entity, lab, cfg, em_pairs=em_source)
 
 
@@ -671,6 +672,12 @@ def _score_candidates(P: fz.Prepared, queries: np.ndarray, entity: np.ndarray, m
     if not len(queries):
         return fz.empty_candidates()
     return fz.score_queries(P, queries, np.arange(len(entity)), entity, model, cfg, stats=fstats)
+
+
+# Bits of room the training date's first scoring keeps below the threshold, so that the pairs the model with
+# the estimated prior keeps are among them (`_model_and_candidates`): a prior estimated up to 2**6 times the
+# configured one. Past it, the pairs are scored again.
+PRIOR_SLACK_BITS = 6.0
 
 
 def _model_and_candidates(P: fz.Prepared, s1: dict, queries: np.ndarray, entity: np.ndarray,
@@ -684,14 +691,26 @@ def _model_and_candidates(P: fz.Prepared, s1: dict, queries: np.ndarray, entity:
         model = _train_model(P, s1, queries, entity, cfg)
     timings["fuzzy_train"] = time.perf_counter() - t
     t = time.perf_counter()
-    cand = _score_candidates(P, queries, entity, model, cfg, fstats)
-    # the prior from the data (`fuzzy.estimate_matches_per_query`), then the pairs scored with it; not where
+    # the prior from the data (`fuzzy.estimate_matches_per_query`), then the pairs weighed with it; not where
     # there are too few people to learn from (`train_model` keeps its defaults there too)
-    if trained_here and model.n_entities >= int(cfg["fuzzy"]["training"].get("min_population", 1000)):
-        configured = model.prior_has_match
-        model.prior_has_match = fz.estimate_matches_per_query(cand, len(queries), model)
-        model.meta["prior_has_match"] = {"configured": configured, "estimated": round(model.prior_has_match, 4)}
-        fz.discount_matches(model, len(queries))
+    if not (trained_here and model.n_entities >= int(cfg["fuzzy"]["training"].get("min_population", 1000))):
+        cand = _score_candidates(P, queries, entity, model, cfg, fstats)
+        timings["fuzzy_score"] = time.perf_counter() - t
+        return model, cand
+    keep_min = float(cfg["fuzzy"].get("keep_min_bits", -10.0))
+    pairs = fz.scored_pairs(P, queries, np.arange(len(entity)), entity, model, cfg, fstats, slack=PRIOR_SLACK_BITS)
+    prior, address_bits = model.log2_prior_odds, model.level_bits("address")
+    cand = fz.candidates(pairs, prior, keep_min)
+    configured = model.prior_has_match
+    model.prior_has_match = fz.estimate_matches_per_query(cand, len(queries), model)
+    model.meta["prior_has_match"] = {"configured": configured, "estimated": round(model.prior_has_match, 4)}
+    fz.discount_matches(model, len(queries))
+    # the most a kept pair's bits (with the prior) can rise: within the slack, every pair the new model keeps
+    # was scored above and only needs weighing again; else every pair is scored again
+    rise = model.log2_prior_odds - prior + max(float((model.level_bits("address") - address_bits).max()), 0.0)
+    if rise + 1e-9 <= PRIOR_SLACK_BITS:
+        cand = fz.candidates(fz.reweigh(P, pairs, model), model.log2_prior_odds, keep_min, stats=fstats)
+    else:
         fstats.clear()
         cand = _score_candidates(P, queries, entity, model, cfg, fstats)
     timings["fuzzy_score"] = time.perf_counter() - t

@@ -140,6 +140,32 @@ def test_a_block_too_big_for_any_query_is_listed_without_one():
     assert sum(len(a) for a, _ in later) == 0
 
 
+def test_a_query_reads_at_most_the_target_cap_of_one_block():
+    """`max_targets_per_block` bounds one query's work in a block, whatever the number of queries: a block with
+    more targets than it is skipped even for a single query (whose pairs fit `max_pairs_per_block`) and
+    listed, while a pass's own value overrides it; a later date with the list skips the same block."""
+    roles = pd.DataFrame({"name_key": ["王伟"] * 2 + ["赵六"] * 6, "birth": ["19900101"] * 8, "id_birth": [""] * 8,
+                          "sex": ["1"] * 8, "id_sex": [""] * 8, "region": ["320102"] * 8, "address": [""] * 8})
+    P = fz.prepare(roles, np.zeros(8, bool), np.full(8, "", object), np.full(8, "", object))
+
+    def pairs(passes, **kw):
+        got = list(fz.candidate_pairs(P, np.array([0]), np.arange(8), passes, max_pairs_per_block=100,
+                                      chunk_pairs=100, **kw))
+        return {(int(a), int(b)) for ls, rs in got for a, b in zip(ls, rs)}
+
+    passes = [{"name": "name", "keys": ["name_key"]}, {"name": "birth", "keys": ["birth"]}]
+    assert pairs(passes) == {(0, r) for r in range(1, 8)}  # no target cap: the birth block, 7 pairs < 100
+    stats = {}
+    assert pairs(passes, max_targets_per_block=5, stats=stats) == {(0, 1)}  # 8 targets > 5: only the name block
+    assert stats["birth"]["skipped_blocks"] == 1 and stats["name"]["skipped_blocks"] == 0
+    # listed too: 赵六's block (6 targets, no query today), so that a query arriving there later is skipped
+    assert stats["name"]["skip_hashes"] == fz.block_hash(P, np.array([2]), ["name_key"]).tolist()
+    listed = {k: np.asarray(v.get("skip_hashes", []), dtype=np.uint64) for k, v in stats.items()}
+    assert pairs(passes, skip=listed) == {(0, 1)}
+    own = [passes[0], dict(passes[1], max_targets_per_block=8)]
+    assert pairs(own, max_targets_per_block=5) == {(0, r) for r in range(1, 8)}
+
+
 def test_model_keeps_its_skip_list():
     roles, _ = _pathological_roles(600)
     res = link_roles(roles, None, None, None, "20260301", load_config())

@@ -228,3 +228,24 @@ def test_incremental_day_with_idless_latin_records_equals_rebuild():
     assert rk(full, "dibao", "N1")["RKID"] == rk(full, "hukou", "H1")["RKID"]  # linked (POSSIBLE) by the address
     k = ["BH", "YWZJ", "JS"]
     assert full.links.set_index(k)["RKID"].equals(inc.links.set_index(k)["RKID"].reindex(full.links.set_index(k).index))
+
+
+def test_the_estimated_prior_weighs_again_what_was_scored_once(monkeypatch):
+    """A training date scores its pairs once, with `PRIOR_SLACK_BITS` of room below the threshold, and weighs
+    them again with the estimated prior and the discounted address u (here, FEBRL-like, both rise): the same
+    links, scores and model as scoring every pair again, which is what happens when the rise passes the room."""
+    from linkage import link as lk
+
+    day, _ = _idless_day()
+    calls = []
+    real = fz.reweigh
+    monkeypatch.setattr(fz, "reweigh", lambda *a: calls.append(1) or real(*a))
+    once = link_roles(day, None, None, None, BD, load_config())
+    assert calls, "weighed again, not scored again"
+    monkeypatch.setattr(lk, "PRIOR_SLACK_BITS", 0.0)
+    calls.clear()
+    again = link_roles(day, None, None, None, BD, load_config())
+    assert not calls, "no room: every pair scored again"
+    assert once.stats["model"]["address_u_discounted"] > 0 and once.stats["model"]["prior_has_match"]["estimated"] > 0.5
+    pd.testing.assert_frame_equal(once.links, again.links)
+    assert once.stats["model"] == again.stats["model"] and once.stats["candidates"] == again.stats["candidates"]
