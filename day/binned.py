@@ -45,6 +45,7 @@ from linkage.memory import release_memory
 from linkage.roles import build_roles
 from store import base, db
 from day import scoped, workers
+from day.clock import Clock
 from verification.states import state_id_keys
 
 log = logging.getLogger("popbase")
@@ -76,7 +77,7 @@ def cut(empty: BaseState, staged, frames: Mapping, date: str, cfg: dict, bin_rol
     candidates and every candidate pair kept with that model: a bin of whole components linked and checked
     with the model gives its roles what the whole city gives them (`benchmarks/bins.py` measured it at 1M:
     every role's RKID, method and score). The roles are made a table at a time with what linking reads."""
-    clock = _CutClock(date)
+    clock = Clock(log_as=f"{date}: the cut's")
     R = canonical_roles_by_table(_linking_roles(empty, staged, frames, date), cfg)
     clock.step("roles")
     record, records = pd.factorize(R["BH"].astype(str) + "|" + R["YWZJ"].astype(str))
@@ -94,19 +95,6 @@ def cut(empty: BaseState, staged, frames: Mapping, date: str, cfg: dict, bin_rol
     per_record = pd.Series(pack(comp, bin_roles)).groupby(record).first()  # a record's roles share a component
     clock.step("components and bins")
     return model, pd.Series(per_record.to_numpy(), index=np.asarray(records, dtype=object)[per_record.index]), n_roles
-
-
-class _CutClock:
-    """Logs each step of the cut with its seconds and the process's memory high-water mark (the cut runs in a
-    worker: these lines are where its time and peak can be read)."""
-
-    def __init__(self, date: str):
-        self.date, self.t = date, time.perf_counter()
-
-    def step(self, name: str) -> None:
-        now = time.perf_counter()
-        log.info("%s: the cut's %s in %.1f s (peak %.1f GiB)", self.date, name, now - self.t, peak_gib())
-        self.t = now
 
 
 def cut_and_spill(empty: BaseState, staged, frames: StagedRows, date: str, cfg: dict,

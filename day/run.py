@@ -29,8 +29,9 @@ import sqlalchemy as sa
 from catalog import RETURN_TABLE
 from catalog.base import REJECT_COLUMNS, BaseState
 from day import binned, exceptions, jobs, scoped, workers
+from day.clock import Clock
 from exchange import outputs, staging
-from exchange.process import ScopeTooSmall, peak_gib, process_date
+from exchange.process import ScopeTooSmall, process_date
 from exchange.files import clean_temporaries, publish, temporary_for
 from exchange.staging import StageResult
 from linkage.link import load_config
@@ -229,7 +230,7 @@ def refuse_late_files(staged: StageResult, latest_processed: str) -> None:
 
 
 def commit(settings: Settings, engine: sa.Engine, staged: StageResult,
-           exceptions: list[dict] | None = None, clock: _Clock | None = None,
+           exceptions: list[dict] | None = None, clock: Clock | None = None,
            before_write=None) -> tuple[dict, BaseState | scoped.Touched | binned.InBins | None]:
     """Apply, link and verify the date's new batches and write it all, with the rows rejected and the
     date's exceptions, in one transaction. `staged` is classified already (replays, re-runs and late
@@ -240,7 +241,7 @@ def commit(settings: Settings, engine: sa.Engine, staged: StageResult,
     `before_write`: called before anything is written (gates still running: `GatesLater.due`); it may raise,
     and the transaction is then rolled back."""
     date = staged.business_date
-    clock = clock or _Clock({}, {})
+    clock = clock or Clock({}, {})
     new_files = [f for f in staged.files if f.status == "staged"]
     done_before = base.run_summary(engine, date)
     if done_before is not None and not new_files:
@@ -316,7 +317,7 @@ def commit(settings: Settings, engine: sa.Engine, staged: StageResult,
 
 
 def _commit_in_bins(settings: Settings, engine: sa.Engine, staged: StageResult, frames: binned.StagedRows, cfg: dict,
-                    exceptions: list[dict] | None, clock: _Clock, before_write) -> tuple[dict, binned.InBins]:
+                    exceptions: list[dict] | None, clock: Clock, before_write) -> tuple[dict, binned.InBins]:
     """`commit` for a date processed in bins (`binned.due`): the bins, then the date's rejected rows, batches
     and summary, in one transaction."""
     date = staged.business_date
@@ -334,20 +335,6 @@ def _commit_in_bins(settings: Settings, engine: sa.Engine, staged: StageResult, 
     clock.step("commit")
     log.info("business date %s committed in %s bins", date, done.bins)
     return summary, done
-
-
-class _Clock:
-    """Seconds per named step of a date, added into `steps` (a step may come back: a widened scope), and
-    the process's memory high-water mark after it into `peaks` (which step raised a date's peak)."""
-
-    def __init__(self, steps: dict[str, float], peaks: dict[str, float]):
-        self.steps, self.peaks, self.last = steps, peaks, time.perf_counter()
-
-    def step(self, name: str) -> None:
-        now = time.perf_counter()
-        self.steps[name] = self.steps.get(name, 0.0) + now - self.last
-        self.peaks[name] = peak_gib()
-        self.last = now
 
 
 def _rejected_rows(date: str, new_files, folder: Path, frames: dict, late_rejects) -> pd.DataFrame:
@@ -371,7 +358,7 @@ def write_date_outputs(settings: Settings, engine: sa.Engine, date: str,
     if summary is None:
         raise RuntimeError(f"business date {date} has not been processed: nothing to write")
     parts: dict[str, float] = {}
-    clock = _Clock(parts, {})
+    clock = Clock(parts, {})
     merged = isinstance(after, scoped.Touched) and outputs_complete(settings, after.previous)
     beside = (merged and int(summary.get("totals", {}).get("open_tasks", 0)) >= TASK_FILES_BESIDE_FROM
               and workers.spare_cores() > 0)
@@ -424,7 +411,7 @@ def run_one(settings: Settings, engine: sa.Engine, date: str, *, write_outputs: 
     thresholds = load_thresholds(settings.quality_config)
     steps: dict[str, float] = {}
     peaks: dict[str, float] = {}
-    clock = _Clock(steps, peaks)
+    clock = Clock(steps, peaks)
     staged = stage(settings, date, staging.Guards.from_config(thresholds))
     clock.step("stage")
     result = DateResult(date, staged, Gates(), steps=steps, step_peaks=peaks)

@@ -1,0 +1,29 @@
+"""Seconds and memory of a date's named steps: one clock for the date's process and for its workers."""
+from __future__ import annotations
+
+import logging
+import time
+
+from exchange.process import peak_gib
+
+log = logging.getLogger("popbase")
+
+
+class Clock:
+    """Seconds per named step, added into `steps` (a step may come back: a widened scope), and the process's
+    memory high-water mark after it into `peaks` (which step raised a date's peak). With `log_as`, each step
+    is also logged as "<log_as> <step> in <s> s (peak <GiB> GiB)": a worker's steps are read in the log."""
+
+    def __init__(self, steps: dict[str, float] | None = None, peaks: dict[str, float] | None = None,
+                 log_as: str = ""):
+        self.steps = steps if steps is not None else {}
+        self.peaks = peaks if peaks is not None else {}
+        self.log_as, self.last = log_as, time.perf_counter()
+
+    def step(self, name: str) -> None:
+        now = time.perf_counter()
+        self.steps[name] = self.steps.get(name, 0.0) + now - self.last
+        self.peaks[name] = peak_gib()
+        if self.log_as:
+            log.info("%s %s in %.1f s (peak %.1f GiB)", self.log_as, name, now - self.last, self.peaks[name])
+        self.last = now
