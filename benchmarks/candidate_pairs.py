@@ -60,6 +60,8 @@ def main() -> None:
     # where the pairs come from: a pass whose blocks grow with the city gives pairs that grow as its square
     for name, st in stats.items():
         print(f"  {name:24} {st['pairs']:>12,} pairs, {st['blocks']:>10,} blocks, {st['skipped_blocks']:>7,} skipped")
+    codes = sum(c.nbytes for c, _ in city.P._codes.values())
+    print(f"blocking codes held: {codes / 2**20:,.1f} MiB for {len(city.P._codes)} fields")
     q = per_query[city.queries]
     print("pairs per query: mean {:.1f}, p50 {:.0f}, p99 {:.0f}, p99.9 {:.0f}, max {:,}".format(
         q.mean(), *np.percentile(q, [50, 99, 99.9]), int(q.max())))

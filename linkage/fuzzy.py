@@ -225,16 +225,18 @@ class Prepared:
         self._codes.pop("partner", None)
 
     def codes(self, field_: str) -> tuple[np.ndarray, int]:
-        """(int64 code per row, -1 where empty; number of distinct values) of a blocking field."""
+        """(int32 code per row, -1 where empty; number of distinct values) of a blocking field. int32: a
+        city's forms have far fewer than 2**31 distinct values, and the codes of some fifteen fields are
+        kept (at 10M persons, 21 M roles, int64 would hold 1.3 GB more)."""
         got = self._codes.get(field_)
         if got is None:
             if field_ == "partner":
-                c = np.where(self.partner >= 0, self.partner, -1).astype(np.int64)
+                c = np.where(self.partner >= 0, self.partner, -1).astype(np.int32)
                 got = (c, int(c.max()) + 1 if len(c) else 0)
             else:
                 v = self.cols[field_]
                 c, uniq = pd.factorize(v)
-                c = c.astype(np.int64)
+                c = c.astype(np.int32)
                 c[v == ""] = -1
                 got = (c, len(uniq))
                 self._uniq[field_] = np.asarray(uniq, dtype=object)
