@@ -151,6 +151,7 @@ def _gate(parquet: Path, table: str, incremental: bool, thresholds: dict) -> Qua
 
 
 STAGE_APART_FROM_BYTES = 256 * 2**20  # a date's delivered files of this many bytes are parsed in a worker process
+LOG_STEPS_FROM_SECONDS = 30.0  # a date's step that took this long is logged as it ends (`day.clock.Clock`)
 
 
 def stage(settings: Settings, date: str, guards: staging.Guards) -> StageResult:
@@ -411,7 +412,7 @@ def run_one(settings: Settings, engine: sa.Engine, date: str, *, write_outputs: 
     thresholds = load_thresholds(settings.quality_config)
     steps: dict[str, float] = {}
     peaks: dict[str, float] = {}
-    clock = Clock(steps, peaks)
+    clock = Clock(steps, peaks, log_as=f"{date}:", log_from=LOG_STEPS_FROM_SECONDS)
     staged = stage(settings, date, staging.Guards.from_config(thresholds))
     clock.step("stage")
     result = DateResult(date, staged, Gates(), steps=steps, step_peaks=peaks)

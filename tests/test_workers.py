@@ -2,6 +2,7 @@
 and no workers where a process may not start any."""
 from __future__ import annotations
 
+import time
 import multiprocessing
 
 import pytest
@@ -63,3 +64,21 @@ def test_a_large_delivery_is_parsed_apart_as_it_would_be_in_place_and_its_warnin
     assert json.loads(apart.to_json()) == json.loads(in_place.to_json())
     assert any(f.status == "quarantined" for f in apart.files) and any(f.status == "staged" for f in apart.files)
     assert {p.name: p.read_bytes() for p in staging.staging_dir(home, d0).glob("*.parquet*")} == in_place_files
+
+
+def test_a_long_step_is_logged_as_it_ends(caplog):
+    """A date's clock logs a step that took `log_from` seconds or more when it ends (a 10M date's staging is
+    not silent for minutes); shorter steps only go into the figures."""
+    import logging
+
+    from day.clock import Clock
+
+    steps, peaks = {}, {}
+    clock = Clock(steps, peaks, log_as="20260301:", log_from=0.05)
+    with caplog.at_level(logging.INFO, logger="popbase"):
+        clock.step("quick")
+        time.sleep(0.06)
+        clock.step("stage")
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and said[0].startswith("20260301: stage in 0.") and "GiB" in said[0]
+    assert set(steps) == {"quick", "stage"} and steps["stage"] >= 0.05 and set(peaks) == set(steps)
