@@ -2,8 +2,8 @@
 and no workers where a process may not start any."""
 from __future__ import annotations
 
-import time
 import multiprocessing
+import time
 
 import pytest
 
