@@ -248,4 +248,6 @@ def test_the_estimated_prior_weighs_again_what_was_scored_once(monkeypatch):
     assert not calls, "no room: every pair scored again"
     assert once.stats["model"]["address_u_discounted"] > 0 and once.stats["model"]["prior_has_match"]["estimated"] > 0.5
     pd.testing.assert_frame_equal(once.links, again.links)
+    assert once.stats["model"]["prior_has_match"].pop("weighed_again")
+    assert not again.stats["model"]["prior_has_match"].pop("weighed_again")
     assert once.stats["model"] == again.stats["model"] and once.stats["candidates"] == again.stats["candidates"]
