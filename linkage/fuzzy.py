@@ -11,13 +11,15 @@ Pieces, each usable on its own:
   are too few; u-probabilities from random pairs, with the exact-agreement levels of name and birth
   date computed from value frequencies (and term-frequency adjusted per value).
 - `candidate_pairs(...)` → blocked candidate pairs, pass by pass, block by block, in bounded chunks
-  (blocks larger than `max_pairs_per_block` are skipped: the other passes cover them). The blocks
+  (blocks with more pairs than `max_pairs_per_block`, or more targets than `max_targets_per_block`, are
+  skipped: the other passes cover them). The blocks
   skipped on the date the model is trained are kept with the model (`FSModel.skip_blocks`) and later
   dates skip exactly those, so that whether a query meets a candidate never depends on which other
   queries happen to share its block that day (incremental linking needs that locality).
 - `score_queries(P, queries, entity, model, config)` → for each query row, its candidate entities
   with the Bayes factor (bits) and the posterior match probability, normalised over the candidates
-  (a query with two equally good candidates gets at most 0.5 for each).
+  (a query with two equally good candidates gets at most 0.5 for each): `scored_pairs` then `candidates`;
+  `reweigh` weighs scored pairs again for a model whose prior or address u changed (the training date).
 
 Feature levels (-1 = missing on either side, contributes nothing; labels in `LEVEL_LABELS`, in Chinese
 `LEVEL_LABELS_ZH`; `explain_pairs` gives the levels and bits of the pair behind a link, `linkage.explain`):
