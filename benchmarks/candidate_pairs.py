@@ -49,9 +49,8 @@ def main() -> None:
         t = time.perf_counter()
         pairs, checksum, stats = 0, 0, {}
         per_query = np.zeros(n, dtype=np.int64)
-        for left, right in fz.candidate_pairs(city.P, city.queries, np.arange(n), fcfg["blocking"],
-                                              int(fcfg["max_pairs_per_block"]), int(fcfg["chunk_pairs"]), stats,
-                                              max_targets_per_block=fcfg.get("max_targets_per_block")):
+        for left, right in fz.candidate_pairs(city.P, city.queries, np.arange(n), fcfg["blocking"], stats=stats,
+                                              **fz.blocking_caps(fcfg)):
             pairs += len(left)
             keys = (left.astype(np.uint64) * np.uint64(n) + right.astype(np.uint64)) * np.uint64(pairs % 1_000_003 + 1)
             checksum = (checksum + int(keys.sum(dtype=np.uint64))) % (1 << 61)

@@ -258,9 +258,8 @@ def blocking_recall(roles: pd.DataFrame, truth: pd.DataFrame, cfg: dict) -> dict
 
     def reach(spec_list, stats):
         got = []
-        for left, right in fz.candidate_pairs(P, queries, np.arange(n), spec_list, int(fcfg["max_pairs_per_block"]),
-                                              int(fcfg["chunk_pairs"]), stats,
-                                              max_targets_per_block=fcfg.get("max_targets_per_block")):
+        for left, right in fz.candidate_pairs(P, queries, np.arange(n), spec_list, stats=stats,
+                                              **fz.blocking_caps(fcfg)):
             got.append(np.minimum(left, right) * n + np.maximum(left, right))
         keys = np.unique(np.concatenate(got)) if got else np.zeros(0, dtype=np.int64)
         return keys

@@ -949,6 +949,13 @@ def block_hash(P: Prepared, rows: np.ndarray, keys: list[str]) -> np.ndarray:
     return h
 
 
+def blocking_caps(fcfg: dict) -> dict:
+    """`candidate_pairs`' work bounds from the configuration's `fuzzy` section, as keywords: every caller
+    blocks with the same caps (a caller that left one out would find other pairs than the link)."""
+    return {"max_pairs_per_block": int(fcfg["max_pairs_per_block"]), "chunk_pairs": int(fcfg["chunk_pairs"]),
+            "max_targets_per_block": fcfg.get("max_targets_per_block")}
+
+
 def candidate_pairs(P: Prepared, queries: np.ndarray, targets: np.ndarray, passes: list[dict],
                     max_pairs_per_block: int, chunk_pairs: int, stats: dict | None = None,
                     skip: dict[str, np.ndarray] | None = None,
@@ -1135,9 +1142,8 @@ def scored_pairs(P: Prepared, queries: np.ndarray, targets: np.ndarray, entity: 
     prior = model.log2_prior_odds
     keep_min = float(fz.get("keep_min_bits", -10.0)) - slack
     out: dict[str, list] = {"q": [], "entity": [], "t": [], "bits": [], "rest": [], "address": []}
-    for left, right in candidate_pairs(P, queries, targets_d, fz["blocking"], int(fz["max_pairs_per_block"]),
-                                       int(fz["chunk_pairs"]), stats.setdefault("blocking", {}),
-                                       skip=model.skip_blocks, max_targets_per_block=fz.get("max_targets_per_block")):
+    for left, right in candidate_pairs(P, queries, targets_d, fz["blocking"], stats=stats.setdefault("blocking", {}),
+                                       skip=model.skip_blocks, **blocking_caps(fz)):
         e = entity[right]
         own = entity[left] == e
         left, right, e = left[~own], right[~own], e[~own]

@@ -660,9 +660,7 @@ def _train_model(P: fz.Prepared, s1: dict, queries: np.ndarray, entity: np.ndarr
     lab = _labelled_pairs(np.where(usable, s1["cluster"], -1), usable)
     em_source = None
     if len(lab[0]) < int(fcfg["training"].get("min_labelled_pairs", 500)) and len(queries):
-        em_source = fz.candidate_pairs(P, queries, np.arange(len(entity)), fcfg["blocking"],
-                                       int(fcfg["max_pairs_per_block"]), int(fcfg["chunk_pairs"]),
-                                       max_targets_per_block=fcfg.get("max_targets_per_block"))
+        em_source = fz.candidate_pairs(P, queries, np.arange(len(entity)), fcfg["blocking"], **fz.blocking_caps(fcfg))
     return fz.train_model(P, entity, lab, cfg, em_pairs=em_source)
 
 
@@ -709,8 +707,9 @@ def _model_and_candidates(P: fz.Prepared, s1: dict, queries: np.ndarray, entity:
     # the most a kept pair's bits (with the prior) can rise: within the slack, every pair the new model keeps
     # was scored above and only needs weighing again; else every pair is scored again
     rise = model.log2_prior_odds - prior + max(float((model.level_bits("address") - address_bits).max()), 0.0)
-    model.meta["prior_has_match"]["weighed_again"] = bool(rise + 1e-9 <= PRIOR_SLACK_BITS)  # else scored again
-    if model.meta["prior_has_match"]["weighed_again"]:
+    weighed_again = bool(rise + 1e-9 <= PRIOR_SLACK_BITS)
+    model.meta["prior_has_match"]["weighed_again"] = weighed_again  # else every pair was scored again
+    if weighed_again:
         cand = fz.candidates(fz.reweigh(P, pairs, model), model.log2_prior_odds, keep_min, stats=fstats)
     else:
         fstats.clear()
