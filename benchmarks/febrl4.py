@@ -275,7 +275,7 @@ def blocking_recall(roles: pd.DataFrame, truth: pd.DataFrame, cfg: dict) -> dict
         per_pass[spec["name"]] = {"keys": spec["keys"], "reached": int(np.isin(tkey, k).sum()),
                                   "pairs": int(len(k)), "skipped_blocks": int(s.get("skipped_blocks", 0))}
     # the comparison levels of the true pairs (for the analysis of what is missed)
-    lv = fz.compare_pairs(P, ra, rb, tuple(fcfg.get("address_levels", (0.7, 0.4))),
+    lv = fz.compare_pairs(P, ra, rb, fz.address_declaration(fcfg),
                           features=("name", "birth", "address"))
     return {"true_pairs": int(len(truth)), "both_present": int(present.sum()), "reached": int(hit.sum()),
             "recall": float(hit.sum() / len(truth)) if len(truth) else 0.0,

@@ -163,9 +163,9 @@ def form_reach(forms: pd.DataFrame, model: fz.FSModel, cfg: dict):
     P = fz.prepare(frame, np.zeros(n, dtype=bool), both["p_idk"].to_numpy(dtype=object), both["p_idv"].to_numpy(dtype=object),
                    blocking=False)
     fzc = cfg["fuzzy"]
-    keep_min = float(fzc.get("keep_min_bits", -10.0)) - model.log2_prior_odds
+    keep_min = fz.keep_min_bits(fzc) - model.log2_prior_odds
     spouses = both["p_spouse"].to_numpy(dtype=object)
-    cuts = tuple(fzc.get("address_levels", (0.7, 0.4)))
+    cuts = fz.address_declaration(fzc)
 
     def reach(left: np.ndarray, right: np.ndarray) -> np.ndarray:
         if not len(left):

@@ -318,8 +318,9 @@ def region_levels(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 _DIGITS = re.compile(r"[0-9]+")
 
 
-def _address_declaration(fz: dict):
-    """The address comparison of a configuration's `fuzzy` section (None: the shipped one)."""
+def address_declaration(fz: dict):
+    """The address comparison of a configuration's `fuzzy` section (None: the shipped one): what every
+    comparer of addresses passes on (scoring, the scope's reach, the explanations)."""
     got = fz.get("address_levels")
     return tuple(got) if got is not None else None
 
@@ -597,7 +598,7 @@ def train_model(P: Prepared, entity: np.ndarray, labelled: tuple[np.ndarray, np.
     pc = float(tr.get("pseudo_count", 5.0))
     default_m = {f: np.asarray(fz["default_m"][f], dtype=np.float64) for f in LEARNED}
     default_u = {f: np.asarray(fz["default_u"][f], dtype=np.float64) for f in LEARNED}
-    cuts = _address_declaration(fz)
+    cuts = address_declaration(fz)
     n = len(P)
     n_entities = int(len(np.unique(entity))) if n else 0
     rng = np.random.default_rng(int(tr.get("seed", 0)))
@@ -949,6 +950,12 @@ def block_hash(P: Prepared, rows: np.ndarray, keys: list[str]) -> np.ndarray:
     return h
 
 
+def keep_min_bits(fcfg: dict) -> float:
+    """The least posterior log2 odds at which a candidate pair is kept (the configuration's `fuzzy` section's
+    `keep_min_bits`, -10 when absent): one default for every reader."""
+    return float(fcfg.get("keep_min_bits", -10.0))
+
+
 def blocking_caps(fcfg: dict) -> dict:
     """`candidate_pairs`' work bounds from the configuration's `fuzzy` section, as keywords: every caller
     blocks with the same caps (a caller that left one out would find other pairs than the link)."""
@@ -1127,7 +1134,7 @@ def score_queries(P: Prepared, queries: np.ndarray, targets: np.ndarray, entity:
     """
     stats = stats if stats is not None else {}
     pairs = scored_pairs(P, queries, targets, entity, model, cfg, stats)
-    return candidates(pairs, model.log2_prior_odds, float(cfg["fuzzy"].get("keep_min_bits", -10.0)), exclude, stats)
+    return candidates(pairs, model.log2_prior_odds, keep_min_bits(cfg["fuzzy"]), exclude, stats)
 
 
 def scored_pairs(P: Prepared, queries: np.ndarray, targets: np.ndarray, entity: np.ndarray,
@@ -1137,10 +1144,10 @@ def scored_pairs(P: Prepared, queries: np.ndarray, targets: np.ndarray, entity: 
     without the address, the address's level), so that a model differing only in its prior and the
     address's u can weigh them again without comparing (`reweigh`)."""
     fz = cfg["fuzzy"]
-    cuts = _address_declaration(fz)
+    cuts = address_declaration(fz)
     targets_d = np.asarray(targets, dtype=np.int64)
     prior = model.log2_prior_odds
-    keep_min = float(fz.get("keep_min_bits", -10.0)) - slack
+    keep_min = keep_min_bits(fz) - slack
     out: dict[str, list] = {"q": [], "entity": [], "t": [], "bits": [], "rest": [], "address": []}
     for left, right in candidate_pairs(P, queries, targets_d, fz["blocking"], stats=stats.setdefault("blocking", {}),
                                        skip=model.skip_blocks, **blocking_caps(fz)):

@@ -111,8 +111,8 @@ class _Reach:
         self.passes = [(spec.get("name", f"pass{i}"), list(spec["keys"]), list(spec.get("queries_missing", ())))
                        for i, spec in enumerate(fzc["blocking"])]
         self.chunk = int(fzc["chunk_pairs"])
-        self.cuts = tuple(fzc.get("address_levels", (0.7, 0.4)))
-        self.keep_min = float(fzc.get("keep_min_bits", -10.0)) - model.log2_prior_odds
+        self.cuts = fz.address_declaration(fzc)
+        self.keep_min = fz.keep_min_bits(fzc) - model.log2_prior_odds
         idk_q, idv_q = query_id_evidence(U)  # the ID evidence of a row as a query
         # the forms a row can take as a target
         rows_v = np.flatnonzero(citizen_id != "")

@@ -696,7 +696,7 @@ def _model_and_candidates(P: fz.Prepared, s1: dict, queries: np.ndarray, entity:
         cand = _score_candidates(P, queries, entity, model, cfg, fstats)
         timings["fuzzy_score"] = time.perf_counter() - t
         return model, cand
-    keep_min = float(cfg["fuzzy"].get("keep_min_bits", -10.0))
+    keep_min = fz.keep_min_bits(cfg["fuzzy"])
     pairs = fz.scored_pairs(P, queries, np.arange(len(entity)), entity, model, cfg, fstats, slack=PRIOR_SLACK_BITS)
     prior, address_bits = model.log2_prior_odds, model.level_bits("address")
     cand = fz.candidates(pairs, prior, keep_min)
@@ -946,7 +946,7 @@ def _explanations(P: fz.Prepared, role_key: np.ndarray, ppfs: np.ndarray, ppdf: 
     out = np.full(len(ppfs), "", dtype=object)
     rows = np.flatnonzero(np.isin(ppfs, explain.EXPLAINED) & (pair[:, 0] >= 0))
     if len(rows):
-        cuts = tuple(cfg["fuzzy"].get("address_levels", (0.7, 0.4)))
+        cuts = fz.address_declaration(cfg["fuzzy"])
         left, right = pair[rows, 0], pair[rows, 1]
         terms = fz.explain_pairs(P, left, right, model, cuts)
         other = np.where(left == rows, right, left)

@@ -764,3 +764,35 @@ def test_the_spouse_bound_never_keeps_apart_spouses_of_one_person(incremental):
     rng = np.random.default_rng(0)
     x, y = rng.choice(with_spouse, 2000), rng.choice(with_spouse, 2000)
     assert spouses_can_agree(keys[x], keys[y]).mean() < 0.1
+
+
+def test_a_configuration_without_address_levels_links_with_the_shipped_comparison(both_modes):
+    """`fuzzy.address_levels` left out of a configuration: every comparer of addresses (the scoring, a daily
+    date's reach, the explanations) takes the shipped declaration, so the date links as with it written
+    out (they once fell back to two bigram cuts that the comparison rejects)."""
+    import copy
+
+    from exchange.process import link_date
+    from linkage.link import load_config
+
+    _, _, engines = both_modes
+
+    def edit(src):  # a new record without an ID of a person known by one: a fuzzy query
+        d = src["dibao"]
+        row = d[d["_deleted"] != "1"].iloc[[0]].copy()
+        row["_key"] = row["DBRYBH"] = "NEWDB0003"
+        row["GMSFHM"] = ""
+        src["dibao"] = pd.concat([d, row], ignore_index=True)
+
+    state, roles = _state_and_roles(engines["incremental"], edit)
+    shipped = load_config()
+    left_out = copy.deepcopy(shipped)
+    del left_out["fuzzy"]["address_levels"]
+    decisions = state.decisions.drop(columns=["decision_key"])
+    got, _ = link_date(state, roles, decisions, "20260310", link_config=left_out, linking=True)
+    want, _ = link_date(state, roles, decisions, "20260310", link_config=shipped, linking=True)
+    assert got.stats["incremental"]["mode"] == "incremental"
+    new = got.links.set_index(KEY).loc[("civil", "dibao", "NEWDB0003", "SELF")]
+    assert new["PPFS"] == "FUZZY" and new["PPMX"] != ""
+    pd.testing.assert_frame_equal(got.links.sort_values(KEY).reset_index(drop=True),
+                                  want.links.sort_values(KEY).reset_index(drop=True))
