@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent
 DEFAULT_QUALITY_CONFIG = ROOT / "config" / "quality.json"
 DEFAULT_LINKAGE_CONFIG = ROOT / "config" / "linkage.json"
 FIRST_DATE_FILE = "first_business_date"  # under POPBASE_HOME, written when the first date is processed
-LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"  # the CLI's log lines, and a worker process's (`day.workers.apart`)
+LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"  # the CLI's log lines, and a worker process's (`day.workers.spawned`)
 DEFAULT_BIN_ROLES = 500_000  # roles per bin of a large first date: about 3 GiB of linking and checking
 
 

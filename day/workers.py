@@ -29,27 +29,29 @@ def can_spawn() -> bool:
 
 
 def spawned(workers: int) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    """A pool of `workers` spawned processes that log to stderr, as the CLI does, at this process's level for
+    the project's logger (a bin linked in a worker logs its phases as the date's process would)."""
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_log_to_stderr,
+                               initargs=(logging.getLogger("popbase").getEffectiveLevel(),))
 
 
 def apart(fn: Callable, *args):
     """`fn(*args)` in a worker process of its own (in place where this process may not start one): the memory
     the work takes, and the fragments its allocator would keep, leave with the worker. For a large date's
-    parsing and cut, whose frames hold a table or the city at once. The worker logs to stderr, as the CLI does,
-    at this process's level for the project's logger. `fn` must be a module-level function."""
+    parsing and cut, whose frames hold a table or the city at once. `fn` must be a module-level function."""
     if not can_spawn():
         return fn(*args)
     with spawned(1) as pool:
-        return pool.submit(_logging, logging.getLogger("popbase").getEffectiveLevel(), fn, *args).result()
+        return pool.submit(fn, *args).result()
 
 
-def _logging(level: int, fn: Callable, *args):
+def _log_to_stderr(level: int) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     logger = logging.getLogger("popbase")
     logger.addHandler(handler)
     logger.setLevel(level)
-    return fn(*args)
 
 
 def made_ahead(fn: Callable, jobs: Iterable[tuple], ahead: int) -> Iterator:
