@@ -1,16 +1,18 @@
 """What joins a city's roles into one large component? The binned first date's components, edge kind by edge kind
 (issue 15; docs/scale.md 2.7).
 
-    .venv/bin/python benchmarks/components.py --city DIR [--date D] [--json F]
+    .venv/bin/python benchmarks/components.py --city DIR [--date D] [--config F] [--json F]
 
 A first date runs in bins of whole components (`day.binned.cut`): roles sharing an ID group, a record or a rule's
 ID group, a damaged ID and each holder of an ID it could be repaired to, and every candidate pair the city's model
 keeps. A bin holds its components whole, so the largest component sets the largest bin's memory. At 10M persons
 the first bin was one component of 1.58 M roles; at 1M the largest was 883 roles. This script makes the cut's
-relations as `cut` makes them, on the first date's files applied in memory, and prints the largest components
-as the edge kinds are added one by one: the ID groups and records, the rules' ID groups, the repair edges, and
-the kept pairs at rising posterior thresholds (a kept pair's log2 odds, prior plus bits; the model keeps pairs
-from `keep_min_bits`). The whole city is in memory at once (a 3M city took 12 minutes beside other work).
+relations as `cut` makes them (`day.binned.cut_relations`), on the first date's files applied in memory, and
+prints the largest components as the edge kinds are added one by one: the ID groups and records, the rules' ID
+groups, the repair edges, and the kept pairs at rising posterior thresholds (a kept pair's log2 odds, prior plus
+bits). The model keeps pairs from `keep_min_bits`, so thresholds below it add nothing: `--config` a copy with a
+lower one to see them (the figures in docs/benchmarks.md were measured with configuration 1.4.0, -10 bits). The
+whole city is in memory at once (a 3M city took 12 minutes beside other work).
 """
 from __future__ import annotations
 
@@ -21,7 +23,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from settings import quiet_libraries  # noqa: E402 - after the path insert
@@ -45,18 +46,18 @@ def main() -> None:
     ap.add_argument("--city", required=True, help="a generated city's folder (its landing/)")
     ap.add_argument("--date", default="", help="the business date (default: the first)")
     ap.add_argument("--json", default="", help="write the figures here")
+    ap.add_argument("--config", default=None, help="a linking configuration other than config/linkage.json")
     args = ap.parse_args()
 
     from benchmarks.linkage_quality import load_sources
-    from linkage.base import id_group_keys
-    from linkage.bins import components, group_codes, repair_edges
+    from day.binned import cut_relations
+    from linkage.bins import components
     from linkage.link import LINKING_COLUMNS, _model_and_candidates, canonical_roles_by_table, load_config, prepare_city
     from linkage.roles import build_roles
-    from verification.states import state_id_keys
 
     city = Path(args.city)
     date = args.date or sorted({p.parent.name for p in (city / "landing").glob("*/*/manifest.json")})[0]
-    cfg = load_config()
+    cfg = load_config(args.config)
     t = time.perf_counter()
     sources = load_sources(city, date)
     R = canonical_roles_by_table((build_roles({name: frame}, date)[LINKING_COLUMNS] for name, frame in sources.items()), cfg)
@@ -64,9 +65,7 @@ def main() -> None:
     n = len(R)
     print(f"{date}: {n:,} roles ({time.perf_counter() - t:.1f} s)", flush=True)
     t = time.perf_counter()
-    record = pd.factorize(R["BH"].astype(str) + "|" + R["YWZJ"].astype(str))[0].astype(np.int64)
-    broken, holder, _ = repair_edges(R, cfg, date)
-    id_group, rule_group = group_codes(id_group_keys(R)), group_codes(state_id_keys(R))
+    _, _, (id_group, record, rule_group), (broken, holder) = cut_relations(R, cfg, date)
     cityf = prepare_city(R, date, cfg, consume=True)
     del R
     model, cand = _model_and_candidates(cityf.P, cityf.s1, cityf.queries, cityf.entity, None, cfg, {}, {})

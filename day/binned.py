@@ -82,9 +82,7 @@ def cut(empty: BaseState, staged, frames: Mapping, date: str, cfg: dict, bin_rol
     clock = Clock(log_as=f"{date}: the cut's")
     R = canonical_roles_by_table(_linking_roles(empty, staged, frames, date), cfg)
     clock.step("roles")
-    record, records = pd.factorize(R["BH"].astype(str) + "|" + R["YWZJ"].astype(str))
-    broken, holder, _ = repair_edges(R, cfg, date)
-    groupings = (group_codes(id_group_keys(R)), record.astype(np.int64), group_codes(state_id_keys(R)))
+    record, records, groupings, (broken, holder) = cut_relations(R, cfg, date)
     n_roles = len(R)
     clock.step("groupings and repair candidates")
     city = prepare_city(R, date, cfg, consume=True)  # R's columns go as they are read
@@ -97,6 +95,16 @@ def cut(empty: BaseState, staged, frames: Mapping, date: str, cfg: dict, bin_rol
     per_record = pd.Series(pack(comp, bin_roles)).groupby(record).first()  # a record's roles share a component
     clock.step("components and bins")
     return model, pd.Series(per_record.to_numpy(), index=np.asarray(records, dtype=object)[per_record.index]), n_roles
+
+
+def cut_relations(R: pd.DataFrame, cfg: dict, date: str):
+    """What joins roles of `R` (canonical roles) into one component before the kept pairs: each role's record
+    code and the records, the groupings (ID group, record, the rules' ID groups: int64 codes) and the repair
+    edges (damaged rows, holder rows). `cut` adds the kept pairs; `benchmarks/components.py` measures each."""
+    record, records = pd.factorize(R["BH"].astype(str) + "|" + R["YWZJ"].astype(str))
+    broken, holder, _ = repair_edges(R, cfg, date)
+    groupings = (group_codes(id_group_keys(R)), record.astype(np.int64), group_codes(state_id_keys(R)))
+    return record, records, groupings, (broken, holder)
 
 
 def cut_and_spill(empty: BaseState, staged, frames: StagedRows, date: str, cfg: dict,
